@@ -1,0 +1,245 @@
+// Command smi2istio runs the operator that makes Istio enforce SMI objects.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/zapr"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/smi2istio/smi2istio/internal/certs"
+	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/internal/smi/conversion"
+	"github.com/smi2istio/smi2istio/internal/smi/crds"
+)
+
+var scheme = runtime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(apiextv1.AddToScheme(scheme))
+}
+
+type options struct {
+	metricsAddr       string
+	probeAddr         string
+	leaderElect       bool
+	webhookHost       string
+	webhookPort       int
+	webhookCertDir    string
+	webhookCertMode   string
+	localControlPlane string
+	localStateDir     string
+	zap               crzap.Options
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
+	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")
+	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the conversion webhook binds to (all addresses when empty; 127.0.0.1 for a local control plane).")
+	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the conversion webhook.")
+	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
+		"Directory with tls.crt and tls.key for the conversion webhook (where OLM mounts them).")
+	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "auto",
+		"provided: serve the certificate in --webhook-cert-dir (OLM, cert-manager); self-signed: create one at start-up and set the SMI CRDs' caBundle; auto: provided when the directory holds one, else self-signed.")
+	flag.StringVar(&o.localControlPlane, "local-control-plane", "auto",
+		"auto: start a local etcd + kube-apiserver when no cluster is configured (no --kubeconfig, no $KUBECONFIG, not in a pod); always; never.")
+	flag.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
+	o.zap = crzap.Options{Development: false}
+	o.zap.BindFlags(flag.CommandLine)
+	flag.Parse()
+
+	zl := crzap.NewRaw(crzap.UseFlagOptions(&o.zap))
+	log := zapr.NewLogger(zl)
+	ctrl.SetLogger(log)
+	if err := run(ctrl.SetupSignalHandler(), log, o); err != nil {
+		log.Error(err, "smi2istio stopped")
+		_ = zl.Sync()
+		os.Exit(1)
+	}
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("SMI2ISTIO_CACHE"); d != "" {
+		return filepath.Join(d, "local")
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "smi2istio", "local")
+	}
+	return filepath.Join(os.TempDir(), "smi2istio-local")
+}
+
+func run(ctx context.Context, log logr.Logger, o options) error {
+	local, err := wantLocal(o.localControlPlane)
+	if err != nil {
+		return err
+	}
+	var cfg *rest.Config
+	if local {
+		cp, err := localcp.Start(filepath.Join(o.localStateDir, "kubeconfig"))
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := cp.Stop(); err != nil {
+				log.Error(err, "stop local control plane")
+			}
+		}()
+		cfg = cp.Config
+		log.Info("local control plane running; point kubectl at it with: export KUBECONFIG="+cp.Kubeconfig,
+			"kubeconfig", cp.Kubeconfig, "host", cfg.Host)
+		if o.webhookHost == "" {
+			o.webhookHost = "127.0.0.1"
+		}
+		if o.webhookCertMode == "auto" {
+			o.webhookCertMode = "self-signed"
+		}
+	} else if cfg, err = config.GetConfig(); err != nil {
+		return fmt.Errorf("load cluster config: %w", err)
+	}
+
+	mode, err := certMode(o.webhookCertMode, o.webhookCertDir)
+	if err != nil {
+		return err
+	}
+	var caBundle []byte
+	if mode == "self-signed" {
+		dir, err := os.MkdirTemp("", "smi2istio-webhook-certs-")
+		if err != nil {
+			return fmt.Errorf("create webhook certificate directory: %w", err)
+		}
+		defer func() { _ = os.RemoveAll(dir) }()
+		b, err := selfSignedWebhookCert(o.webhookHost)
+		if err != nil {
+			return err
+		}
+		if err := b.WriteServing(dir); err != nil {
+			return err
+		}
+		o.webhookCertDir, caBundle = dir, b.CAPEM
+	}
+
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress: o.probeAddr,
+		LeaderElection:         o.leaderElect,
+		LeaderElectionID:       "smi2istio.smi2istio.io",
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    o.webhookHost,
+			Port:    o.webhookPort,
+			CertDir: o.webhookCertDir,
+			TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }},
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	mgr.GetWebhookServer().Register(crds.ConversionPath, conversion.Handler(log.WithName("conversion")))
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return fmt.Errorf("add readiness check: %w", err)
+	}
+
+	// The CRDs' conversion must reach this process: install them (local) or set the caBundle
+	// (self-signed in a cluster). Both need a direct client: the manager's cache is not started yet.
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return fmt.Errorf("create client: %w", err)
+	}
+	switch {
+	case local:
+		cc := apiextv1.WebhookClientConfig{
+			URL:      ptr.To("https://" + net.JoinHostPort(o.webhookHost, strconv.Itoa(o.webhookPort)) + crds.ConversionPath),
+			CABundle: caBundle,
+		}
+		if err := crds.Install(ctx, direct, crds.WithClientConfig(crds.All(), cc)); err != nil {
+			return err
+		}
+		log.Info("installed SMI CRDs on the local control plane", "webhook", *cc.URL)
+	case caBundle != nil:
+		if err := crds.SetCABundle(ctx, direct, caBundle); err != nil {
+			return err
+		}
+		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA")
+	}
+
+	log.Info("starting manager", "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+func wantLocal(mode string) (bool, error) {
+	switch mode {
+	case "always":
+		return true, nil
+	case "never":
+		return false, nil
+	case "auto":
+		// A cluster is configured by --kubeconfig, $KUBECONFIG, or running in a pod.
+		if f := flag.Lookup("kubeconfig"); f != nil && f.Value.String() != "" {
+			return false, nil
+		}
+		return os.Getenv("KUBECONFIG") == "" && os.Getenv("KUBERNETES_SERVICE_HOST") == "", nil
+	default:
+		return false, fmt.Errorf("--local-control-plane=%q: want auto, always or never", mode)
+	}
+}
+
+func certMode(mode, dir string) (string, error) {
+	switch mode {
+	case "provided", "self-signed":
+		return mode, nil
+	case "auto":
+		if _, err := os.Stat(filepath.Join(dir, certs.CertFile)); err == nil {
+			return "provided", nil
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("inspect webhook certificate directory: %w", err)
+		}
+		return "self-signed", nil
+	default:
+		return "", fmt.Errorf("--webhook-cert-mode=%q: want auto, provided or self-signed", mode)
+	}
+}
+
+// selfSignedWebhookCert covers the in-cluster Service names and the loopback address.
+func selfSignedWebhookCert(host string) (*certs.Bundle, error) {
+	svc, ns := crds.WebhookServiceName, crds.WebhookServiceNamespace
+	if pns := os.Getenv("POD_NAMESPACE"); pns != "" {
+		ns = pns
+	}
+	names := []string{svc + "." + ns + ".svc", svc + "." + ns + ".svc.cluster.local", "localhost"}
+	ips := []net.IP{net.ParseIP("127.0.0.1")}
+	if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
+		ips = append(ips, ip)
+	}
+	return certs.SelfSigned(names, ips, time.Now(), 365*24*time.Hour)
+}
