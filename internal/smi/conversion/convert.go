@@ -67,17 +67,21 @@ func convertObject(obj object, toAPIVersion string) (object, error) {
 	}
 
 	content := contentOf(obj)
-	converted, err := k.convert(content, from, to)
-	if err != nil {
-		return nil, err
-	}
-
+	var converted object
+	var err error
 	written := writtenContent(k, obj, content, group, from)
-	switch {
-	case written != nil && written.version == to:
-		// Read again in the version it was written in: restore it exactly.
-		converted, written = written.Content, nil
-	case written == nil:
+	if written != nil {
+		// The object was written in another version that carries more: convert from that.
+		if converted, err = k.convert(written.Content, written.version, to); err != nil {
+			return nil, err
+		}
+		if written.version == to {
+			written = nil // read again in the version it was written in: restored exactly
+		}
+	} else {
+		if converted, err = k.convert(content, from, to); err != nil {
+			return nil, err
+		}
 		// Keep what this hop cannot carry, so that reading in `from` again gives it back.
 		back, err := k.convert(converted, to, from)
 		if err != nil {

@@ -182,11 +182,9 @@ func splitMilliToQuantity(o object) (object, error) {
 		if err != nil {
 			return nil, fmt.Errorf("spec.backends[%d].weight: %q is not an integer: %w", i, n, err)
 		}
-		if milli%1000 == 0 {
-			backend["weight"] = json.Number(strconv.FormatInt(milli/1000, 10))
-		} else {
-			backend["weight"] = resource.NewMilliQuantity(milli, resource.DecimalSI).String()
-		}
+		// A Quantity always marshals as a string; a weight written as a YAML number is kept
+		// through the conversion annotation.
+		backend["weight"] = resource.NewMilliQuantity(milli, resource.DecimalSI).String()
 	}
 	return o, nil
 }
