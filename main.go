@@ -35,6 +35,9 @@ import (
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 )
 
+// version is set at build time (make build).
+var version = "dev"
+
 var scheme = runtime.NewScheme()
 
 func init() {
@@ -105,6 +108,7 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 			return err
 		}
 		defer func() {
+			log.Info("stopping local control plane (etcd, kube-apiserver)")
 			if err := cp.Stop(); err != nil {
 				log.Error(err, "stop local control plane")
 			}
@@ -190,7 +194,7 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA")
 	}
 
-	log.Info("starting manager", "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
+	log.Info("starting manager", "version", version, "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
 	}

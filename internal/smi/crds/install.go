@@ -76,6 +76,9 @@ func Install(ctx context.Context, c client.Client, list []*apiextv1.CustomResour
 	return nil
 }
 
+// SetCABundle needs to patch the SMI CRDs, and only those.
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;patch,resourceNames=trafficsplits.split.smi-spec.io;traffictargets.access.smi-spec.io;httproutegroups.specs.smi-spec.io;tcproutes.specs.smi-spec.io
+
 // SetCABundle points the conversion webhook of every installed multi-version SMI CRD at caBundle
 // (self-signed mode in a cluster; OLM does this itself when it installs the operator).
 func SetCABundle(ctx context.Context, c client.Client, caBundle []byte) error {

@@ -41,19 +41,19 @@ func statusSchema() props {
 	condition := object("Condition contains details for one aspect of the current state of this SMI object.",
 		[]string{"type", "status", "lastTransitionTime", "reason", "message"},
 		map[string]props{
-			"type":               props{Type: "string", Description: "Type of condition: Accepted, ResolvedRefs or Ready.", MaxLength: ptr.To[int64](316), Pattern: `^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$`},
+			"type":               {Type: "string", Description: "Type of condition: Accepted, ResolvedRefs or Ready.", MaxLength: ptr.To[int64](316), Pattern: `^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$`},
 			"status":             enumStr("Status of the condition.", "True", "False", "Unknown"),
-			"observedGeneration": props{Type: "integer", Format: "int64", Minimum: ptr.To(0.0), Description: "The metadata.generation the condition was set for."},
-			"lastTransitionTime": props{Type: "string", Format: "date-time", Description: "Last time the condition changed status."},
-			"reason":             props{Type: "string", Description: "CamelCase reason for the condition's last transition.", MinLength: ptr.To[int64](1), MaxLength: ptr.To[int64](1024), Pattern: `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`},
-			"message":            props{Type: "string", Description: "Human readable message.", MaxLength: ptr.To[int64](32768)},
+			"observedGeneration": {Type: "integer", Format: "int64", Minimum: ptr.To(0.0), Description: "The metadata.generation the condition was set for."},
+			"lastTransitionTime": {Type: "string", Format: "date-time", Description: "Last time the condition changed status."},
+			"reason":             {Type: "string", Description: "CamelCase reason for the condition's last transition.", MinLength: ptr.To[int64](1), MaxLength: ptr.To[int64](1024), Pattern: `^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`},
+			"message":            {Type: "string", Description: "Human readable message.", MaxLength: ptr.To[int64](32768)},
 		})
 	conditions := array("Conditions reported by smi2istio: Accepted, ResolvedRefs, Ready.", condition)
 	conditions.XListType = ptr.To("map")
 	conditions.XListMapKeys = []string{"type"}
 	conditions.MaxItems = ptr.To[int64](16)
 	return object("Status written by smi2istio.", nil, map[string]props{
-		"observedGeneration": props{Type: "integer", Format: "int64", Description: "The metadata.generation smi2istio last processed."},
+		"observedGeneration": {Type: "integer", Format: "int64", Description: "The metadata.generation smi2istio last processed."},
 		"conditions":         conditions,
 	})
 }
