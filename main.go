@@ -31,6 +31,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/internal/offline"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 )
@@ -59,6 +60,9 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "translate" {
+		os.Exit(offline.Main(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")

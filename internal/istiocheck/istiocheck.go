@@ -1,0 +1,107 @@
+// Package istiocheck validates generated Istio objects the way Istio does: its own validation
+// package, and the OpenAPI schema of Istio's CRDs (pinned istio.io/istio module) without pruned
+// fields. It is imported by tests only: istio.io/istio is a heavy dependency.
+package istiocheck
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+	"istio.io/istio/pkg/config"
+	"istio.io/istio/pkg/config/crd"
+	"istio.io/istio/pkg/config/schema/collections"
+	"istio.io/istio/pkg/util/protomarshal"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// IstioModule is the module path holding Istio's CRDs.
+const IstioModule = "istio.io/istio"
+
+var (
+	once      sync.Once
+	validator *crd.Validator
+	loadErr   error
+)
+
+// CRDFile is Istio's generated CRD bundle in the istio.io/istio version this module requires.
+func CRDFile() (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", IstioModule).Output()
+	if err != nil {
+		return "", fmt.Errorf("locate module %s (go list -m): %w", IstioModule, err)
+	}
+	dir := strings.TrimSpace(string(out))
+	if dir == "" {
+		return "", fmt.Errorf("module %s is not downloaded: run go mod download %s", IstioModule, IstioModule)
+	}
+	return filepath.Join(dir, "manifests", "charts", "base", "files", "crd-all.gen.yaml"), nil
+}
+
+func schemaValidator() (*crd.Validator, error) {
+	once.Do(func() {
+		var f string
+		if f, loadErr = CRDFile(); loadErr != nil {
+			return
+		}
+		validator, loadErr = crd.NewValidatorFromFiles(f)
+	})
+	return validator, loadErr
+}
+
+// Validate checks one generated object (a typed istio client-go object or unstructured) against
+// Istio's CRD schema (no unknown fields) and Istio's own semantic validation. Warnings from Istio's
+// validation are returned as errors too: generated objects must be clean.
+func Validate(obj runtime.Object) error {
+	content, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return fmt.Errorf("to unstructured: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: content}
+	v, err := schemaValidator()
+	if err != nil {
+		return err
+	}
+	if err := v.ValidateCustomResource(u); err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+
+	gvk := u.GroupVersionKind()
+	s, ok := collections.All.FindByGroupVersionAliasesKind(config.GroupVersionKind{Group: gvk.Group, Version: gvk.Version, Kind: gvk.Kind})
+	if !ok {
+		return fmt.Errorf("istio has no schema for %s", gvk)
+	}
+	spec, err := s.NewInstance()
+	if err != nil {
+		return err
+	}
+	js, err := json.Marshal(u.Object["spec"])
+	if err != nil {
+		return err
+	}
+	if err := protomarshal.ApplyJSONStrict(string(js), spec.(proto.Message)); err != nil {
+		return fmt.Errorf("decode spec as %s: %w", gvk.Kind, err)
+	}
+	cfg := config.Config{
+		Meta: config.Meta{
+			GroupVersionKind: s.GroupVersionKind(),
+			Name:             u.GetName(),
+			Namespace:        u.GetNamespace(),
+			Labels:           u.GetLabels(),
+			Annotations:      u.GetAnnotations(),
+		},
+		Spec: spec,
+	}
+	warn, err := s.ValidateConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("istio validation of %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
+	}
+	if warn != nil {
+		return fmt.Errorf("istio validation warning for %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), warn)
+	}
+	return nil
+}

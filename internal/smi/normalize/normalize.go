@@ -1,0 +1,143 @@
+// Package normalize decodes SMI objects of any version into the hub Go types that translate and
+// the controllers work with, through the same conversion the webhook serves.
+package normalize
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/smi2istio/smi2istio/internal/smi/conversion"
+)
+
+// Hub API versions: the superset versions objects are read in.
+const (
+	TrafficSplitAPIVersion   = "split.smi-spec.io/v1alpha4"
+	HTTPRouteGroupAPIVersion = "specs.smi-spec.io/v1alpha4"
+)
+
+// HTTPRouteGroup is an HTTPRouteGroup with its headers in one shape: an ordered list.
+type HTTPRouteGroup struct {
+	metav1.ObjectMeta
+	Matches []HTTPMatch
+}
+
+// HTTPMatch is one named match of an HTTPRouteGroup; all its fields must match.
+type HTTPMatch struct {
+	Name      string
+	Methods   []string
+	PathRegex string
+	// Headers in the order written (a map is sorted by name).
+	Headers []Header
+}
+
+// Header is one header name and the RE2 regex its value must fully match.
+type Header struct {
+	Name, Value string
+}
+
+// FieldError is invalid input, named by its field path.
+type FieldError struct {
+	Field, Reason, Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// toHub converts an object of any served version to apiVersion and decodes it into out.
+func toHub(u *unstructured.Unstructured, apiVersion string, out any) error {
+	raw, err := json.Marshal(u.Object)
+	if err != nil {
+		return fmt.Errorf("encode %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	if u.GetAPIVersion() != apiVersion {
+		if raw, err = conversion.Convert(raw, apiVersion); err != nil {
+			return err
+		}
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode %s %s/%s as %s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), apiVersion, err)
+	}
+	return nil
+}
+
+// ReadTrafficSplit reads a TrafficSplit of any version. v1alpha1 weights arrive in milli-units, so
+// weights stay relative to each other.
+func ReadTrafficSplit(u *unstructured.Unstructured) (*splitv1alpha4.TrafficSplit, error) {
+	ts := &splitv1alpha4.TrafficSplit{}
+	if err := toHub(u, TrafficSplitAPIVersion, ts); err != nil {
+		return nil, err
+	}
+	return ts, nil
+}
+
+type rawHTTPRouteGroup struct {
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Matches []struct {
+			Name      string          `json:"name"`
+			Methods   []string        `json:"methods"`
+			PathRegex string          `json:"pathRegex"`
+			Headers   json.RawMessage `json:"headers"`
+		} `json:"matches"`
+	} `json:"spec"`
+}
+
+// ReadHTTPRouteGroup reads an HTTPRouteGroup of any version, accepting both header shapes.
+func ReadHTTPRouteGroup(u *unstructured.Unstructured) (*HTTPRouteGroup, error) {
+	var raw rawHTTPRouteGroup
+	if err := toHub(u, HTTPRouteGroupAPIVersion, &raw); err != nil {
+		return nil, err
+	}
+	g := &HTTPRouteGroup{ObjectMeta: raw.ObjectMeta}
+	for i, m := range raw.Spec.Matches {
+		headers, err := parseHeaders(m.Headers, fmt.Sprintf("spec.matches[%d].headers", i))
+		if err != nil {
+			return nil, err
+		}
+		g.Matches = append(g.Matches, HTTPMatch{Name: m.Name, Methods: m.Methods, PathRegex: m.PathRegex, Headers: headers})
+	}
+	return g, nil
+}
+
+func parseHeaders(raw json.RawMessage, field string) ([]Header, error) {
+	s := strings.TrimSpace(string(raw))
+	if s == "" || s == "null" {
+		return nil, nil
+	}
+	bad := &FieldError{Field: field, Reason: "InvalidHeaders",
+		Message: "headers must be a map of header name to regex, or a list of single-entry maps"}
+	var asMap map[string]string
+	if strings.HasPrefix(s, "{") {
+		if err := json.Unmarshal(raw, &asMap); err != nil {
+			return nil, bad
+		}
+		return sortedHeaders(asMap), nil
+	}
+	var asList []map[string]string
+	if err := json.Unmarshal(raw, &asList); err != nil {
+		return nil, bad
+	}
+	var out []Header
+	for _, m := range asList {
+		out = append(out, sortedHeaders(m)...)
+	}
+	return out, nil
+}
+
+func sortedHeaders(m map[string]string) []Header {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := make([]Header, 0, len(m))
+	for _, n := range names {
+		out = append(out, Header{Name: n, Value: m[n]})
+	}
+	return out
+}
