@@ -55,8 +55,12 @@ test: lint verify-manifests ## Lint, check generated files, and run every test o
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: verify-manifests
-verify-manifests: manifests ## Fail if generated manifests differ from the committed ones.
-	@git diff --exit-code -- config/ || { echo "generated manifests are out of date: run 'make manifests' and commit"; exit 1; }
+verify-manifests: ## Fail if config/ differs from what `make manifests` would generate.
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	go run ./hack/crdgen -out "$$tmp/crd" && \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./... output:rbac:artifacts:config="$$tmp/rbac" && \
+	diff -ru config/crd/bases "$$tmp/crd" && diff -u config/rbac/role.yaml "$$tmp/rbac/role.yaml" \
+	|| { echo "generated manifests are out of date: run 'make manifests'"; exit 1; }
 
 ##@ Build and run
 
@@ -66,5 +70,8 @@ build: ## Build the operator binary (the Dockerfile runs exactly this).
 
 .PHONY: run
 run: build ## Run the operator: against $$KUBECONFIG when set, else on a local control plane it starts.
-	@if [ -z "$${KUBECONFIG:-}" ]; then export KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)"; fi; \
-	exec $(BIN) --zap-devel $(RUN_ARGS)
+	@if [ -z "$${KUBECONFIG:-}" ]; then \
+		export KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)"; \
+		set -- --local-istio-crds="$$(hack/istio-crds.sh)"; \
+	fi; \
+	exec $(BIN) --zap-devel "$$@" $(RUN_ARGS)

@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/zapr"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -29,11 +30,13 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/offline"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
+	"github.com/smi2istio/smi2istio/translate"
 )
 
 // version is set at build time (make build).
@@ -56,6 +59,8 @@ type options struct {
 	webhookCertMode   string
 	localControlPlane string
 	localStateDir     string
+	localIstioCRDs    string
+	clusterDomain     string
 	zap               crzap.Options
 }
 
@@ -76,6 +81,8 @@ func main() {
 	flag.StringVar(&o.localControlPlane, "local-control-plane", "auto",
 		"auto: start a local etcd + kube-apiserver when no cluster is configured (no --kubeconfig, no $KUBECONFIG, not in a pod); always; never.")
 	flag.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
+	flag.StringVar(&o.localIstioCRDs, "local-istio-crds", "", "Istio's CRD bundle (crd-all.gen.yaml) to install on a local control plane; `make run` passes the pinned one.")
+	flag.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
 	o.zap = crzap.Options{Development: false}
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -152,7 +159,9 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	}
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
+		Scheme: scheme,
+		// SMI and Istio objects are read as unstructured: cache them like typed ones.
+		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,
@@ -191,6 +200,16 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 			return err
 		}
 		log.Info("installed SMI CRDs on the local control plane", "webhook", *cc.URL)
+		if o.localIstioCRDs != "" {
+			istio, err := crds.LoadFile(o.localIstioCRDs)
+			if err != nil {
+				return err
+			}
+			if err := crds.Install(ctx, direct, istio); err != nil {
+				return err
+			}
+			log.Info("installed Istio's CRDs on the local control plane", "count", len(istio), "file", o.localIstioCRDs)
+		}
 	case caBundle != nil:
 		if err := crds.SetCABundle(ctx, direct, caBundle); err != nil {
 			return err
@@ -198,9 +217,32 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA")
 	}
 
+	if err := requireIstioCRDs(direct); err != nil {
+		return err
+	}
+	ts := &controllers.TrafficSplitReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("smi2istio"),
+		Mesh:     translate.Mesh{ClusterDomain: o.clusterDomain},
+	}
+	if err := ts.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("set up TrafficSplit controller: %w", err)
+	}
+
 	log.Info("starting manager", "version", version, "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+// requireIstioCRDs fails clearly when the cluster has no Istio: the watches would otherwise fail
+// with "no matches for kind".
+func requireIstioCRDs(c client.Client) error {
+	for _, gvk := range []schema.GroupVersionKind{controllers.VirtualServiceGVK, controllers.DestinationRuleGVK} {
+		if _, err := c.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			return fmt.Errorf("istio's %s is not served (install Istio, or for a local run pass --local-istio-crds): %w", gvk, err)
+		}
 	}
 	return nil
 }

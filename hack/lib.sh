@@ -2,16 +2,14 @@
 # Shared settings for hack/ scripts: pinned versions and the cache location (outside the clone).
 set -euo pipefail
 
-# Pinned versions. Bump here only; the cache is keyed by these.
+# Pinned versions. Bump here only; the cache is keyed by these. (Istio: the istio.io/istio version
+# in go.mod, see hack/istio-crds.sh.)
 KUBE_VERSION="${KUBE_VERSION:-v1.36.3}"
-# istio.io/istio has no tags on the proxy; this pseudo-version is Istio 1.31 (master of 2026-08-27).
-ISTIO_MODULE_VERSION="${ISTIO_MODULE_VERSION:-v0.0.0-20260827124520-eed52ebb66ad}"
 CONTROLLER_GEN_VERSION="${CONTROLLER_GEN_VERSION:-v0.23.0}"
 GOLANGCI_LINT_VERSION="${GOLANGCI_LINT_VERSION:-v2.15.0}"
 
 SMI2ISTIO_CACHE="${SMI2ISTIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/smi2istio}"
 KUBE_ASSETS="${SMI2ISTIO_CACHE}/kube/${KUBE_VERSION}"
-ISTIO_ASSETS="${SMI2ISTIO_CACHE}/istio/${ISTIO_MODULE_VERSION}"
 TOOLS_BIN="${SMI2ISTIO_CACHE}/tools"
 
 log() { printf '[hack] %s\n' "$*" >&2; }

@@ -55,6 +55,9 @@ func finding(field, reason, format string, args ...any) Finding {
 	return Finding{Field: field, Reason: reason, Message: fmt.Sprintf(format, args...)}
 }
 
+// ServiceFQDN is the cluster-local DNS name of a Service.
+func ServiceFQDN(name, namespace string, mesh Mesh) string { return fqdn(name, namespace, mesh) }
+
 // fqdn is the cluster-local DNS name of a Service.
 func fqdn(name, namespace string, mesh Mesh) string {
 	return name + "." + namespace + ".svc." + mesh.domain()

@@ -1,4 +1,5 @@
-// Package localcp runs a real local Kubernetes control plane (etcd + kube-apiserver, built by
+// Package localcp runs a real local Kubernetes control plane (etcd, kube-apiserver and
+// kube-controller-manager's garbage collector and namespace controller, built by
 // hack/kube-assets.sh) for `make run` without a cluster and for the test suites.
 package localcp
 
@@ -6,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -25,6 +28,9 @@ type ControlPlane struct {
 	Kubeconfig string
 	// AssetsDir is where the control plane binaries came from.
 	AssetsDir string
+	kcm       *exec.Cmd
+	kcmDone   chan struct{}
+	tmpDir    string
 }
 
 // Start starts etcd and kube-apiserver and writes an admin kubeconfig to kubeconfigPath (if not
@@ -49,13 +55,69 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 		return nil, fmt.Errorf("start local control plane: %w", err)
 	}
 	cp := &ControlPlane{env: env, Config: cfg, AssetsDir: assets}
-	if kubeconfigPath != "" {
-		if err := cp.writeKubeconfig(kubeconfigPath); err != nil {
-			_ = env.Stop()
-			return nil, err
-		}
+	if err := cp.start(kubeconfigPath); err != nil {
+		_ = cp.Stop()
+		return nil, err
 	}
 	return cp, nil
+}
+
+func (cp *ControlPlane) start(kubeconfigPath string) error {
+	dir, err := os.MkdirTemp("", "smi2istio-localcp-")
+	if err != nil {
+		return fmt.Errorf("create control plane directory: %w", err)
+	}
+	cp.tmpDir = dir
+	if kubeconfigPath != "" {
+		if err := cp.writeKubeconfig(kubeconfigPath); err != nil {
+			return err
+		}
+	}
+	return cp.startControllerManager()
+}
+
+// startControllerManager runs the garbage collector (owner references) and the namespace
+// controller (namespace deletion); nothing else a test or a local run needs.
+func (cp *ControlPlane) startControllerManager() error {
+	bin := filepath.Join(cp.AssetsDir, "kube-controller-manager")
+	if _, err := os.Stat(bin); err != nil {
+		return fmt.Errorf("control plane binary kube-controller-manager missing in %s: run hack/kube-assets.sh: %w", cp.AssetsDir, err)
+	}
+	kc := filepath.Join(cp.tmpDir, "controller-manager.kubeconfig")
+	user, err := cp.env.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("create controller-manager user: %w", err)
+	}
+	data, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("render controller-manager kubeconfig: %w", err)
+	}
+	if err := os.WriteFile(kc, data, 0o600); err != nil {
+		return fmt.Errorf("write controller-manager kubeconfig: %w", err)
+	}
+	log, err := os.Create(filepath.Join(cp.tmpDir, "kube-controller-manager.log"))
+	if err != nil {
+		return fmt.Errorf("create controller-manager log: %w", err)
+	}
+	cmd := exec.Command(bin,
+		"--kubeconfig="+kc,
+		"--controllers=garbagecollector,namespace",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--concurrent-gc-syncs=5",
+	)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		_ = log.Close()
+		return fmt.Errorf("start kube-controller-manager: %w", err)
+	}
+	cp.kcm, cp.kcmDone = cmd, make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		_ = log.Close()
+		close(cp.kcmDone)
+	}()
+	return nil
 }
 
 func (cp *ControlPlane) writeKubeconfig(path string) error {
@@ -79,6 +141,18 @@ func (cp *ControlPlane) writeKubeconfig(path string) error {
 
 // Stop stops the control plane and removes its data.
 func (cp *ControlPlane) Stop() error {
+	if cp.kcm != nil {
+		_ = cp.kcm.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-cp.kcmDone:
+		case <-time.After(10 * time.Second):
+			_ = cp.kcm.Process.Kill()
+			<-cp.kcmDone
+		}
+	}
+	if cp.tmpDir != "" {
+		_ = os.RemoveAll(cp.tmpDir)
+	}
 	if err := cp.env.Stop(); err != nil {
 		return fmt.Errorf("stop local control plane: %w", err)
 	}

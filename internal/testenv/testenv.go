@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/internal/certs"
+	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
@@ -48,22 +49,28 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Start starts the control plane, the conversion webhook and installs the CRDs from
-// config/crd/bases (the files users get), pointed at the webhook.
-func Start(ctx context.Context, log logr.Logger) (*Env, error) {
+// Options selects what a suite needs besides the SMI CRDs.
+type Options struct {
+	// IstioCRDs installs Istio's CRDs from the istio.io/istio version in go.mod.
+	IstioCRDs bool
+}
+
+// Start starts the control plane (with kube-controller-manager's garbage collector), the conversion
+// webhook, and installs the CRDs from config/crd/bases (the files users get), pointed at the webhook.
+func Start(ctx context.Context, log logr.Logger, opts Options) (*Env, error) {
 	cp, err := localcp.Start("")
 	if err != nil {
 		return nil, err
 	}
 	env := &Env{ControlPlane: cp, Config: cp.Config, Scheme: kruntime.NewScheme()}
-	if err := start(ctx, env, log); err != nil {
+	if err := start(ctx, env, log, opts); err != nil {
 		_ = env.Stop()
 		return nil, err
 	}
 	return env, nil
 }
 
-func start(ctx context.Context, env *Env, log logr.Logger) error {
+func start(ctx context.Context, env *Env, log logr.Logger, opts Options) error {
 	if err := clientgoscheme.AddToScheme(env.Scheme); err != nil {
 		return err
 	}
@@ -106,7 +113,19 @@ func start(ctx context.Context, env *Env, log logr.Logger) error {
 		return err
 	}
 	cc := apiextv1.WebhookClientConfig{URL: ptr.To("https://" + ln.Addr().String() + crds.ConversionPath), CABundle: bundle.CAPEM}
-	return crds.Install(ctx, c, crds.WithClientConfig(list, cc))
+	list = crds.WithClientConfig(list, cc)
+	if opts.IstioCRDs {
+		f, err := istiocheck.CRDFile()
+		if err != nil {
+			return err
+		}
+		istio, err := crds.LoadFile(f)
+		if err != nil {
+			return err
+		}
+		list = append(list, istio...)
+	}
+	return crds.Install(ctx, c, list)
 }
 
 // Stop stops the webhook and the control plane.

@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 func runMain(m *testing.M) int {
 	t := &testing.T{}
 	var err error
-	env, err = testenv.Start(context.Background(), testr.New(t))
+	env, err = testenv.Start(context.Background(), testr.New(t), testenv.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start test environment:", err)
 		return 1

@@ -1,9 +1,13 @@
 package crds
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,6 +16,7 @@ import (
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
@@ -42,6 +47,36 @@ func Load(dir string) ([]*apiextv1.CustomResourceDefinition, error) {
 		return nil, fmt.Errorf("no CRD manifests in %s", dir)
 	}
 	return out, nil
+}
+
+// LoadFile reads a multi-document file of CRDs (e.g. Istio's crd-all.gen.yaml).
+func LoadFile(path string) ([]*apiextv1.CustomResourceDefinition, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CRDs: %w", err)
+	}
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	var out []*apiextv1.CustomResourceDefinition
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		c := &apiextv1.CustomResourceDefinition{}
+		if err := yaml.Unmarshal(doc, c); err != nil {
+			return nil, fmt.Errorf("decode CRD in %s: %w", path, err)
+		}
+		if c.Kind != "CustomResourceDefinition" {
+			continue
+		}
+		out = append(out, c)
+	}
 }
 
 // WithClientConfig returns copies of the CRDs whose conversion webhook uses cfg.

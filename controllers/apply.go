@@ -1,0 +1,166 @@
+// Package controllers reconciles SMI objects into the Istio objects translate computes: fetch,
+// translate, apply (server-side, one field manager, only when something changed), prune, report.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// FieldManager is the one server-side apply field manager of generated objects.
+const FieldManager = "smi2istio"
+
+// Condition types and reasons shared by the SMI reconcilers.
+const (
+	ConditionAccepted     = "Accepted"
+	ConditionResolvedRefs = "ResolvedRefs"
+	ConditionReady        = "Ready"
+
+	ReasonAccepted     = "Accepted"
+	ReasonResolvedRefs = "ResolvedRefs"
+	ReasonApplied      = "Applied"
+	ReasonConflict     = "Conflict"
+	ReasonInvalid      = "Invalid"
+	ReasonNotApplied   = "NotApplied"
+	ReasonNothingToDo  = "NothingToApply"
+)
+
+var reconcileOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+	Name: "smi2istio_reconcile_outcomes_total",
+	Help: "Reconciles of SMI objects by kind and outcome (applied, unchanged, invalid, conflict, unresolved, error).",
+}, []string{"kind", "outcome"})
+
+func init() {
+	metrics.Registry.MustRegister(reconcileOutcomes)
+}
+
+// ConflictError says a generated object's name or host is taken by an object we do not own.
+type ConflictError struct{ Message string }
+
+func (e *ConflictError) Error() string { return e.Message }
+
+// ownerRef makes owner the controller of generated objects (garbage collected with it).
+func ownerRef(owner client.Object, apiVersion, kind string) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion: apiVersion, Kind: kind, Name: owner.GetName(), UID: owner.GetUID(),
+		Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true),
+	}
+}
+
+func controlledBy(obj metav1.Object, owner types.UID) bool {
+	c := metav1.GetControllerOfNoCopy(obj)
+	return c != nil && c.UID == owner
+}
+
+// applier writes generated objects for one owner.
+type applier struct {
+	c     client.Client
+	owner metav1.OwnerReference
+}
+
+// desired renders a generated object for apply, owned by the applier's owner.
+func (a applier) desired(obj runtime.Object) (*unstructured.Unstructured, error) {
+	u, err := translate.ToUnstructured(obj)
+	if err != nil {
+		return nil, err
+	}
+	u.SetOwnerReferences([]metav1.OwnerReference{a.owner})
+	return u, nil
+}
+
+// check fails with a ConflictError when an object of that name exists and is not ours.
+func (a applier) check(ctx context.Context, want *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	have := &unstructured.Unstructured{}
+	have.SetGroupVersionKind(want.GroupVersionKind())
+	err := a.c.Get(ctx, client.ObjectKeyFromObject(want), have)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
+	}
+	if !controlledBy(have, a.owner.UID) {
+		return nil, &ConflictError{Message: fmt.Sprintf("%s %s/%s exists and is not managed by this %s: it is left untouched",
+			want.GetKind(), want.GetNamespace(), want.GetName(), a.owner.Kind)}
+	}
+	return have, nil
+}
+
+// apply writes want with server-side apply unless have already matches it; it reports whether it wrote.
+func (a applier) apply(ctx context.Context, want, have *unstructured.Unstructured) (bool, error) {
+	if have != nil && upToDate(want, have) {
+		return false, nil
+	}
+	//nolint:staticcheck // SSA of an unstructured object with one field manager.
+	if err := a.c.Patch(ctx, want.DeepCopy(), client.Apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return false, fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
+	}
+	return true, nil
+}
+
+// upToDate reports whether have already carries everything in want.
+func upToDate(want, have *unstructured.Unstructured) bool {
+	if !reflect.DeepEqual(want.Object["spec"], have.Object["spec"]) {
+		return false
+	}
+	for k, v := range want.GetLabels() {
+		if have.GetLabels()[k] != v {
+			return false
+		}
+	}
+	for k, v := range want.GetAnnotations() {
+		if have.GetAnnotations()[k] != v {
+			return false
+		}
+	}
+	return reflect.DeepEqual(want.GetOwnerReferences(), have.GetOwnerReferences())
+}
+
+// prune deletes objects of the list's kind in namespace that the owner controls and that are not
+// in keep (names). It returns how many it deleted.
+func (a applier) prune(ctx context.Context, list *unstructured.UnstructuredList, namespace, sourceKind, sourceName string, keep map[string]bool) (int, error) {
+	if err := a.c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{
+		translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: sourceKind, translate.SourceNameLabel: sourceName,
+	}); err != nil {
+		return 0, fmt.Errorf("list %s: %w", list.GetKind(), err)
+	}
+	n := 0
+	for i := range list.Items {
+		obj := &list.Items[i]
+		if keep[obj.GetName()] || !controlledBy(obj, a.owner.UID) {
+			continue
+		}
+		if err := a.c.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+			return n, fmt.Errorf("delete %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// setConditions merges conds into the object's status conditions (lastTransitionTime changes only
+// with the status) and reports whether anything changed.
+func setConditions(existing *[]metav1.Condition, generation int64, conds ...metav1.Condition) bool {
+	changed := false
+	for _, c := range conds {
+		c.ObservedGeneration = generation
+		if meta.SetStatusCondition(existing, c) {
+			changed = true
+		}
+	}
+	return changed
+}

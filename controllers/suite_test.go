@@ -1,0 +1,212 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+var (
+	env    *testenv.Env
+	writes atomic.Int64 // apiserver writes made by the reconciler (objects, status, events)
+	splitR *controllers.TrafficSplitReconciler
+)
+
+// countingClient counts every write the reconciler makes through it.
+type countingClient struct{ client.Client }
+
+func (c countingClient) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
+	writes.Add(1)
+	return c.Client.Create(ctx, o, opts...)
+}
+
+func (c countingClient) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
+	writes.Add(1)
+	return c.Client.Update(ctx, o, opts...)
+}
+
+func (c countingClient) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+	writes.Add(1)
+	return c.Client.Patch(ctx, o, p, opts...)
+}
+
+func (c countingClient) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
+	writes.Add(1)
+	return c.Client.Delete(ctx, o, opts...)
+}
+
+func (c countingClient) DeleteAllOf(ctx context.Context, o client.Object, opts ...client.DeleteAllOfOption) error {
+	writes.Add(1)
+	return c.Client.DeleteAllOf(ctx, o, opts...)
+}
+
+func (c countingClient) Status() client.SubResourceWriter { return countingStatus{c.Client.Status()} }
+
+type countingStatus struct{ client.SubResourceWriter }
+
+func (s countingStatus) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
+	writes.Add(1)
+	return s.SubResourceWriter.Update(ctx, o, opts...)
+}
+
+func (s countingStatus) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+	writes.Add(1)
+	return s.SubResourceWriter.Patch(ctx, o, p, opts...)
+}
+
+type countingRecorder struct{ events.EventRecorder }
+
+func (r countingRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
+	writes.Add(1)
+	r.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := testr.New(&testing.T{})
+	var err error
+	env, err = testenv.Start(ctx, log, testenv.Options{IstioCRDs: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start test environment:", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	ctrl.SetLogger(log)
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:  env.Scheme,
+		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Metrics: metricsserver.Options{BindAddress: "0"},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "create manager:", err)
+		return 1
+	}
+	splitR = &controllers.TrafficSplitReconciler{
+		Client:   countingClient{mgr.GetClient()},
+		Recorder: countingRecorder{mgr.GetEventRecorder("smi2istio")},
+		Mesh:     translate.Mesh{},
+	}
+	if err := splitR.SetupWithManager(ctx, mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "set up controller:", err)
+		return 1
+	}
+	mgrDone := make(chan struct{})
+	go func() {
+		defer close(mgrDone)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	// Stop the manager before the control plane, or the apiserver waits for its watches to drain.
+	defer func() { cancel(); <-mgrDone }()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		fmt.Fprintln(os.Stderr, "cache did not sync")
+		return 1
+	}
+	return m.Run()
+}
+
+var nsCounter atomic.Int64
+
+func ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+}
+
+func freshNamespace(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("ts%d", nsCounter.Add(1))
+	ensureNamespace(t, name)
+	return name
+}
+
+// apply is `kubectl apply --server-side` of one object as a user would.
+func apply(t *testing.T, u *unstructured.Unstructured) {
+	t.Helper()
+	//nolint:staticcheck // SSA of an unstructured object, as kubectl does.
+	if err := env.Client.Patch(context.Background(), u.DeepCopy(), client.Apply, client.FieldOwner("kubectl"),
+		client.ForceOwnership, client.FieldValidation("Strict")); err != nil {
+		t.Fatalf("apply %s %s/%s: %v", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+}
+
+func applyFile(t *testing.T, path string, namespaceOverride string) []*unstructured.Unstructured {
+	t.Helper()
+	docs, err := testenv.ReadManifests(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		if namespaceOverride != "" && d.GetKind() != "Namespace" {
+			d.SetNamespace(namespaceOverride)
+		}
+		if ns := d.GetNamespace(); ns != "" {
+			ensureNamespace(t, ns)
+		}
+		if d.GetKind() == "Namespace" {
+			ensureNamespace(t, d.GetName())
+			continue
+		}
+		apply(t, d)
+	}
+	return docs
+}
+
+func applyYAML(t *testing.T, ns, manifest string) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(manifest); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	applyFile(t, f.Name(), ns)
+}
+
+// eventually polls cond until it returns nil or the timeout passes.
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
+}
+
+func get(gvkObj *unstructured.Unstructured, ns, name string) (*unstructured.Unstructured, error) {
+	u := gvkObj.DeepCopy()
+	err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, u)
+	return u, err
+}
