@@ -307,11 +307,16 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 			}
 			want = append(want, d)
 		}
+		names := make([]string, 0, len(want))
+		for _, w := range want {
+			names = append(names, w.GetKind()+" "+w.GetName())
+		}
+		st.ready.Message = "applied " + strings.Join(names, " and ")
 		if len(want) == 0 {
 			st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNothingToDo, Message: "nothing to route: " + joinFindings(res.Unresolved)}
 		}
 		if len(res.Warnings) > 0 {
-			st.ready.Message = joinFindings(res.Warnings)
+			st.ready.Message += "; " + joinFindings(res.Warnings)
 		}
 	}
 

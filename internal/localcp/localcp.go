@@ -145,7 +145,7 @@ func (cp *ControlPlane) Stop() error {
 		_ = cp.kcm.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-cp.kcmDone:
-		case <-time.After(10 * time.Second):
+		case <-time.After(3 * time.Second):
 			_ = cp.kcm.Process.Kill()
 			<-cp.kcmDone
 		}
