@@ -292,15 +292,7 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 			st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: res.Unresolved[0].Reason, Message: joinFindings(res.Unresolved)}
 			st.outcome = "unresolved"
 		}
-		// The DestinationRule goes first: the VirtualService names its subsets.
-		var objs []runtime.Object
-		if res.DestinationRule != nil {
-			objs = append(objs, res.DestinationRule)
-		}
-		if res.VirtualService != nil {
-			objs = append(objs, res.VirtualService)
-		}
-		for _, o := range objs {
+		for _, o := range res.Objects() {
 			d, err := a.desired(o)
 			if err != nil {
 				return st, err

@@ -13,6 +13,7 @@ import (
 	networkingv1beta1 "istio.io/client-go/pkg/apis/networking/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
@@ -58,6 +59,19 @@ type SplitResult struct {
 	Unresolved []Finding
 	// Warnings lists what was translated other than written (excluded backends, ignored fields).
 	Warnings []Finding
+}
+
+// Objects returns the outputs in apply order: the DestinationRule before the VirtualService that
+// names its subsets (delete in reverse).
+func (r *SplitResult) Objects() []runtime.Object {
+	var out []runtime.Object
+	if r.DestinationRule != nil {
+		out = append(out, r.DestinationRule)
+	}
+	if r.VirtualService != nil {
+		out = append(out, r.VirtualService)
+	}
+	return out
 }
 
 type backend struct {

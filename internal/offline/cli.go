@@ -12,6 +12,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -112,13 +113,9 @@ func read(path string, stdin io.Reader) ([]*unstructured.Unstructured, error) {
 	}
 	var out []*unstructured.Unstructured
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		objs, err := manifests.ReadFile(f)
 		if err != nil {
 			return nil, err
-		}
-		objs, err := Decode(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
 		}
 		out = append(out, objs...)
 	}

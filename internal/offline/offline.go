@@ -4,20 +4,18 @@
 package offline
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"sort"
 
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
+	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -38,30 +36,7 @@ type Outcome struct {
 }
 
 // Decode splits multi-document YAML (or JSON) into objects.
-func Decode(data []byte) ([]*unstructured.Unstructured, error) {
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	var out []*unstructured.Unstructured
-	for i := 0; ; i++ {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: %w", i, err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(doc, &u.Object); err != nil {
-			return nil, fmt.Errorf("document %d: %w", i, err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		if u.GetKind() == "" || u.GetAPIVersion() == "" {
-			return nil, fmt.Errorf("document %d: apiVersion and kind are required", i)
-		}
-		out = append(out, u)
-	}
-}
+func Decode(data []byte) ([]*unstructured.Unstructured, error) { return manifests.Decode(data) }
 
 func describe(u *unstructured.Unstructured) string {
 	return fmt.Sprintf("%s %s/%s", u.GetKind(), u.GetNamespace(), u.GetName())
@@ -163,15 +138,7 @@ func Render(outcomes []Outcome) (manifests []byte, report []string, failed int, 
 		for _, f := range append(append([]translate.Finding(nil), r.Unresolved...), r.Warnings...) {
 			report = append(report, fmt.Sprintf("%s: %s", o.Source, f))
 		}
-		// A DestinationRule is created before the VirtualService that names its subsets.
-		var objs []runtime.Object
-		if r.DestinationRule != nil {
-			objs = append(objs, r.DestinationRule)
-		}
-		if r.VirtualService != nil {
-			objs = append(objs, r.VirtualService)
-		}
-		for _, obj := range objs {
+		for _, obj := range r.Objects() {
 			u, err := translate.ToUnstructured(obj)
 			if err != nil {
 				return nil, nil, failed, err

@@ -3,16 +3,12 @@
 package testenv
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -21,7 +17,6 @@ import (
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -30,6 +25,7 @@ import (
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 )
@@ -138,27 +134,5 @@ func (e *Env) Stop() error {
 
 // ReadManifests decodes every document of a multi-document YAML file.
 func ReadManifests(path string) ([]*unstructured.Unstructured, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read manifests: %w", err)
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	var out []*unstructured.Unstructured
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := utilyaml.Unmarshal(doc, &u.Object); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", path, err)
-		}
-		if len(u.Object) == 0 {
-			continue
-		}
-		out = append(out, u)
-	}
+	return manifests.ReadFile(path)
 }

@@ -1,24 +1,22 @@
 package crds
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"time"
 
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/smi2istio/smi2istio/internal/manifests"
 )
 
 // FieldManager is the server-side apply field manager for CRDs the operator installs or patches.
@@ -49,34 +47,24 @@ func Load(dir string) ([]*apiextv1.CustomResourceDefinition, error) {
 	return out, nil
 }
 
-// LoadFile reads a multi-document file of CRDs (e.g. Istio's crd-all.gen.yaml).
+// LoadFile reads a multi-document file of CRDs (e.g. Istio's crd-all.gen.yaml); other kinds are skipped.
 func LoadFile(path string) ([]*apiextv1.CustomResourceDefinition, error) {
-	data, err := os.ReadFile(path)
+	objs, err := manifests.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read CRDs: %w", err)
+		return nil, err
 	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []*apiextv1.CustomResourceDefinition
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
+	for _, o := range objs {
+		if o.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
 		c := &apiextv1.CustomResourceDefinition{}
-		if err := yaml.Unmarshal(doc, c); err != nil {
-			return nil, fmt.Errorf("decode CRD in %s: %w", path, err)
-		}
-		if c.Kind != "CustomResourceDefinition" {
-			continue
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, c); err != nil {
+			return nil, fmt.Errorf("decode CRD %s in %s: %w", o.GetName(), path, err)
 		}
 		out = append(out, c)
 	}
+	return out, nil
 }
 
 // WithClientConfig returns copies of the CRDs whose conversion webhook uses cfg.
