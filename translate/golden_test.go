@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	networkingv1beta1 "istio.io/client-go/pkg/apis/networking/v1beta1"
+	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
@@ -43,7 +45,13 @@ func translateCase(t *testing.T, dir string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	manifests, report, _, err := offline.Render(set.Translate(translate.Mesh{}))
+	mesh := translate.Mesh{}
+	if data, err := os.ReadFile(filepath.Join(dir, "mesh.yaml")); err == nil {
+		if err := yaml.UnmarshalStrict(data, &mesh); err != nil {
+			t.Fatalf("mesh.yaml: %v", err)
+		}
+	}
+	manifests, report, _, err := offline.Render(set.Translate(mesh))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +92,12 @@ func decodeStrict(t *testing.T, data []byte) (golden, []runtime.Object) {
 			obj = &networkingv1beta1.VirtualService{}
 		case "DestinationRule":
 			obj = &networkingv1beta1.DestinationRule{}
+		case "AuthorizationPolicy":
+			obj = &securityv1beta1.AuthorizationPolicy{}
+		case "PeerAuthentication":
+			obj = &securityv1beta1.PeerAuthentication{}
+		case "EnvoyFilter":
+			obj = &networkingv1alpha3.EnvoyFilter{}
 		default:
 			t.Fatalf("objects[%d]: unexpected kind %v", i, o["kind"])
 		}
@@ -134,6 +148,9 @@ func TestGoldenCoverage(t *testing.T) {
 		"osm-v0.2-demo", "osm-v1.2-demo", "weights-100-0", "weights-50-50", "weights-0-100", "weights-25-75",
 		"three-backends", "v1alpha1-quantities", "multi-port-root", "tcp-port", "matches-regexes",
 		"gateways-annotation", "backend-missing-root-port", "all-zero-weights", "negative-weight", "duplicate-backend",
+		"access-osm-v0.2-demo", "access-osm-v1.2-demo", "access-rules-without-matches", "access-v1alpha1-port",
+		"access-several-sources", "access-two-targets-union", "access-udproute", "access-unknown-match",
+		"access-invalid-regex", "access-sa-no-workloads", "access-sa-overlapping-labels",
 	} {
 		if _, err := os.Stat(filepath.Join("testdata", c, "output.yaml")); err != nil {
 			t.Errorf("golden case %s: %v", c, err)

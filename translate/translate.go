@@ -19,7 +19,27 @@ const (
 // Mesh holds the mesh-wide settings translation depends on.
 type Mesh struct {
 	// ClusterDomain is the DNS suffix of Services (default cluster.local).
-	ClusterDomain string
+	ClusterDomain string `json:"clusterDomain,omitempty"`
+	// TrustDomain of workload identities, from Istio's mesh config (default cluster.local).
+	TrustDomain string `json:"trustDomain,omitempty"`
+	// RegexPolicy for regexes an AuthorizationPolicy cannot express (default Envoy).
+	RegexPolicy RegexPolicy `json:"regexPolicy,omitempty"`
+	// PathTemplates allows {*} path templates in AuthorizationPolicies (Istio >= 1.22).
+	PathTemplates bool `json:"pathTemplates,omitempty"`
+}
+
+func (m Mesh) trustDomain() string {
+	if m.TrustDomain == "" {
+		return "cluster.local"
+	}
+	return m.TrustDomain
+}
+
+func (m Mesh) regexPolicy() RegexPolicy {
+	if m.RegexPolicy == "" {
+		return RegexEnvoy
+	}
+	return m.RegexPolicy
 }
 
 func (m Mesh) domain() string {

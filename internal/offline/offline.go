@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 
+	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -24,7 +25,10 @@ import (
 type Set struct {
 	Services    map[string]map[string]*corev1.Service
 	RouteGroups map[string]map[string]*normalize.HTTPRouteGroup
+	PortRoutes  map[string]map[string]*normalize.PortRoute // "TCPRoute/<name>", "UDPRoute/<name>"
+	Workloads   map[string][]translate.Workload
 	Splits      []*splitv1alpha4.TrafficSplit
+	Targets     []*accessv1alpha2.TrafficTarget
 }
 
 // Outcome is the translation of one SMI object.
@@ -32,7 +36,12 @@ type Outcome struct {
 	// Source names the object: "TrafficSplit <namespace>/<name>".
 	Source string
 	Split  *translate.SplitResult
-	Err    error
+	Target *translate.TargetResult
+	// Findings reported for the object besides its own result (e.g. about its destination's workloads).
+	Findings []translate.Finding
+	// Extra objects that belong to no single SMI object (EnvoyFilters of a destination).
+	Extra []runtime.Object
+	Err   error
 }
 
 // Decode splits multi-document YAML (or JSON) into objects.
@@ -48,8 +57,11 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 	s := &Set{
 		Services:    map[string]map[string]*corev1.Service{},
 		RouteGroups: map[string]map[string]*normalize.HTTPRouteGroup{},
+		PortRoutes:  map[string]map[string]*normalize.PortRoute{},
+		Workloads:   map[string][]translate.Workload{},
 	}
 	splits := map[string]int{} // namespace/name -> index in s.Splits
+	targets := map[string]int{}
 	for _, u := range objs {
 		if u.GetNamespace() == "" {
 			u = u.DeepCopy()
@@ -76,6 +88,33 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 				s.RouteGroups[ns] = map[string]*normalize.HTTPRouteGroup{}
 			}
 			s.RouteGroups[ns][g.Name] = g
+		case gv.Group == "specs.smi-spec.io" && (gv.Kind == "TCPRoute" || gv.Kind == "UDPRoute"):
+			r, err := normalize.ReadPortRoute(u)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", describe(u), err)
+			}
+			if s.PortRoutes[ns] == nil {
+				s.PortRoutes[ns] = map[string]*normalize.PortRoute{}
+			}
+			s.PortRoutes[ns][r.Kind+"/"+r.Name] = r
+		case gv.Group == "access.smi-spec.io" && gv.Kind == "TrafficTarget":
+			tt, err := normalize.ReadTrafficTarget(u)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", describe(u), err)
+			}
+			key := tt.Namespace + "/" + tt.Name
+			if i, ok := targets[key]; ok {
+				s.Targets[i] = tt
+				continue
+			}
+			targets[key] = len(s.Targets)
+			s.Targets = append(s.Targets, tt)
+		case isWorkload(gv.Group, gv.Kind):
+			w, err := workloadOf(u)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", describe(u), err)
+			}
+			s.Workloads[ns] = replaceWorkload(s.Workloads[ns], w)
 		case gv.Group == "split.smi-spec.io" && gv.Kind == "TrafficSplit":
 			ts, err := normalize.ReadTrafficSplit(u)
 			if err != nil {
@@ -100,6 +139,50 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 	return s, nil
 }
 
+func isWorkload(group, kind string) bool {
+	switch {
+	case group == "" && kind == "Pod":
+		return true
+	case group == "apps" && (kind == "Deployment" || kind == "StatefulSet" || kind == "DaemonSet" || kind == "ReplicaSet"):
+		return true
+	case group == "batch" && kind == "Job":
+		return true
+	}
+	return false
+}
+
+// workloadOf reads the ServiceAccount and pod labels of a pod or of a controller's pod template.
+func workloadOf(u *unstructured.Unstructured) (translate.Workload, error) {
+	w := translate.Workload{Name: u.GetKind() + "/" + u.GetName()}
+	labelsPath, specPath := []string{"spec", "template", "metadata", "labels"}, []string{"spec", "template", "spec"}
+	if u.GetKind() == "Pod" {
+		labelsPath, specPath = []string{"metadata", "labels"}, []string{"spec"}
+	}
+	labels, _, err := unstructured.NestedStringMap(u.Object, labelsPath...)
+	if err != nil {
+		return w, err
+	}
+	sa, _, err := unstructured.NestedString(u.Object, append(specPath, "serviceAccountName")...)
+	if err != nil {
+		return w, err
+	}
+	if sa == "" {
+		sa = "default"
+	}
+	w.Labels, w.ServiceAccount = labels, sa
+	return w, nil
+}
+
+func replaceWorkload(ws []translate.Workload, w translate.Workload) []translate.Workload {
+	for i := range ws {
+		if ws[i].Name == w.Name {
+			ws[i] = w
+			return ws
+		}
+	}
+	return append(ws, w)
+}
+
 // Translate translates every SMI object of the set.
 func (s *Set) Translate(mesh translate.Mesh) []Outcome {
 	var out []Outcome
@@ -111,6 +194,41 @@ func (s *Set) Translate(mesh translate.Mesh) []Outcome {
 			Mesh:        mesh,
 		})
 		out = append(out, Outcome{Source: fmt.Sprintf("TrafficSplit %s/%s", ts.Namespace, ts.Name), Split: res, Err: err})
+	}
+	return append(out, s.translateAccess(mesh)...)
+}
+
+// translateAccess translates the TrafficTargets per destination ServiceAccount, as the operator does.
+func (s *Set) translateAccess(mesh translate.Mesh) []Outcome {
+	byDest := map[[2]string][]*accessv1alpha2.TrafficTarget{}
+	var dests [][2]string
+	for _, tt := range s.Targets {
+		key := [2]string{tt.Namespace, tt.Spec.Destination.Name}
+		if byDest[key] == nil {
+			dests = append(dests, key)
+		}
+		byDest[key] = append(byDest[key], tt)
+	}
+	var out []Outcome
+	for _, d := range dests {
+		res, err := translate.TranslateAccess(translate.AccessInput{
+			Namespace: d[0], ServiceAccount: d[1], Targets: byDest[d],
+			RouteGroups: s.RouteGroups[d[0]], PortRoutes: s.PortRoutes[d[0]], Workloads: s.Workloads[d[0]], Mesh: mesh,
+		})
+		if err != nil {
+			out = append(out, Outcome{Source: fmt.Sprintf("ServiceAccount %s/%s", d[0], d[1]), Err: err})
+			continue
+		}
+		for i := range res.Targets {
+			tr := &res.Targets[i]
+			o := Outcome{Source: fmt.Sprintf("TrafficTarget %s/%s", d[0], tr.Name), Target: tr, Findings: res.SelectorFindings, Err: tr.Err}
+			if i == len(res.Targets)-1 {
+				for _, ef := range res.EnvoyFilters {
+					o.Extra = append(o.Extra, ef)
+				}
+			}
+			out = append(out, o)
+		}
 	}
 	return out
 }
@@ -131,14 +249,23 @@ func Render(outcomes []Outcome) (manifests []byte, report []string, failed int, 
 			}
 			continue
 		}
-		r := o.Split
-		if r.Mode != "" {
-			report = append(report, fmt.Sprintf("%s: spec.service: RoutingMode: %s mode for %s", o.Source, r.Mode, r.Host))
+		var objs []runtime.Object
+		findings := append([]translate.Finding(nil), o.Findings...)
+		if r := o.Split; r != nil {
+			if r.Mode != "" {
+				report = append(report, fmt.Sprintf("%s: spec.service: RoutingMode: %s mode for %s", o.Source, r.Mode, r.Host))
+			}
+			findings = append(append(findings, r.Unresolved...), r.Warnings...)
+			objs = r.Objects()
 		}
-		for _, f := range append(append([]translate.Finding(nil), r.Unresolved...), r.Warnings...) {
+		if r := o.Target; r != nil {
+			findings = append(append(append(findings, r.Unresolved...), r.Warnings...), r.Rungs...)
+			objs = r.Objects()
+		}
+		for _, f := range findings {
 			report = append(report, fmt.Sprintf("%s: %s", o.Source, f))
 		}
-		for _, obj := range r.Objects() {
+		for _, obj := range append(objs, o.Extra...) {
 			u, err := translate.ToUnstructured(obj)
 			if err != nil {
 				return nil, nil, failed, err

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -140,4 +141,47 @@ func sortedHeaders(m map[string]string) []Header {
 		out = append(out, Header{Name: n, Value: m[n]})
 	}
 	return out
+}
+
+// Hub API versions of the access kinds.
+const (
+	TrafficTargetAPIVersion = "access.smi-spec.io/v1alpha2" // the only version with spec and destination.port
+	TCPRouteAPIVersion      = "specs.smi-spec.io/v1alpha4"
+)
+
+// ReadTrafficTarget reads a TrafficTarget of any version (v1alpha1's flat layout and
+// destination.port included).
+func ReadTrafficTarget(u *unstructured.Unstructured) (*accessv1alpha2.TrafficTarget, error) {
+	tt := &accessv1alpha2.TrafficTarget{}
+	if err := toHub(u, TrafficTargetAPIVersion, tt); err != nil {
+		return nil, err
+	}
+	return tt, nil
+}
+
+// PortRoute is a TCPRoute or UDPRoute: named ports (none means every port).
+type PortRoute struct {
+	metav1.ObjectMeta
+	Kind  string
+	Ports []int
+}
+
+// ReadPortRoute reads a TCPRoute of any version, or a UDPRoute.
+func ReadPortRoute(u *unstructured.Unstructured) (*PortRoute, error) {
+	var raw struct {
+		metav1.ObjectMeta `json:"metadata"`
+		Spec              struct {
+			Matches struct {
+				Ports []int `json:"ports"`
+			} `json:"matches"`
+		} `json:"spec"`
+	}
+	apiVersion := TCPRouteAPIVersion
+	if u.GetKind() == "UDPRoute" {
+		apiVersion = u.GetAPIVersion()
+	}
+	if err := toHub(u, apiVersion, &raw); err != nil {
+		return nil, err
+	}
+	return &PortRoute{ObjectMeta: raw.ObjectMeta, Kind: u.GetKind(), Ports: raw.Spec.Matches.Ports}, nil
 }
