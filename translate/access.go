@@ -128,7 +128,7 @@ func TranslateAccess(in AccessInput) (*AccessResult, error) {
 		tr, rules := translateTarget(in, tt)
 		if tr.Err == nil {
 			for _, sel := range res.Selectors {
-				if ap := authorizationPolicy(tt, sel, rules, in.Mesh); ap != nil {
+				if ap := authorizationPolicy(tt, sel, rules); ap != nil {
 					tr.AuthorizationPolicies = append(tr.AuthorizationPolicies, ap)
 					tr.PeerAuthentications = append(tr.PeerAuthentications, peerAuthentication(tt, sel))
 				}
@@ -361,7 +361,7 @@ func outputMetaFor(name, namespace, sourceKind, sourceName string) metav1.Object
 	}
 }
 
-func authorizationPolicy(tt *accessv1alpha2.TrafficTarget, sel Selector, rules []accessRule, mesh Mesh) *securityv1beta1.AuthorizationPolicy {
+func authorizationPolicy(tt *accessv1alpha2.TrafficTarget, sel Selector, rules []accessRule) *securityv1beta1.AuthorizationPolicy {
 	if len(rules) == 0 {
 		return nil
 	}

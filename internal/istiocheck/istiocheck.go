@@ -5,6 +5,7 @@ package istiocheck
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"sync"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"github.com/hashicorp/go-multierror"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"istio.io/istio/pkg/config"
@@ -112,7 +114,7 @@ func Validate(obj runtime.Object) error {
 	if err != nil {
 		return fmt.Errorf("istio validation of %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 	}
-	if warn != nil && !(gvk.Kind == "EnvoyFilter" && strings.Contains(warn.Error(), envoyFilterWarning) && !strings.Contains(warn.Error(), ";")) {
+	if warn != nil && !onlyEnvoyFilterWarning(gvk.Kind, warn) {
 		return fmt.Errorf("istio validation warning for %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), warn)
 	}
 	return nil
@@ -186,4 +188,22 @@ func checkRegexes(m proto.Message) error {
 	}
 	walk(doc)
 	return err
+}
+
+// onlyEnvoyFilterWarning reports whether every warning is the one Istio gives any EnvoyFilter.
+func onlyEnvoyFilterWarning(kind string, warn error) bool {
+	if kind != "EnvoyFilter" {
+		return false
+	}
+	ws := []error{warn}
+	var me *multierror.Error
+	if errors.As(warn, &me) {
+		ws = me.Errors
+	}
+	for _, w := range ws {
+		if !strings.Contains(w.Error(), envoyFilterWarning) {
+			return false
+		}
+	}
+	return true
 }

@@ -6,9 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	networkingv1beta1 "istio.io/client-go/pkg/apis/networking/v1beta1"
-	"k8s.io/apimachinery/pkg/runtime"
-
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/offline"
 	"github.com/smi2istio/smi2istio/internal/testenv"
@@ -31,16 +28,19 @@ func TestTranslateOSMDemoDirectory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(objs) != 1 || objs[0].GetKind() != "VirtualService" {
-		t.Fatalf("want one VirtualService (host mode: the root selects no backend pod), got %d objects:\n%s", len(objs), stdout)
-	}
+	kinds := map[string]int{}
 	for _, o := range objs {
-		var typed runtime.Object = &networkingv1beta1.VirtualService{}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, typed); err != nil {
-			t.Fatal(err)
-		}
-		if err := istiocheck.Validate(typed); err != nil {
+		kinds[o.GetKind()]++
+		if err := istiocheck.Validate(o); err != nil {
 			t.Errorf("%v\n%s", err, stdout)
+		}
+	}
+	// Host mode (the root selects no backend pod): a VirtualService and no DestinationRule; the
+	// TrafficTargets of both bookstore versions: policies, and the Envoy rung for the regexes.
+	want := map[string]int{"VirtualService": 1, "AuthorizationPolicy": 2, "PeerAuthentication": 2, "EnvoyFilter": 2}
+	for k, n := range want {
+		if kinds[k] != n {
+			t.Errorf("%d %s, want %d (all: %v)", kinds[k], k, n, kinds)
 		}
 	}
 	// The later split-v2 document replaces the first (as kubectl apply would): 0/100.
