@@ -15,7 +15,10 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -23,12 +26,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/certs"
@@ -61,6 +66,9 @@ type options struct {
 	localStateDir     string
 	localIstioCRDs    string
 	clusterDomain     string
+	accessMode        string
+	istioNamespace    string
+	regexPolicy       string
 	zap               crzap.Options
 }
 
@@ -83,6 +91,9 @@ func main() {
 	flag.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
 	flag.StringVar(&o.localIstioCRDs, "local-istio-crds", "", "Istio's CRD bundle (crd-all.gen.yaml) to install on a local control plane; `make run` passes the pinned one.")
 	flag.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
+	flag.StringVar(&o.accessMode, "access-mode", string(controllers.Enforcing), "Enforcing: deny by default in mesh namespaces, TrafficTargets allow; Permissive: everything allowed, TrafficTargets not enforced.")
+	flag.StringVar(&o.istioNamespace, "istio-namespace", "istio-system", "Istio's root namespace: holds the mesh config and never gets a baseline.")
+	flag.StringVar(&o.regexPolicy, "regex-policy", string(translate.RegexEnvoy), "Envoy: regexes an AuthorizationPolicy cannot express are checked by an EnvoyFilter; Reject: such matches are left out (denied).")
 	o.zap = crzap.Options{Development: false}
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -161,7 +172,17 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
-		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			// Workloads are only read for labels and ServiceAccounts: keep nothing else.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}:         {Transform: controllers.WorkloadTransform},
+				&appsv1.Deployment{}:  {Transform: controllers.WorkloadTransform},
+				&appsv1.StatefulSet{}: {Transform: controllers.WorkloadTransform},
+				&appsv1.DaemonSet{}:   {Transform: controllers.WorkloadTransform},
+			},
+		},
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,
@@ -220,13 +241,33 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if err := requireIstioCRDs(direct); err != nil {
 		return err
 	}
-	ts := &controllers.TrafficSplitReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("smi2istio"),
-		Mesh:     translate.Mesh{ClusterDomain: o.clusterDomain},
+	accessMode := controllers.AccessMode(o.accessMode)
+	if accessMode != controllers.Enforcing && accessMode != controllers.Permissive {
+		return fmt.Errorf("--access-mode=%q: want Enforcing or Permissive", o.accessMode)
 	}
+	policy := translate.RegexPolicy(o.regexPolicy)
+	if policy != translate.RegexEnvoy && policy != translate.RegexReject {
+		return fmt.Errorf("--regex-policy=%q: want Envoy or Reject", o.regexPolicy)
+	}
+	trustDomain, err := meshTrustDomain(ctx, direct, o.istioNamespace)
+	if err != nil {
+		return err
+	}
+	mesh := translate.Mesh{ClusterDomain: o.clusterDomain, TrustDomain: trustDomain, RegexPolicy: policy}
+	log.Info("mesh settings", "trustDomain", trustDomain, "accessMode", accessMode, "regexPolicy", policy)
+	recorder := mgr.GetEventRecorder("smi2istio")
+	ts := &controllers.TrafficSplitReconciler{Client: mgr.GetClient(), Recorder: recorder, Mesh: mesh}
 	if err := ts.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TrafficSplit controller: %w", err)
+	}
+	modeOf := func() controllers.AccessMode { return accessMode }
+	access := &controllers.AccessReconciler{Client: mgr.GetClient(), Recorder: recorder, Mesh: mesh, Mode: modeOf}
+	if err := access.SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("set up TrafficTarget controller: %w", err)
+	}
+	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), Mode: modeOf, IstioNamespace: o.istioNamespace}
+	if err := baseline.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up baseline controller: %w", err)
 	}
 
 	log.Info("starting manager", "version", version, "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
@@ -245,6 +286,30 @@ func requireIstioCRDs(c client.Client) error {
 		}
 	}
 	return nil
+}
+
+// meshTrustDomain reads trustDomain from Istio's mesh config (ConfigMap "istio", key "mesh");
+// cluster.local when there is none.
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get,resourceNames=istio
+func meshTrustDomain(ctx context.Context, c client.Client, istioNamespace string) (string, error) {
+	cm := &corev1.ConfigMap{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: istioNamespace, Name: "istio"}, cm)
+	if apierrors.IsNotFound(err) {
+		return "cluster.local", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read Istio's mesh config %s/istio: %w", istioNamespace, err)
+	}
+	var mc struct {
+		TrustDomain string `json:"trustDomain"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["mesh"]), &mc); err != nil {
+		return "", fmt.Errorf("parse Istio's mesh config %s/istio: %w", istioNamespace, err)
+	}
+	if mc.TrustDomain == "" {
+		return "cluster.local", nil
+	}
+	return mc.TrustDomain, nil
 }
 
 func wantLocal(mode string) (bool, error) {

@@ -8,12 +8,14 @@ import (
 	"reflect"
 
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -163,4 +165,53 @@ func setConditions(existing *[]metav1.Condition, generation int64, conds ...meta
 		}
 	}
 	return changed
+}
+
+// writeStatus merges conds into an SMI object's status and patches the status subresource only when
+// a condition or observedGeneration changed; it emits an Event (note) only when Ready changed.
+func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u *unstructured.Unstructured, note string, conds ...metav1.Condition) error {
+	var current []metav1.Condition
+	if raw, ok, _ := unstructured.NestedSlice(u.Object, "status", "conditions"); ok {
+		for _, rc := range raw {
+			var mc metav1.Condition
+			if m, ok := rc.(map[string]any); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(m, &mc) == nil {
+				current = append(current, mc)
+			}
+		}
+	}
+	before := meta.FindStatusCondition(current, ConditionReady)
+	var beforeStatus metav1.ConditionStatus
+	var beforeReason string
+	if before != nil {
+		beforeStatus, beforeReason = before.Status, before.Reason
+	}
+	observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+	if !setConditions(&current, u.GetGeneration(), conds...) && observed == u.GetGeneration() {
+		return nil
+	}
+	raw := make([]any, 0, len(current))
+	for i := range current {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&current[i])
+		if err != nil {
+			return err
+		}
+		raw = append(raw, m)
+	}
+	patch := &unstructured.Unstructured{}
+	patch.SetGroupVersionKind(u.GroupVersionKind())
+	patch.SetNamespace(u.GetNamespace())
+	patch.SetName(u.GetName())
+	patch.Object["status"] = map[string]any{"observedGeneration": u.GetGeneration(), "conditions": raw}
+	if err := c.Status().Patch(ctx, patch, client.Merge); err != nil {
+		return fmt.Errorf("update status of %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	ready := meta.FindStatusCondition(current, ConditionReady)
+	if ready != nil && (ready.Status != beforeStatus || ready.Reason != beforeReason) {
+		kind := corev1.EventTypeNormal
+		if ready.Status != metav1.ConditionTrue {
+			kind = corev1.EventTypeWarning
+		}
+		rec.Eventf(u, nil, kind, ready.Reason, "Reconcile", "%s", note)
+	}
+	return nil
 }

@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -448,49 +447,7 @@ func joinFindings(fs []translate.Finding) string {
 
 // report writes the conditions when they changed, and an Event when Ready changed.
 func (r *TrafficSplitReconciler) report(ctx context.Context, u *unstructured.Unstructured, st splitState) error {
-	var conds []metav1.Condition
-	if raw, ok, _ := unstructured.NestedSlice(u.Object, "status", "conditions"); ok {
-		for _, c := range raw {
-			var mc metav1.Condition
-			if m, ok := c.(map[string]any); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(m, &mc) == nil {
-				conds = append(conds, mc)
-			}
-		}
-	}
-	before := metav1.Condition{}
-	for _, c := range conds {
-		if c.Type == ConditionReady {
-			before = c
-		}
-	}
-	observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
-	changed := setConditions(&conds, u.GetGeneration(), st.accepted, st.resolved, st.ready)
-	if !changed && observed == u.GetGeneration() {
-		return nil
-	}
-	raw := make([]any, 0, len(conds))
-	for i := range conds {
-		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&conds[i])
-		if err != nil {
-			return err
-		}
-		raw = append(raw, m)
-	}
-	patch := newObj(TrafficSplitGVK)
-	patch.SetNamespace(u.GetNamespace())
-	patch.SetName(u.GetName())
-	patch.Object["status"] = map[string]any{"observedGeneration": u.GetGeneration(), "conditions": raw}
-	if err := r.Client.Status().Patch(ctx, patch, client.Merge); err != nil {
-		return fmt.Errorf("update status of TrafficSplit %s/%s: %w", u.GetNamespace(), u.GetName(), err)
-	}
-	if before.Status != st.ready.Status || before.Reason != st.ready.Reason {
-		kind := corev1.EventTypeNormal
-		if st.ready.Status != metav1.ConditionTrue {
-			kind = corev1.EventTypeWarning
-		}
-		r.Recorder.Eventf(u, nil, kind, st.ready.Reason, "Reconcile", "%s", readyNote(st))
-	}
-	return nil
+	return writeStatus(ctx, r.Client, r.Recorder, u, readyNote(st), st.accepted, st.resolved, st.ready)
 }
 
 func readyNote(st splitState) string {

@@ -349,14 +349,15 @@ func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []stri
 	return r, nil
 }
 
-func outputMetaFor(name, namespace, sourceKind, sourceName string) metav1.ObjectMeta {
+func accessMeta(name, namespace, destination, sourceKind, sourceName string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name:      name,
 		Namespace: namespace,
 		Labels: map[string]string{
-			ManagedByLabel:  ManagedByValue,
-			SourceKindLabel: sourceKind,
-			SourceNameLabel: sourceName,
+			ManagedByLabel:   ManagedByValue,
+			SourceKindLabel:  sourceKind,
+			SourceNameLabel:  sourceName,
+			DestinationLabel: destination,
 		},
 	}
 }
@@ -367,7 +368,7 @@ func authorizationPolicy(tt *accessv1alpha2.TrafficTarget, sel Selector, rules [
 	}
 	ap := &securityv1beta1.AuthorizationPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "AuthorizationPolicy"},
-		ObjectMeta: outputMetaFor(tt.Name+"-"+sel.Key(), tt.Namespace, "TrafficTarget", tt.Name),
+		ObjectMeta: accessMeta(tt.Name+"-"+sel.Key(), tt.Namespace, tt.Spec.Destination.Name, "TrafficTarget", tt.Name),
 	}
 	ap.Spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: copyMap(sel.Labels)}
 	ap.Spec.Action = securityapi.AuthorizationPolicy_ALLOW
@@ -402,7 +403,7 @@ func authorizationPolicy(tt *accessv1alpha2.TrafficTarget, sel Selector, rules [
 func peerAuthentication(tt *accessv1alpha2.TrafficTarget, sel Selector) *securityv1beta1.PeerAuthentication {
 	pa := &securityv1beta1.PeerAuthentication{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "PeerAuthentication"},
-		ObjectMeta: outputMetaFor(tt.Name+"-"+sel.Key(), tt.Namespace, "TrafficTarget", tt.Name),
+		ObjectMeta: accessMeta(tt.Name+"-"+sel.Key(), tt.Namespace, tt.Spec.Destination.Name, "TrafficTarget", tt.Name),
 	}
 	pa.Spec.Selector = &typev1beta1.WorkloadSelector{MatchLabels: copyMap(sel.Labels)}
 	pa.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_STRICT}
@@ -430,7 +431,7 @@ func envoyFilter(in AccessInput, sel Selector, targets []*accessv1alpha2.Traffic
 	}
 	ef := &networkingv1alpha3.EnvoyFilter{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.istio.io/v1alpha3", Kind: "EnvoyFilter"},
-		ObjectMeta: outputMetaFor(in.ServiceAccount+"-"+sel.Key(), in.Namespace, "ServiceAccount", in.ServiceAccount),
+		ObjectMeta: accessMeta(in.ServiceAccount+"-"+sel.Key(), in.Namespace, in.ServiceAccount, "ServiceAccount", in.ServiceAccount),
 	}
 	ef.Spec.WorkloadSelector = &networkingapi.WorkloadSelector{Labels: copyMap(sel.Labels)}
 	ef.Spec.ConfigPatches = []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{{

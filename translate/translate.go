@@ -14,6 +14,8 @@ const (
 	// SourceLabel names the SMI object (kind.group/name) an output was generated from.
 	SourceKindLabel = "smi2istio.io/source-kind"
 	SourceNameLabel = "smi2istio.io/source-name"
+	// DestinationLabel names the destination ServiceAccount of access policy outputs.
+	DestinationLabel = "smi2istio.io/destination"
 )
 
 // Mesh holds the mesh-wide settings translation depends on.

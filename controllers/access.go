@@ -1,0 +1,531 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/smi2istio/smi2istio/internal/smi/normalize"
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// GVKs the access reconciler reads and writes. TrafficTargets are read as v1alpha2, the only
+// version with both the spec wrapper and destination.port.
+var (
+	TrafficTargetGVK       = schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha2", Kind: "TrafficTarget"}
+	TCPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "TCPRoute"}
+	UDPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "UDPRoute"}
+	AuthorizationPolicyGVK = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "AuthorizationPolicy"}
+	PeerAuthenticationGVK  = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "PeerAuthentication"}
+	EnvoyFilterGVK         = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}
+)
+
+const (
+	indexTargetDestination = "smi2istio.target.destination" // destination ServiceAccount name
+	indexTargetRoutes      = "smi2istio.target.routes"      // "<Kind>/<name>" of each rule
+)
+
+// AccessMode mirrors OSM's permissive switch.
+type AccessMode string
+
+const (
+	// Enforcing: deny by default (a baseline per member namespace); TrafficTargets allow.
+	Enforcing AccessMode = "Enforcing"
+	// Permissive: no baseline, TrafficTargets are not enforced.
+	Permissive AccessMode = "Permissive"
+)
+
+// Condition reasons specific to access.
+const (
+	ReasonNotEnforced = "NotEnforced"
+)
+
+// AccessReconciler makes Istio enforce the TrafficTargets of one destination ServiceAccount
+// (the reconcile request is <namespace>/<ServiceAccount>).
+type AccessReconciler struct {
+	Client   client.Client
+	Recorder events.EventRecorder
+	Mesh     translate.Mesh
+	// Mode is read at every reconcile.
+	Mode func() AccessMode
+}
+
+// +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets/status,verbs=get;patch
+// +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets/finalizers,verbs=update
+// +kubebuilder:rbac:groups=specs.smi-spec.io,resources=tcproutes;udproutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods;serviceaccounts,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=security.istio.io,resources=authorizationpolicies;peerauthentications,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;update;patch;delete
+
+// WorkloadTransform keeps only what workload resolution needs of pods and controllers (labels,
+// ServiceAccount, owners): 50k pods stay cheap in the cache.
+func WorkloadTransform(obj any) (any, error) {
+	keepMeta := func(m *metav1.ObjectMeta) {
+		*m = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
+			Generation: m.Generation, Labels: m.Labels, OwnerReferences: m.OwnerReferences, DeletionTimestamp: m.DeletionTimestamp}
+	}
+	template := func(t *corev1.PodTemplateSpec) {
+		*t = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: t.Labels}, Spec: corev1.PodSpec{ServiceAccountName: t.Spec.ServiceAccountName}}
+	}
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		keepMeta(&o.ObjectMeta)
+		o.Spec = corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName}
+		o.Status = corev1.PodStatus{}
+	case *appsv1.Deployment:
+		keepMeta(&o.ObjectMeta)
+		template(&o.Spec.Template)
+		o.Spec = appsv1.DeploymentSpec{Template: o.Spec.Template}
+		o.Status = appsv1.DeploymentStatus{}
+	case *appsv1.StatefulSet:
+		keepMeta(&o.ObjectMeta)
+		template(&o.Spec.Template)
+		o.Spec = appsv1.StatefulSetSpec{Template: o.Spec.Template}
+		o.Status = appsv1.StatefulSetStatus{}
+	case *appsv1.DaemonSet:
+		keepMeta(&o.ObjectMeta)
+		template(&o.Spec.Template)
+		o.Spec = appsv1.DaemonSetSpec{Template: o.Spec.Template}
+		o.Status = appsv1.DaemonSetStatus{}
+	}
+	return obj, nil
+}
+
+// SetupWithManager registers the indexes and watches.
+func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	targetIndex := func(f func(*accessv1alpha2.TrafficTarget) []string) client.IndexerFunc {
+		return func(o client.Object) []string {
+			tt, err := normalize.ReadTrafficTarget(o.(*unstructured.Unstructured))
+			if err != nil {
+				return nil
+			}
+			return f(tt)
+		}
+	}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, newObj(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+		return []string{tt.Spec.Destination.Name}
+	})); err != nil {
+		return fmt.Errorf("index TrafficTarget destination: %w", err)
+	}
+	if err := idx.IndexField(ctx, newObj(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+		var out []string
+		for _, rule := range tt.Spec.Rules {
+			out = append(out, rule.Kind+"/"+rule.Name)
+		}
+		return out
+	})); err != nil {
+		return fmt.Errorf("index TrafficTarget routes: %w", err)
+	}
+
+	destOfTarget := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		tt, err := normalize.ReadTrafficTarget(o.(*unstructured.Unstructured))
+		if err != nil {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: tt.Namespace, Name: tt.Spec.Destination.Name}}}
+	})
+	routeFanIn := func(kind string) handler.EventHandler {
+		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return r.destinations(ctx, o.GetNamespace(), client.MatchingFields{indexTargetRoutes: kind + "/" + o.GetName()})
+		})
+	}
+	// A workload change can make another ServiceAccount's selector imprecise: recompute every
+	// destination of the namespace (they are few; workloads are many).
+	namespaceFanIn := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		return r.destinations(ctx, o.GetNamespace())
+	})
+	byDestinationLabel := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		d := o.GetLabels()[translate.DestinationLabel]
+		if d == "" || o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: d}}}
+	})
+	saFanIn := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
+	})
+	workloadChange := builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, predicate.GenerationChangedPredicate{}))
+
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("access").
+		Watches(newObj(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(newObj(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
+		Watches(newObj(TCPRouteGVK), routeFanIn("TCPRoute")).
+		Watches(newObj(UDPRouteGVK), routeFanIn("UDPRoute")).
+		Watches(&corev1.ServiceAccount{}, saFanIn).
+		Watches(&corev1.Pod{}, namespaceFanIn, workloadChange).
+		Watches(&appsv1.Deployment{}, namespaceFanIn, workloadChange).
+		Watches(&appsv1.StatefulSet{}, namespaceFanIn, workloadChange).
+		Watches(&appsv1.DaemonSet{}, namespaceFanIn, workloadChange).
+		Watches(newObj(AuthorizationPolicyGVK), byDestinationLabel).
+		Watches(newObj(PeerAuthenticationGVK), byDestinationLabel).
+		Watches(newObj(EnvoyFilterGVK), byDestinationLabel).
+		Complete(r)
+}
+
+// destinations lists the destination ServiceAccounts of a namespace's TrafficTargets (optionally
+// filtered).
+func (r *AccessReconciler) destinations(ctx context.Context, ns string, opts ...client.ListOption) []reconcile.Request {
+	list := newList(TrafficTargetGVK)
+	if err := r.Client.List(ctx, list, append(opts, client.InNamespace(ns))...); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list TrafficTargets for fan-in", "namespace", ns)
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []reconcile.Request
+	for i := range list.Items {
+		tt, err := normalize.ReadTrafficTarget(&list.Items[i])
+		if err != nil || seen[tt.Spec.Destination.Name] {
+			continue
+		}
+		seen[tt.Spec.Destination.Name] = true
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: tt.Spec.Destination.Name}})
+	}
+	return out
+}
+
+// Reconcile: fetch every TrafficTarget of the destination -> translate -> check ownership ->
+// apply -> prune -> status of each TrafficTarget.
+func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	log := ctrl.LoggerFrom(ctx).WithValues("destination", req.Name)
+	list := newList(TrafficTargetGVK)
+	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}); err != nil {
+		return reconcile.Result{}, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
+	}
+	var items []*unstructured.Unstructured
+	var targets []*accessv1alpha2.TrafficTarget
+	for i := range list.Items {
+		u := &list.Items[i]
+		if !u.GetDeletionTimestamp().IsZero() {
+			continue
+		}
+		tt, err := normalize.ReadTrafficTarget(u)
+		if err != nil {
+			log.Error(err, "unreadable TrafficTarget", "name", u.GetName())
+			continue
+		}
+		items, targets = append(items, u), append(targets, tt)
+	}
+	sort.Slice(items, func(i, j int) bool { return items[i].GetName() < items[j].GetName() })
+	sort.Slice(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
+	in, err := r.fetch(ctx, req.Namespace, req.Name, targets)
+	if err != nil {
+		reconcileOutcomes.WithLabelValues("TrafficTarget", "error").Inc()
+		return reconcile.Result{}, err
+	}
+	res, err := translate.TranslateAccess(in)
+	if err != nil {
+		reconcileOutcomes.WithLabelValues("TrafficTarget", "error").Inc()
+		return reconcile.Result{}, err
+	}
+	enforcing := r.Mode() == Enforcing
+
+	byName := map[string]*unstructured.Unstructured{}
+	for _, u := range items {
+		byName[u.GetName()] = u
+	}
+	type wanted struct {
+		obj    *unstructured.Unstructured
+		target string // TrafficTarget it belongs to; "" for the destination's EnvoyFilters
+	}
+	var want []wanted
+	if enforcing {
+		for _, tr := range res.Targets {
+			owner := byName[tr.Name]
+			a := applier{c: r.Client, owner: ownerRef(owner, TrafficTargetGVK.GroupVersion().String(), TrafficTargetGVK.Kind)}
+			for _, o := range tr.Objects() {
+				d, err := a.desired(o)
+				if err != nil {
+					return reconcile.Result{}, err
+				}
+				want = append(want, wanted{obj: d, target: tr.Name})
+			}
+		}
+		if len(res.EnvoyFilters) > 0 {
+			// Owned by every TrafficTarget of the destination (it holds their union); the oldest
+			// by name is the controller.
+			for _, ef := range res.EnvoyFilters {
+				d, err := translate.ToUnstructured(ef)
+				if err != nil {
+					return reconcile.Result{}, err
+				}
+				var refs []metav1.OwnerReference
+				for i, u := range items {
+					ref := ownerRef(u, TrafficTargetGVK.GroupVersion().String(), TrafficTargetGVK.Kind)
+					ref.Controller = ptr.To(i == 0)
+					refs = append(refs, ref)
+				}
+				d.SetOwnerReferences(refs)
+				want = append(want, wanted{obj: d})
+			}
+		}
+	}
+
+	// Check every output before writing any: a conflict writes nothing for the destination.
+	conflicts := map[string]string{}
+	haves := make([]*unstructured.Unstructured, len(want))
+	for i, w := range want {
+		have, err := r.check(ctx, w.obj, items)
+		var ce *ConflictError
+		if errors.As(err, &ce) {
+			conflicts[w.target] = ce.Message
+			continue
+		}
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		haves[i] = have
+	}
+	keep := map[schema.GroupVersionKind]map[string]bool{AuthorizationPolicyGVK: {}, PeerAuthenticationGVK: {}, EnvoyFilterGVK: {}}
+	for i, w := range want {
+		if len(conflicts) > 0 && (w.target == "" || conflicts[w.target] != "") {
+			continue // an EnvoyFilter needs every part of the union; a conflicted target gets nothing
+		}
+		a := applier{c: r.Client}
+		did, err := a.apply(ctx, w.obj, haves[i])
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		keep[w.obj.GroupVersionKind()][w.obj.GetName()] = true
+		if did {
+			log.Info("applied", "kind", w.obj.GetKind(), "name", w.obj.GetName())
+		}
+	}
+	for _, gvk := range []schema.GroupVersionKind{EnvoyFilterGVK, AuthorizationPolicyGVK, PeerAuthenticationGVK} {
+		if err := r.prune(ctx, gvk, req.Namespace, req.Name, keep[gvk]); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+
+	for _, tr := range res.Targets {
+		st := targetStatus(tr, res, enforcing, conflicts[tr.Name])
+		reconcileOutcomes.WithLabelValues("TrafficTarget", st.outcome).Inc()
+		if err := writeStatus(ctx, r.Client, r.Recorder, byName[tr.Name], st.ready.Message, st.accepted, st.resolved, st.ready); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// check returns the live object, or a ConflictError when it exists and is not ours (its controller
+// is none of the destination's TrafficTargets).
+func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []*unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	have := newObj(want.GroupVersionKind())
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), have)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
+	}
+	for _, t := range targets {
+		if controlledBy(have, t.GetUID()) {
+			return have, nil
+		}
+	}
+	return nil, &ConflictError{Message: fmt.Sprintf("%s %s/%s exists and is not managed by smi2istio for this destination: it is left untouched",
+		want.GetKind(), want.GetNamespace(), want.GetName())}
+}
+
+// prune deletes the destination's generated objects that are no longer wanted.
+func (r *AccessReconciler) prune(ctx context.Context, gvk schema.GroupVersionKind, ns, destination string, keep map[string]bool) error {
+	list := newList(gvk)
+	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{
+		translate.ManagedByLabel: translate.ManagedByValue, translate.DestinationLabel: destination,
+	}); err != nil {
+		return fmt.Errorf("list %s: %w", gvk.Kind, err)
+	}
+	for i := range list.Items {
+		obj := &list.Items[i]
+		c := metav1.GetControllerOfNoCopy(obj)
+		if keep[obj.GetName()] || c == nil || c.Kind != TrafficTargetGVK.Kind {
+			continue
+		}
+		if err := r.Client.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// fetch gathers what the destination's TrafficTargets reference, from the cache.
+func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*accessv1alpha2.TrafficTarget) (translate.AccessInput, error) {
+	in := translate.AccessInput{Namespace: ns, ServiceAccount: sa, Targets: targets, Mesh: r.Mesh,
+		RouteGroups: map[string]*normalize.HTTPRouteGroup{}, PortRoutes: map[string]*normalize.PortRoute{}}
+	for _, tt := range targets {
+		for _, rule := range tt.Spec.Rules {
+			var gvk schema.GroupVersionKind
+			switch rule.Kind {
+			case "HTTPRouteGroup":
+				gvk = HTTPRouteGroupGVK
+			case "TCPRoute":
+				gvk = TCPRouteGVK
+			case "UDPRoute":
+				gvk = UDPRouteGVK
+			default:
+				continue
+			}
+			u := newObj(gvk)
+			err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rule.Name}, u)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return in, fmt.Errorf("get %s %s/%s: %w", rule.Kind, ns, rule.Name, err)
+			}
+			if rule.Kind == "HTTPRouteGroup" {
+				g, err := normalize.ReadHTTPRouteGroup(u)
+				if err != nil {
+					continue // reported by the route group's own validation; nothing allowed for it
+				}
+				in.RouteGroups[rule.Name] = g
+				continue
+			}
+			pr, err := normalize.ReadPortRoute(u)
+			if err != nil {
+				continue
+			}
+			in.PortRoutes[rule.Kind+"/"+rule.Name] = pr
+		}
+	}
+	ws, err := r.workloads(ctx, ns)
+	if err != nil {
+		return in, err
+	}
+	in.Workloads = ws
+	return in, nil
+}
+
+// workloads lists the namespace's pod templates and pods (pods owned by a listed controller's
+// ReplicaSet carry the same labels plus a volatile hash, and resolve to the same selector).
+func (r *AccessReconciler) workloads(ctx context.Context, ns string) ([]translate.Workload, error) {
+	var out []translate.Workload
+	add := func(kind, name, sa string, labels map[string]string) {
+		if sa == "" {
+			sa = "default"
+		}
+		out = append(out, translate.Workload{Name: kind + "/" + name, ServiceAccount: sa, Labels: labels})
+	}
+	var deps appsv1.DeploymentList
+	if err := r.Client.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("list Deployments: %w", err)
+	}
+	for _, d := range deps.Items {
+		add("Deployment", d.Name, d.Spec.Template.Spec.ServiceAccountName, d.Spec.Template.Labels)
+	}
+	var sts appsv1.StatefulSetList
+	if err := r.Client.List(ctx, &sts, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("list StatefulSets: %w", err)
+	}
+	for _, s := range sts.Items {
+		add("StatefulSet", s.Name, s.Spec.Template.Spec.ServiceAccountName, s.Spec.Template.Labels)
+	}
+	var dss appsv1.DaemonSetList
+	if err := r.Client.List(ctx, &dss, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("list DaemonSets: %w", err)
+	}
+	for _, d := range dss.Items {
+		add("DaemonSet", d.Name, d.Spec.Template.Spec.ServiceAccountName, d.Spec.Template.Labels)
+	}
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("list Pods: %w", err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			add("Pod", p.Name, p.Spec.ServiceAccountName, p.Labels)
+		}
+	}
+	return out, nil
+}
+
+type targetState struct {
+	accepted, resolved, ready metav1.Condition
+	outcome                   string
+}
+
+func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing bool, conflict string) targetState {
+	st := targetState{
+		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: rungSummary(tr)},
+		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
+		ready:    metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied},
+		outcome:  "applied",
+	}
+	var inv *translate.InvalidError
+	if errors.As(tr.Err, &inv) {
+		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}
+		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalid, Message: "nothing is allowed by this TrafficTarget"}
+		st.outcome = "invalid"
+		return st
+	}
+	unresolved := append(append([]translate.Finding(nil), res.SelectorFindings...), tr.Unresolved...)
+	if len(unresolved) > 0 {
+		st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: unresolved[0].Reason, Message: joinFindings(unresolved)}
+		st.outcome = "unresolved"
+	}
+	names := make([]string, 0)
+	for _, o := range tr.Objects() {
+		if m, ok := o.(metav1.Object); ok {
+			names = append(names, m.GetName())
+		}
+	}
+	sort.Strings(names)
+	switch {
+	case !enforcing:
+		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotEnforced,
+			Message: "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced"}
+		st.outcome = "permissive"
+	case conflict != "":
+		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonConflict, Message: conflict}
+		st.outcome = "conflict"
+	case len(names) == 0:
+		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNothingToDo,
+			Message: "nothing is allowed: " + joinFindings(append(unresolved, tr.Warnings...))}
+	default:
+		st.ready.Message = "applied " + strings.Join(names, ", ")
+		if len(tr.Warnings) > 0 {
+			st.ready.Message += "; " + joinFindings(tr.Warnings)
+		}
+	}
+	return st
+}
+
+// rungSummary counts the rungs used, for the Accepted message.
+func rungSummary(tr translate.TargetResult) string {
+	counts := map[string]int{}
+	for _, f := range tr.Rungs {
+		counts[f.Reason]++
+	}
+	if len(counts) == 0 {
+		return "no regexes"
+	}
+	var parts []string
+	for _, rung := range []string{translate.RungExact, translate.RungEnvoy, translate.RungReject} {
+		if counts[rung] > 0 {
+			parts = append(parts, fmt.Sprintf("%s: %d", rung, counts[rung]))
+		}
+	}
+	return "regexes by rung: " + strings.Join(parts, ", ")
+}

@@ -1,0 +1,109 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// BaselineName is the allow-nothing AuthorizationPolicy of a member namespace in Enforcing mode.
+const BaselineName = "smi2istio-default-deny"
+
+// BaselineReconciler gives every mesh namespace SMI's default deny in Enforcing mode: one
+// allow-nothing AuthorizationPolicy (never in Istio's root namespace, where it would close the mesh).
+type BaselineReconciler struct {
+	Client client.Client
+	Mode   func() AccessMode
+	// IstioNamespace is Istio's root namespace.
+	IstioNamespace string
+}
+
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+
+// IsMember says whether a namespace is in the mesh: labelled for sidecar injection.
+// (Until mesh membership providers land: istio-injection=enabled or an istio.io/rev label.)
+func IsMember(ns *corev1.Namespace) bool {
+	if ns.Labels["istio-injection"] == "enabled" {
+		return true
+	}
+	_, ok := ns.Labels["istio.io/rev"]
+	return ok
+}
+
+// SetupWithManager watches namespaces and the baselines.
+func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("baseline").
+		For(&corev1.Namespace{}).
+		Watches(newObj(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			if o.GetName() != BaselineName {
+				return nil
+			}
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
+		})).
+		Complete(r)
+}
+
+// Reconcile applies or removes the baseline of one namespace.
+func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, req.NamespacedName, ns); err != nil {
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	want := r.Mode() == Enforcing && IsMember(ns) && ns.Name != r.IstioNamespace && ns.DeletionTimestamp == nil
+
+	have := newObj(AuthorizationPolicyGVK)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: BaselineName}, have)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("get baseline of %s: %w", ns.Name, err)
+	}
+	exists := err == nil
+	ours := exists && have.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue
+	if exists && !ours {
+		ctrl.LoggerFrom(ctx).Info("an AuthorizationPolicy we did not write has the baseline's name: left untouched", "namespace", ns.Name)
+		return reconcile.Result{}, nil
+	}
+	if !want {
+		if ours {
+			if err := r.Client.Delete(ctx, have, client.Preconditions{UID: ptr.To(have.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+				return reconcile.Result{}, fmt.Errorf("delete baseline of %s: %w", ns.Name, err)
+			}
+			ctrl.LoggerFrom(ctx).Info("removed the deny-by-default baseline", "namespace", ns.Name)
+		}
+		return reconcile.Result{}, nil
+	}
+	ap := &securityv1beta1.AuthorizationPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "AuthorizationPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: BaselineName, Namespace: ns.Name, Labels: map[string]string{
+			translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: "Namespace", translate.SourceNameLabel: ns.Name,
+		}},
+	}
+	a := applier{c: r.Client, owner: metav1.OwnerReference{APIVersion: "v1", Kind: "Namespace", Name: ns.Name, UID: ns.UID}}
+	d, err := a.desired(ap)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !exists {
+		have = nil
+	}
+	did, err := a.apply(ctx, d, have)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if did {
+		ctrl.LoggerFrom(ctx).Info("applied the deny-by-default baseline", "namespace", ns.Name)
+	}
+	return reconcile.Result{}, nil
+}
