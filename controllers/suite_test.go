@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -25,57 +27,72 @@ import (
 )
 
 var (
-	env    *testenv.Env
-	writes atomic.Int64 // apiserver writes made by the reconciler (objects, status, events)
-	splitR *controllers.TrafficSplitReconciler
+	env *testenv.Env
+	// apiserver writes (objects, status, events) made by each reconciler
+	splitWrites, accessWrites, baselineWrites atomic.Int64
+	splitR                                    *controllers.TrafficSplitReconciler
+	accessR                                   *controllers.AccessReconciler
+	baselineR                                 *controllers.BaselineReconciler
+	accessMode                                atomic.Value // controllers.AccessMode
 )
 
 // countingClient counts every write the reconciler makes through it.
-type countingClient struct{ client.Client }
+type countingClient struct {
+	client.Client
+	writes *atomic.Int64
+}
 
 func (c countingClient) Create(ctx context.Context, o client.Object, opts ...client.CreateOption) error {
-	writes.Add(1)
+	c.writes.Add(1)
 	return c.Client.Create(ctx, o, opts...)
 }
 
 func (c countingClient) Update(ctx context.Context, o client.Object, opts ...client.UpdateOption) error {
-	writes.Add(1)
+	c.writes.Add(1)
 	return c.Client.Update(ctx, o, opts...)
 }
 
 func (c countingClient) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.PatchOption) error {
-	writes.Add(1)
+	c.writes.Add(1)
 	return c.Client.Patch(ctx, o, p, opts...)
 }
 
 func (c countingClient) Delete(ctx context.Context, o client.Object, opts ...client.DeleteOption) error {
-	writes.Add(1)
+	c.writes.Add(1)
 	return c.Client.Delete(ctx, o, opts...)
 }
 
 func (c countingClient) DeleteAllOf(ctx context.Context, o client.Object, opts ...client.DeleteAllOfOption) error {
-	writes.Add(1)
+	c.writes.Add(1)
 	return c.Client.DeleteAllOf(ctx, o, opts...)
 }
 
-func (c countingClient) Status() client.SubResourceWriter { return countingStatus{c.Client.Status()} }
+func (c countingClient) Status() client.SubResourceWriter {
+	return countingStatus{c.Client.Status(), c.writes}
+}
 
-type countingStatus struct{ client.SubResourceWriter }
+type countingStatus struct {
+	client.SubResourceWriter
+	writes *atomic.Int64
+}
 
 func (s countingStatus) Update(ctx context.Context, o client.Object, opts ...client.SubResourceUpdateOption) error {
-	writes.Add(1)
+	s.writes.Add(1)
 	return s.SubResourceWriter.Update(ctx, o, opts...)
 }
 
 func (s countingStatus) Patch(ctx context.Context, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-	writes.Add(1)
+	s.writes.Add(1)
 	return s.SubResourceWriter.Patch(ctx, o, p, opts...)
 }
 
-type countingRecorder struct{ events.EventRecorder }
+type countingRecorder struct {
+	events.EventRecorder
+	writes *atomic.Int64
+}
 
 func (r countingRecorder) Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any) {
-	writes.Add(1)
+	r.writes.Add(1)
 	r.EventRecorder.Eventf(regarding, related, eventtype, reason, action, note, args...)
 }
 
@@ -99,18 +116,44 @@ func runMain(m *testing.M) int {
 		Scheme:  env.Scheme,
 		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Pod{}:         {Transform: controllers.WorkloadTransform},
+				&appsv1.Deployment{}:  {Transform: controllers.WorkloadTransform},
+				&appsv1.StatefulSet{}: {Transform: controllers.WorkloadTransform},
+				&appsv1.DaemonSet{}:   {Transform: controllers.WorkloadTransform},
+			},
+		},
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "create manager:", err)
 		return 1
 	}
+	rec := mgr.GetEventRecorder("smi2istio")
 	splitR = &controllers.TrafficSplitReconciler{
-		Client:   countingClient{mgr.GetClient()},
-		Recorder: countingRecorder{mgr.GetEventRecorder("smi2istio")},
+		Client:   countingClient{mgr.GetClient(), &splitWrites},
+		Recorder: countingRecorder{rec, &splitWrites},
 		Mesh:     translate.Mesh{},
 	}
+	accessMode.Store(controllers.Enforcing)
+	mode := func() controllers.AccessMode { return accessMode.Load().(controllers.AccessMode) }
+	accessR = &controllers.AccessReconciler{
+		Client:   countingClient{mgr.GetClient(), &accessWrites},
+		Recorder: countingRecorder{rec, &accessWrites},
+		Mode:     mode,
+	}
+	baselineR = &controllers.BaselineReconciler{Client: countingClient{mgr.GetClient(), &baselineWrites}, Mode: mode, IstioNamespace: "istio-system"}
 	if err := splitR.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up controller:", err)
+		return 1
+	}
+	if err := accessR.SetupWithManager(ctx, mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "set up access controller:", err)
+		return 1
+	}
+	if err := baselineR.SetupWithManager(mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "set up baseline controller:", err)
 		return 1
 	}
 	mgrDone := make(chan struct{})

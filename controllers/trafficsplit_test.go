@@ -153,13 +153,13 @@ func fixture(parts ...string) string {
 // assertNoWrites reconciles the split again and fails if that wrote anything.
 func assertNoWrites(t *testing.T, ns, name string) {
 	t.Helper()
-	before := writes.Load()
+	before := splitWrites.Load()
 	for i := 0; i < 2; i++ {
 		if _, err := splitR.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}); err != nil {
 			t.Fatalf("reconcile: %v", err)
 		}
 	}
-	if n := writes.Load() - before; n != 0 {
+	if n := splitWrites.Load() - before; n != 0 {
 		t.Errorf("reconciling an unchanged TrafficSplit made %d write(s), want 0", n)
 	}
 }

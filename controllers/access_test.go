@@ -1,0 +1,306 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/istiocheck"
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+func objOf(gvk schema.GroupVersionKind) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(gvk)
+	return u
+}
+
+// meshNamespace creates (or labels) a namespace as a mesh member.
+func meshNamespace(t *testing.T, name string) {
+	t.Helper()
+	ensureNamespace(t, name)
+	ns := &corev1.Namespace{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, ns); err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels["istio-injection"] != "enabled" {
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels["istio-injection"] = "enabled"
+		if err := env.Client.Update(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// policy summarises an AuthorizationPolicy: its selector and, per rule, principals and operation.
+type policy struct {
+	Selector map[string]string
+	Rules    []string
+}
+
+func policiesOf(t *testing.T, ns, destination string) map[string]policy {
+	t.Helper()
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(controllers.AuthorizationPolicyGVK.GroupVersion().WithKind("AuthorizationPolicyList"))
+	if err := env.Client.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{translate.DestinationLabel: destination}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]policy{}
+	for i := range list.Items {
+		ap := &list.Items[i]
+		sel, _, _ := unstructured.NestedStringMap(ap.Object, "spec", "selector", "matchLabels")
+		rules, _, _ := unstructured.NestedSlice(ap.Object, "spec", "rules")
+		p := policy{Selector: sel}
+		for _, r := range rules {
+			rm := r.(map[string]any)
+			from, _, _ := unstructured.NestedSlice(rm, "from")
+			to, _, _ := unstructured.NestedSlice(rm, "to")
+			var principals []any
+			if len(from) > 0 {
+				principals, _, _ = unstructured.NestedSlice(from[0].(map[string]any), "source", "principals")
+			}
+			var op any
+			if len(to) > 0 {
+				op = to[0].(map[string]any)["operation"]
+			}
+			p.Rules = append(p.Rules, fmt.Sprintf("%v -> %v", principals, op))
+		}
+		sort.Strings(p.Rules)
+		out[ap.GetLabels()[translate.SourceNameLabel]] = p
+	}
+	return out
+}
+
+func waitPolicies(t *testing.T, ns, destination string, check func(map[string]policy) error) {
+	t.Helper()
+	eventually(t, "AuthorizationPolicies for "+ns+"/"+destination, func() error { return check(policiesOf(t, ns, destination)) })
+}
+
+func ttCondition(ns, name, typ string) (string, string, error) {
+	u, err := get(objOf(controllers.TrafficTargetGVK), ns, name)
+	if err != nil {
+		return "", "", err
+	}
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m := c.(map[string]any)
+		if m["type"] == typ {
+			return fmt.Sprint(m["status"]), fmt.Sprint(m["reason"]), nil
+		}
+	}
+	return "", "", fmt.Errorf("no %s condition", typ)
+}
+
+func waitTTReady(t *testing.T, ns, name, status, reason string) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("TrafficTarget %s/%s Ready=%s/%s", ns, name, status, reason), func() error {
+		s, r, err := ttCondition(ns, name, "Ready")
+		if err != nil {
+			return err
+		}
+		if s != status || r != reason {
+			return fmt.Errorf("got %s/%s", s, r)
+		}
+		return nil
+	})
+}
+
+func baselineExists(ns string) bool {
+	_, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+	return err == nil
+}
+
+func reconcileAll(t *testing.T, namespaces []string, destinations [][2]string) {
+	t.Helper()
+	for _, ns := range namespaces {
+		if _, err := baselineR.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range destinations {
+		if _, err := accessR.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: d[0], Name: d[1]}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func validateAll(t *testing.T, ns string, gvks ...schema.GroupVersionKind) {
+	t.Helper()
+	for _, gvk := range gvks {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := env.Client.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		for i := range list.Items {
+			if err := istiocheck.Validate(&list.Items[i]); err != nil {
+				t.Errorf("applied object fails Istio's validation: %v", err)
+			}
+		}
+	}
+}
+
+// The OSM 1.2 walk-through: bookbuyer -> bookstore (regexes: Envoy rung), bookstore -> bookwarehouse
+// (POST), bookwarehouse -> mysql (TCP 3306); then bookthief is allowed too; workloads change;
+// Permissive <-> Enforcing; deleting a TrafficTarget removes its policies.
+func TestOSMBookstoreAccess(t *testing.T) {
+	namespaces := []string{"bookstore", "bookbuyer", "bookthief", "bookwarehouse"}
+	for _, ns := range namespaces {
+		meshNamespace(t, ns)
+	}
+	for _, f := range []string{"bookstore.yaml", "bookbuyer.yaml", "bookthief.yaml", "bookwarehouse.yaml", "mysql.yaml"} {
+		applyFile(t, fixture("osm-v1.2-bookstore", "apps", f), "")
+	}
+	for _, ns := range namespaces {
+		eventually(t, "baseline in "+ns, func() error {
+			if !baselineExists(ns) {
+				return fmt.Errorf("no %s", controllers.BaselineName)
+			}
+			return nil
+		})
+	}
+
+	applyFile(t, fixture("osm-v1.2-bookstore", "access", "traffic-access-v1.yaml"), "")
+	const buyer, thief = "cluster.local/ns/bookbuyer/sa/bookbuyer", "cluster.local/ns/bookthief/sa/bookthief"
+	v1 := map[string]string{"app": "bookstore", "version": "v1"}
+	waitPolicies(t, "bookstore", "bookstore", func(ps map[string]policy) error {
+		p, ok := ps["bookstore"]
+		if !ok || !reflect.DeepEqual(p.Selector, v1) || len(p.Rules) != 2 {
+			return fmt.Errorf("got %+v", ps)
+		}
+		for _, r := range p.Rules {
+			if r[:len("["+buyer+"]")] != "["+buyer+"]" {
+				return fmt.Errorf("only bookbuyer may be allowed: %v", p.Rules)
+			}
+		}
+		return nil
+	})
+	waitPolicies(t, "bookwarehouse", "bookwarehouse", func(ps map[string]policy) error {
+		want := []string{"[cluster.local/ns/bookstore/sa/bookstore] -> map[methods:[POST]]"}
+		if p := ps["bookstore-access-bookwarehouse"]; !reflect.DeepEqual(p.Rules, want) {
+			return fmt.Errorf("got %+v", ps)
+		}
+		return nil
+	})
+	waitPolicies(t, "bookwarehouse", "mysql", func(ps map[string]policy) error {
+		want := []string{"[cluster.local/ns/bookwarehouse/sa/bookwarehouse] -> map[ports:[3306]]"}
+		if p := ps["mysql"]; !reflect.DeepEqual(p.Rules, want) || !reflect.DeepEqual(p.Selector, map[string]string{"app": "mysql"}) {
+			return fmt.Errorf("got %+v", ps)
+		}
+		return nil
+	})
+	eventually(t, "EnvoyFilter for the regexes", func() error {
+		_, err := get(objOf(controllers.EnvoyFilterGVK), "bookstore", "bookstore-"+translate.Selector{Labels: v1}.Key())
+		return err
+	})
+	waitTTReady(t, "bookstore", "bookstore", "True", controllers.ReasonApplied)
+	waitTTReady(t, "bookwarehouse", "mysql", "True", controllers.ReasonApplied)
+	validateAll(t, "bookstore", controllers.AuthorizationPolicyGVK, controllers.PeerAuthenticationGVK, controllers.EnvoyFilterGVK)
+	validateAll(t, "bookwarehouse", controllers.AuthorizationPolicyGVK, controllers.PeerAuthenticationGVK)
+
+	// Nothing changed: reconciling again writes nothing.
+	before := accessWrites.Load() + baselineWrites.Load()
+	reconcileAll(t, namespaces, [][2]string{{"bookstore", "bookstore"}, {"bookwarehouse", "bookwarehouse"}, {"bookwarehouse", "mysql"}})
+	if n := accessWrites.Load() + baselineWrites.Load() - before; n != 0 {
+		t.Errorf("reconciling unchanged access made %d write(s), want 0", n)
+	}
+
+	applyFile(t, fixture("osm-v1.2-bookstore", "access", "traffic-access-v1-allow-bookthief.yaml"), "")
+	waitPolicies(t, "bookstore", "bookstore", func(ps map[string]policy) error {
+		p := ps["bookstore"]
+		if len(p.Rules) != 2 || p.Rules[0][:len("["+buyer+" "+thief+"]")] != "["+buyer+" "+thief+"]" {
+			return fmt.Errorf("bookthief must be allowed too: %+v", p.Rules)
+		}
+		return nil
+	})
+
+	// Scaling changes no selector; new labels move the policy to the new selector.
+	dep := objOf(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
+	dep.SetNamespace("bookstore")
+	dep.SetName("bookstore")
+	before = accessWrites.Load()
+	if err := env.Client.Patch(context.Background(), dep, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":3}}`))); err != nil {
+		t.Fatal(err)
+	}
+	reconcileAll(t, nil, [][2]string{{"bookstore", "bookstore"}})
+	if n := accessWrites.Load() - before; n != 0 {
+		t.Errorf("scaling a Deployment made %d write(s), want 0", n)
+	}
+	if err := env.Client.Patch(context.Background(), dep, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"template":{"metadata":{"labels":{"tier":"web"}}}}}`))); err != nil {
+		t.Fatal(err)
+	}
+	withTier := map[string]string{"app": "bookstore", "version": "v1", "tier": "web"}
+	waitPolicies(t, "bookstore", "bookstore", func(ps map[string]policy) error {
+		if p := ps["bookstore"]; !reflect.DeepEqual(p.Selector, withTier) || len(ps) != 1 {
+			return fmt.Errorf("want one policy selecting %v, got %+v", withTier, ps)
+		}
+		return nil
+	})
+
+	// Permissive: no baselines, no policies, TrafficTargets report they are not enforced.
+	accessMode.Store(controllers.Permissive)
+	dests := [][2]string{{"bookstore", "bookstore"}, {"bookwarehouse", "bookwarehouse"}, {"bookwarehouse", "mysql"}}
+	reconcileAll(t, namespaces, dests)
+	for _, ns := range namespaces {
+		if baselineExists(ns) {
+			t.Errorf("Permissive: baseline still in %s", ns)
+		}
+	}
+	if ps := policiesOf(t, "bookstore", "bookstore"); len(ps) != 0 {
+		t.Errorf("Permissive: policies remain: %+v", ps)
+	}
+	waitTTReady(t, "bookstore", "bookstore", "False", controllers.ReasonNotEnforced)
+	accessMode.Store(controllers.Enforcing)
+	reconcileAll(t, namespaces, dests)
+	for _, ns := range namespaces {
+		if !baselineExists(ns) {
+			t.Errorf("Enforcing: no baseline in %s", ns)
+		}
+	}
+	waitTTReady(t, "bookstore", "bookstore", "True", controllers.ReasonApplied)
+
+	// Deleting a TrafficTarget removes its policies.
+	tt, err := get(objOf(controllers.TrafficTargetGVK), "bookwarehouse", "mysql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(context.Background(), tt); err != nil {
+		t.Fatal(err)
+	}
+	waitPolicies(t, "bookwarehouse", "mysql", func(ps map[string]policy) error {
+		if len(ps) != 0 {
+			return fmt.Errorf("still %+v", ps)
+		}
+		return nil
+	})
+	waitGone(t, objOf(controllers.PeerAuthenticationGVK), "bookwarehouse", "mysql-"+translate.Selector{Labels: map[string]string{"app": "mysql"}}.Key())
+}
+
+// Istio's root namespace never gets a baseline, even when labelled.
+func TestNoBaselineInIstioNamespace(t *testing.T) {
+	meshNamespace(t, "istio-system")
+	other := freshNamespace(t)
+	meshNamespace(t, other)
+	eventually(t, "baseline in "+other, func() error {
+		if !baselineExists(other) {
+			return fmt.Errorf("missing")
+		}
+		return nil
+	})
+	reconcileAll(t, []string{"istio-system"}, nil)
+	if baselineExists("istio-system") {
+		t.Error("a baseline in Istio's root namespace would close the whole mesh")
+	}
+}
