@@ -319,6 +319,17 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		}
 	}
 
+	for _, rung := range []string{translate.RungExact, translate.RungEnvoy, translate.RungReject} {
+		n := 0
+		for _, tr := range res.Targets {
+			for _, f := range tr.Rungs {
+				if f.Reason == rung {
+					n++
+				}
+			}
+		}
+		fidelityRungs.WithLabelValues(req.Namespace, req.Name, rung).Set(float64(n))
+	}
 	for _, tr := range res.Targets {
 		st := targetStatus(tr, res, enforcing, conflicts[tr.Name])
 		reconcileOutcomes.WithLabelValues("TrafficTarget", st.outcome).Inc()
@@ -373,7 +384,8 @@ func (r *AccessReconciler) prune(ctx context.Context, gvk schema.GroupVersionKin
 // fetch gathers what the destination's TrafficTargets reference, from the cache.
 func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*accessv1alpha2.TrafficTarget) (translate.AccessInput, error) {
 	in := translate.AccessInput{Namespace: ns, ServiceAccount: sa, Targets: targets, Mesh: r.Mesh,
-		RouteGroups: map[string]*normalize.HTTPRouteGroup{}, PortRoutes: map[string]*normalize.PortRoute{}}
+		RouteGroups: map[string]*normalize.HTTPRouteGroup{}, PortRoutes: map[string]*normalize.PortRoute{},
+		RouteGroupErrors: map[string]*normalize.FieldError{}}
 	for _, tt := range targets {
 		for _, rule := range tt.Spec.Rules {
 			var gvk schema.GroupVersionKind
@@ -397,8 +409,13 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 			}
 			if rule.Kind == "HTTPRouteGroup" {
 				g, err := normalize.ReadHTTPRouteGroup(u)
+				var fe *normalize.FieldError
+				if errors.As(err, &fe) {
+					in.RouteGroupErrors[rule.Name] = fe // the TrafficTarget is not Accepted
+					continue
+				}
 				if err != nil {
-					continue // reported by the route group's own validation; nothing allowed for it
+					return in, err
 				}
 				in.RouteGroups[rule.Name] = g
 				continue

@@ -46,8 +46,13 @@ var reconcileOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "Reconciles of SMI objects by kind and outcome (applied, unchanged, invalid, conflict, unresolved, error).",
 }, []string{"kind", "outcome"})
 
+var fidelityRungs = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "smi2istio_fidelity_rung_values",
+	Help: "Regex values of a destination's TrafficTargets by the fidelity rung that enforces them (ExactRung, EnvoyRung, Rejected).",
+}, []string{"namespace", "destination", "rung"})
+
 func init() {
-	metrics.Registry.MustRegister(reconcileOutcomes)
+	metrics.Registry.MustRegister(reconcileOutcomes, fidelityRungs)
 }
 
 // ConflictError says a generated object's name or host is taken by an object we do not own.

@@ -384,7 +384,8 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		}
 	}
 
-	in := translate.SplitInput{Split: ts, Services: map[string]*corev1.Service{}, RouteGroups: map[string]*normalize.HTTPRouteGroup{}, Mesh: r.Mesh}
+	in := translate.SplitInput{Split: ts, Services: map[string]*corev1.Service{}, RouteGroups: map[string]*normalize.HTTPRouteGroup{},
+		RouteGroupErrors: map[string]*normalize.FieldError{}, Mesh: r.Mesh}
 	names := []string{root}
 	for _, b := range ts.Spec.Backends {
 		names = append(names, b.Service)
@@ -412,7 +413,8 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		hrg, err := normalize.ReadHTTPRouteGroup(g)
 		var fe *normalize.FieldError
 		if errors.As(err, &fe) {
-			return nil, &translate.InvalidError{Finding: translate.Finding{Field: "HTTPRouteGroup " + m.Name + " " + fe.Field, Reason: fe.Reason, Message: fe.Message}}
+			in.RouteGroupErrors[m.Name] = fe
+			continue
 		}
 		if err != nil {
 			return nil, err

@@ -50,6 +50,8 @@ type AccessInput struct {
 	// "UDPRoute/<name>".
 	RouteGroups map[string]*normalize.HTTPRouteGroup
 	PortRoutes  map[string]*normalize.PortRoute
+	// RouteGroupErrors holds route groups that exist but cannot be read (e.g. headers of a wrong shape).
+	RouteGroupErrors map[string]*normalize.FieldError
 	// Workloads of the namespace, of every ServiceAccount (to check that selectors are precise).
 	Workloads []Workload
 	Mesh      Mesh
@@ -199,6 +201,9 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 		field := fmt.Sprintf("spec.rules[%d]", i)
 		switch rule.Kind {
 		case "HTTPRouteGroup":
+			if fe := in.RouteGroupErrors[rule.Name]; fe != nil {
+				return fail(invalid("HTTPRouteGroup "+rule.Name+" "+fe.Field, fe.Reason, "%s", fe.Message))
+			}
 			g := in.RouteGroups[rule.Name]
 			if g == nil {
 				tr.Unresolved = append(tr.Unresolved, finding(field+".name", "RouteGroupNotFound",

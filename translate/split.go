@@ -43,7 +43,9 @@ type SplitInput struct {
 	Services map[string]*corev1.Service
 	// RouteGroups of the split's namespace by name; those not referenced are ignored.
 	RouteGroups map[string]*normalize.HTTPRouteGroup
-	Mesh        Mesh
+	// RouteGroupErrors holds route groups that exist but cannot be read.
+	RouteGroupErrors map[string]*normalize.FieldError
+	Mesh             Mesh
 }
 
 // SplitResult is the desired Istio state for one TrafficSplit.
@@ -99,7 +101,7 @@ func TranslateSplit(in SplitInput) (*SplitResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	matches, err := splitMatches(ts, in.RouteGroups, res)
+	matches, err := splitMatches(ts, in.RouteGroups, in.RouteGroupErrors, res)
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +430,7 @@ func tcpRoute(ws []weighted, root *networkingapi.Destination) []*networkingapi.R
 
 // splitMatches returns the HTTP match requests of the split's matches, nil when the split has no
 // matches (everything is split), and an empty list when none could be resolved.
-func splitMatches(ts *splitv1alpha4.TrafficSplit, groups map[string]*normalize.HTTPRouteGroup, res *SplitResult) ([]*networkingapi.HTTPMatchRequest, error) {
+func splitMatches(ts *splitv1alpha4.TrafficSplit, groups map[string]*normalize.HTTPRouteGroup, groupErrs map[string]*normalize.FieldError, res *SplitResult) ([]*networkingapi.HTTPMatchRequest, error) {
 	if len(ts.Spec.Matches) == 0 {
 		return nil, nil
 	}
@@ -437,6 +439,9 @@ func splitMatches(ts *splitv1alpha4.TrafficSplit, groups map[string]*normalize.H
 		field := fmt.Sprintf("spec.matches[%d]", i)
 		if ref.Kind != "HTTPRouteGroup" {
 			return nil, invalid(field+".kind", "UnsupportedMatchKind", "matches may reference HTTPRouteGroups only, not %q", ref.Kind)
+		}
+		if fe := groupErrs[ref.Name]; fe != nil {
+			return nil, invalid("HTTPRouteGroup "+ref.Name+" "+fe.Field, fe.Reason, "%s", fe.Message)
 		}
 		g := groups[ref.Name]
 		if g == nil {

@@ -25,10 +25,12 @@ import (
 type Set struct {
 	Services    map[string]map[string]*corev1.Service
 	RouteGroups map[string]map[string]*normalize.HTTPRouteGroup
-	PortRoutes  map[string]map[string]*normalize.PortRoute // "TCPRoute/<name>", "UDPRoute/<name>"
-	Workloads   map[string][]translate.Workload
-	Splits      []*splitv1alpha4.TrafficSplit
-	Targets     []*accessv1alpha2.TrafficTarget
+	// RouteGroupErrors: route groups that cannot be read; the objects using them are not accepted.
+	RouteGroupErrors map[string]map[string]*normalize.FieldError
+	PortRoutes       map[string]map[string]*normalize.PortRoute // "TCPRoute/<name>", "UDPRoute/<name>"
+	Workloads        map[string][]translate.Workload
+	Splits           []*splitv1alpha4.TrafficSplit
+	Targets          []*accessv1alpha2.TrafficTarget
 }
 
 // Outcome is the translation of one SMI object.
@@ -55,10 +57,11 @@ func describe(u *unstructured.Unstructured) string {
 // are in "default", as kubectl would put them; a later document for the same object wins.
 func Load(objs []*unstructured.Unstructured) (*Set, error) {
 	s := &Set{
-		Services:    map[string]map[string]*corev1.Service{},
-		RouteGroups: map[string]map[string]*normalize.HTTPRouteGroup{},
-		PortRoutes:  map[string]map[string]*normalize.PortRoute{},
-		Workloads:   map[string][]translate.Workload{},
+		Services:         map[string]map[string]*corev1.Service{},
+		RouteGroups:      map[string]map[string]*normalize.HTTPRouteGroup{},
+		RouteGroupErrors: map[string]map[string]*normalize.FieldError{},
+		PortRoutes:       map[string]map[string]*normalize.PortRoute{},
+		Workloads:        map[string][]translate.Workload{},
 	}
 	splits := map[string]int{} // namespace/name -> index in s.Splits
 	targets := map[string]int{}
@@ -81,6 +84,14 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 			s.Services[ns][svc.Name] = svc
 		case gv.Group == "specs.smi-spec.io" && gv.Kind == "HTTPRouteGroup":
 			g, err := normalize.ReadHTTPRouteGroup(u)
+			var fe *normalize.FieldError
+			if errors.As(err, &fe) {
+				if s.RouteGroupErrors[ns] == nil {
+					s.RouteGroupErrors[ns] = map[string]*normalize.FieldError{}
+				}
+				s.RouteGroupErrors[ns][u.GetName()] = fe
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", describe(u), err)
 			}
@@ -188,10 +199,11 @@ func (s *Set) Translate(mesh translate.Mesh) []Outcome {
 	var out []Outcome
 	for _, ts := range s.Splits {
 		res, err := translate.TranslateSplit(translate.SplitInput{
-			Split:       ts,
-			Services:    s.Services[ts.Namespace],
-			RouteGroups: s.RouteGroups[ts.Namespace],
-			Mesh:        mesh,
+			Split:            ts,
+			Services:         s.Services[ts.Namespace],
+			RouteGroups:      s.RouteGroups[ts.Namespace],
+			RouteGroupErrors: s.RouteGroupErrors[ts.Namespace],
+			Mesh:             mesh,
 		})
 		out = append(out, Outcome{Source: fmt.Sprintf("TrafficSplit %s/%s", ts.Namespace, ts.Name), Split: res, Err: err})
 	}
@@ -213,7 +225,8 @@ func (s *Set) translateAccess(mesh translate.Mesh) []Outcome {
 	for _, d := range dests {
 		res, err := translate.TranslateAccess(translate.AccessInput{
 			Namespace: d[0], ServiceAccount: d[1], Targets: byDest[d],
-			RouteGroups: s.RouteGroups[d[0]], PortRoutes: s.PortRoutes[d[0]], Workloads: s.Workloads[d[0]], Mesh: mesh,
+			RouteGroups: s.RouteGroups[d[0]], RouteGroupErrors: s.RouteGroupErrors[d[0]], PortRoutes: s.PortRoutes[d[0]],
+			Workloads: s.Workloads[d[0]], Mesh: mesh,
 		})
 		if err != nil {
 			out = append(out, Outcome{Source: fmt.Sprintf("ServiceAccount %s/%s", d[0], d[1]), Err: err})
