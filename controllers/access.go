@@ -228,6 +228,16 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		}
 		items, targets = append(items, u), append(targets, tt)
 	}
+	if len(items) == 0 {
+		// No TrafficTarget for this ServiceAccount (any more): remove what it had, nothing to read.
+		for _, gvk := range []schema.GroupVersionKind{EnvoyFilterGVK, AuthorizationPolicyGVK, PeerAuthenticationGVK} {
+			if err := r.prune(ctx, gvk, req.Namespace, req.Name, nil); err != nil {
+				return reconcile.Result{}, err
+			}
+		}
+		fidelityRungs.DeletePartialMatch(map[string]string{"namespace": req.Namespace, "destination": req.Name})
+		return reconcile.Result{}, nil
+	}
 	sort.Slice(items, func(i, j int) bool { return items[i].GetName() < items[j].GetName() })
 	sort.Slice(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
 	in, err := r.fetch(ctx, req.Namespace, req.Name, targets)
