@@ -15,7 +15,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,7 +25,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -172,17 +170,8 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
-		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
-			// Workloads are only read for labels and ServiceAccounts: keep nothing else.
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}:         {Transform: controllers.WorkloadTransform},
-				&appsv1.Deployment{}:  {Transform: controllers.WorkloadTransform},
-				&appsv1.StatefulSet{}: {Transform: controllers.WorkloadTransform},
-				&appsv1.DaemonSet{}:   {Transform: controllers.WorkloadTransform},
-			},
-		},
+		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,

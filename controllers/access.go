@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -110,6 +111,20 @@ func WorkloadTransform(obj any) (any, error) {
 		o.Status = appsv1.DaemonSetStatus{}
 	}
 	return obj, nil
+}
+
+// CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere, and
+// workloads trimmed to what workload resolution reads.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:         {Transform: WorkloadTransform},
+			&appsv1.Deployment{}:  {Transform: WorkloadTransform},
+			&appsv1.StatefulSet{}: {Transform: WorkloadTransform},
+			&appsv1.DaemonSet{}:   {Transform: WorkloadTransform},
+		},
+	}
 }
 
 // SetupWithManager registers the indexes and watches.

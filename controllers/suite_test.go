@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -116,15 +114,7 @@ func runMain(m *testing.M) int {
 		Scheme:  env.Scheme,
 		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{
-			DefaultTransform: cache.TransformStripManagedFields(),
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Pod{}:         {Transform: controllers.WorkloadTransform},
-				&appsv1.Deployment{}:  {Transform: controllers.WorkloadTransform},
-				&appsv1.StatefulSet{}: {Transform: controllers.WorkloadTransform},
-				&appsv1.DaemonSet{}:   {Transform: controllers.WorkloadTransform},
-			},
-		},
+		Cache:   controllers.CacheOptions(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "create manager:", err)
