@@ -211,6 +211,7 @@ func TestOSMBookstoreAccess(t *testing.T) {
 	validateAll(t, "bookwarehouse", controllers.AuthorizationPolicyGVK, controllers.PeerAuthenticationGVK)
 
 	// Nothing changed: reconciling again writes nothing.
+	settle(t, &accessWrites, &baselineWrites)
 	before := accessWrites.Load() + baselineWrites.Load()
 	reconcileAll(t, namespaces, [][2]string{{"bookstore", "bookstore"}, {"bookwarehouse", "bookwarehouse"}, {"bookwarehouse", "mysql"}})
 	if n := accessWrites.Load() + baselineWrites.Load() - before; n != 0 {
@@ -230,6 +231,7 @@ func TestOSMBookstoreAccess(t *testing.T) {
 	dep := objOf(schema.GroupVersionKind{Group: "apps", Version: "v1", Kind: "Deployment"})
 	dep.SetNamespace("bookstore")
 	dep.SetName("bookstore")
+	settle(t, &accessWrites)
 	before = accessWrites.Load()
 	if err := env.Client.Patch(context.Background(), dep, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":3}}`))); err != nil {
 		t.Fatal(err)

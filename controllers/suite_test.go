@@ -243,3 +243,29 @@ func get(gvkObj *unstructured.Unstructured, ns, name string) (*unstructured.Unst
 	err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, u)
 	return u, err
 }
+
+// settle waits until a reconciler has made no write for a second (background work triggered by
+// earlier changes is done), so that a following measurement sees only what it caused.
+func settle(t *testing.T, counters ...*atomic.Int64) {
+	t.Helper()
+	sum := func() int64 {
+		n := int64(0)
+		for _, c := range counters {
+			n += c.Load()
+		}
+		return n
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	last, since := sum(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		if n := sum(); n != last {
+			last, since = n, time.Now()
+			continue
+		}
+		if time.Since(since) >= time.Second {
+			return
+		}
+	}
+	t.Fatalf("reconcilers kept writing for 30s")
+}

@@ -153,6 +153,7 @@ func fixture(parts ...string) string {
 // assertNoWrites reconciles the split again and fails if that wrote anything.
 func assertNoWrites(t *testing.T, ns, name string) {
 	t.Helper()
+	settle(t, &splitWrites)
 	before := splitWrites.Load()
 	for i := 0; i < 2; i++ {
 		if _, err := splitR.Reconcile(context.Background(), reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}); err != nil {
