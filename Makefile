@@ -26,13 +26,13 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate the SMI CRDs (config/crd/bases) and the RBAC role (config/rbac) from the code.
+manifests: ## Generate the CRDs (config/crd/bases: SMI kinds and our config) and the RBAC role (config/rbac) from the code.
 	go run ./hack/crdgen -out config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./... output:rbac:artifacts:config=config/rbac output:crd:artifacts:config=config/crd/bases
 
 .PHONY: generate
 generate: ## Generate DeepCopy methods for the operator's own API types.
-	$(CONTROLLER_GEN) object paths=./...
+	$(CONTROLLER_GEN) object paths=./api/...
 
 .PHONY: fmt
 fmt: ## Format the code.
@@ -58,7 +58,7 @@ test: lint verify-manifests ## Lint, check generated files, and run every test o
 verify-manifests: ## Fail if config/ differs from what `make manifests` would generate.
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	go run ./hack/crdgen -out "$$tmp/crd" && \
-	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./... output:rbac:artifacts:config="$$tmp/rbac" && \
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths=./... output:rbac:artifacts:config="$$tmp/rbac" output:crd:artifacts:config="$$tmp/crd" && \
 	diff -ru config/crd/bases "$$tmp/crd" && diff -u config/rbac/role.yaml "$$tmp/rbac/role.yaml" \
 	|| { echo "generated manifests are out of date: run 'make manifests'"; exit 1; }
 

@@ -1,0 +1,166 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ConfigName is the name of the singleton.
+const ConfigName = "default"
+
+// AccessMode mirrors OSM's permissive switch.
+// +kubebuilder:validation:Enum=Enforcing;Permissive
+type AccessMode string
+
+// Access modes.
+const (
+	// Enforcing denies by default in every mesh namespace; TrafficTargets allow.
+	Enforcing AccessMode = "Enforcing"
+	// Permissive allows everything; TrafficTargets are not enforced.
+	Permissive AccessMode = "Permissive"
+)
+
+// RegexPolicy says what to do with regexes an AuthorizationPolicy cannot express.
+// +kubebuilder:validation:Enum=Envoy;Reject
+type RegexPolicy string
+
+// MembershipProvider names how mesh namespaces are found.
+// +kubebuilder:validation:Enum=Auto;MemberRoll;DiscoverySelectors;Labels;Explicit
+type MembershipProvider string
+
+// Membership providers.
+const (
+	// Auto uses MemberRoll when the ServiceMeshMemberRoll CRD and a roll exist, else DiscoverySelectors.
+	Auto MembershipProvider = "Auto"
+	// MemberRoll reads OSSM 2.x's ServiceMeshMemberRoll (maistra.io/v1).
+	MemberRoll MembershipProvider = "MemberRoll"
+	// DiscoverySelectors uses the discoverySelectors of Istio's mesh config, or Labels without them.
+	DiscoverySelectors MembershipProvider = "DiscoverySelectors"
+	// Labels uses the istio-injection=enabled and istio.io/rev namespace labels.
+	Labels MembershipProvider = "Labels"
+	// Explicit uses spec.membership.namespaces.
+	Explicit MembershipProvider = "Explicit"
+)
+
+// Membership says which namespaces are in the mesh.
+// +kubebuilder:validation:XValidation:rule="self.provider != 'Explicit' || (has(self.namespaces) && size(self.namespaces) > 0)",message="the Explicit provider needs spec.membership.namespaces"
+type Membership struct {
+	// Provider of the member namespaces.
+	// +kubebuilder:default=Auto
+	// +optional
+	Provider MembershipProvider `json:"provider,omitempty"`
+	// Namespaces in the mesh, for the Explicit provider.
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MaxLength=63
+	// +optional
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// SMI2IstioConfigSpec configures smi2istio. The zero value is the default configuration.
+type SMI2IstioConfigSpec struct {
+	// AccessMode: Enforcing (deny by default, TrafficTargets allow) or Permissive.
+	// +kubebuilder:default=Enforcing
+	// +optional
+	AccessMode AccessMode `json:"accessMode,omitempty"`
+	// Membership selects the mesh namespaces smi2istio acts in.
+	// +kubebuilder:default={provider: Auto}
+	// +optional
+	Membership Membership `json:"membership,omitempty"`
+	// RegexPolicy: Envoy (an EnvoyFilter checks regexes an AuthorizationPolicy cannot express) or
+	// Reject (such matches are left out, i.e. denied).
+	// +kubebuilder:default=Envoy
+	// +optional
+	RegexPolicy RegexPolicy `json:"regexPolicy,omitempty"`
+	// MinIstioVersion is the oldest Istio the generated objects must work on ("1.16" for OSSM 2.x);
+	// path templates are used from 1.22.
+	// +kubebuilder:validation:Pattern=`^1\.[0-9]{1,3}$`
+	// +kubebuilder:default="1.16"
+	// +optional
+	MinIstioVersion string `json:"minIstioVersion,omitempty"`
+	// TrustDomain overrides the trust domain read from Istio's mesh config.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?$`
+	// +optional
+	TrustDomain string `json:"trustDomain,omitempty"`
+	// IstioNamespace is Istio's root namespace (mesh config, no baseline there).
+	// +kubebuilder:default=istio-system
+	// +kubebuilder:validation:MaxLength=63
+	// +optional
+	IstioNamespace string `json:"istioNamespace,omitempty"`
+}
+
+// MeshStatus is what smi2istio detected about the mesh.
+type MeshStatus struct {
+	// Flavour: OSSM2 (ServiceMeshControlPlane/MemberRoll present) or Istio.
+	// +optional
+	Flavour string `json:"flavour,omitempty"`
+	// Version of the control plane, when known.
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Provider is the membership provider in use (Auto resolved).
+	// +optional
+	Provider MembershipProvider `json:"provider,omitempty"`
+	// TrustDomain in use.
+	// +optional
+	TrustDomain string `json:"trustDomain,omitempty"`
+}
+
+// ObjectCounts counts SMI objects of one kind by their Ready condition.
+type ObjectCounts struct {
+	Kind string `json:"kind"`
+	// +optional
+	Ready int32 `json:"ready"`
+	// +optional
+	NotReady int32 `json:"notReady"`
+	// +optional
+	NotInMesh int32 `json:"notInMesh"`
+}
+
+// SMI2IstioConfigStatus reports the configuration in effect.
+type SMI2IstioConfigStatus struct {
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready, MeshDetected.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// +optional
+	Mesh MeshStatus `json:"mesh,omitempty"`
+	// Members are the mesh namespaces.
+	// +optional
+	Members []string `json:"members,omitempty"`
+	// Objects counts SMI objects by kind and Ready condition.
+	// +optional
+	Objects []ObjectCounts `json:"objects,omitempty"`
+}
+
+// SMI2IstioConfig is smi2istio's configuration: a cluster-scoped singleton named "default".
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=s2ic
+// +kubebuilder:subresource:status
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.accessMode`
+// +kubebuilder:printcolumn:name="Mesh",type=string,JSONPath=`.status.mesh.flavour`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="SMI2IstioConfig is a singleton: its name must be default"
+type SMI2IstioConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	// +optional
+	Spec   SMI2IstioConfigSpec   `json:"spec,omitempty"`
+	Status SMI2IstioConfigStatus `json:"status,omitempty"`
+}
+
+// SMI2IstioConfigList is a list of SMI2IstioConfig.
+// +kubebuilder:object:root=true
+type SMI2IstioConfigList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []SMI2IstioConfig `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&SMI2IstioConfig{}, &SMI2IstioConfigList{})
+}
