@@ -160,7 +160,3 @@ type SMI2IstioConfigList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []SMI2IstioConfig `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&SMI2IstioConfig{}, &SMI2IstioConfigList{})
-}
