@@ -1,0 +1,235 @@
+package membership_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr/testr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/yaml"
+
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
+	"github.com/smi2istio/smi2istio/internal/membership"
+	"github.com/smi2istio/smi2istio/internal/smi/crds"
+	"github.com/smi2istio/smi2istio/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	var err error
+	env, err = testenv.Start(context.Background(), testr.New(&testing.T{}), testenv.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start test environment:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// freshMapper sees CRDs installed during the test.
+func freshMapper(t *testing.T) meta.RESTMapper {
+	t.Helper()
+	hc, err := rest.HTTPClientFor(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := apiutil.NewDynamicRESTMapper(env.Config, hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func namespace(t *testing.T, name string, labels map[string]string) {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := env.Client.Create(context.Background(), ns); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, ns); err != nil {
+			t.Fatal(err)
+		}
+		ns.Labels = labels
+		if err := env.Client.Update(context.Background(), ns); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func apply(t *testing.T, manifest string) *unstructured.Unstructured {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(manifest), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	status, hasStatus := u.Object["status"]
+	//nolint:staticcheck // SSA of an unstructured object.
+	if err := env.Client.Patch(context.Background(), u, client.Apply, client.FieldOwner("test"), client.ForceOwnership); err != nil {
+		t.Fatal(err)
+	}
+	if hasStatus {
+		u.Object["status"] = status
+		if err := env.Client.Status().Update(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return u
+}
+
+func members(t *testing.T, spec v1alpha1.SMI2IstioConfigSpec) membership.Result {
+	t.Helper()
+	r, err := membership.Resolve(context.Background(), env.Client, freshMapper(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func expect(t *testing.T, r membership.Result, provider v1alpha1.MembershipProvider, want ...string) {
+	t.Helper()
+	got := []string{}
+	for _, ns := range r.Sorted() {
+		if strings.HasPrefix(ns, "m-") {
+			got = append(got, ns)
+		}
+	}
+	if want == nil {
+		want = []string{}
+	}
+	if r.Provider != provider || !reflect.DeepEqual(got, want) {
+		t.Errorf("%s %v (%s), want %s %v", r.Provider, got, r.Message, provider, want)
+	}
+}
+
+// Runs first: without the ServiceMeshMemberRoll CRD, discovery selectors and labels decide.
+func TestA_DiscoverySelectorsAndLabels(t *testing.T) {
+	namespace(t, "istio-system", nil)
+	namespace(t, "m-shop", map[string]string{"istio-injection": "enabled", "team": "shop"})
+	namespace(t, "m-blog", map[string]string{"istio.io/rev": "canary", "team": "blog"})
+	namespace(t, "m-off", map[string]string{"istio-injection": "disabled", "team": "shop"})
+	namespace(t, "m-plain", map[string]string{"team": "shop"})
+
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.DiscoverySelectors, "m-blog", "m-shop")
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{Provider: v1alpha1.Labels}}), v1alpha1.Labels, "m-blog", "m-shop")
+
+	apply(t, `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    trustDomain: example.org
+    discoverySelectors:
+    - matchLabels: {team: shop}
+`)
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.DiscoverySelectors, "m-shop")
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{Provider: v1alpha1.Explicit, Namespaces: []string{"m-plain"}}}),
+		v1alpha1.Explicit, "m-plain")
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"}}
+	if err := env.Client.Delete(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestB_MemberRoll(t *testing.T) {
+	list, err := crds.LoadFile(filepath.Join("testdata", "maistra.io_servicemeshmemberrolls.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crds.Install(context.Background(), env.Client, list); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{"m-bookstore", "m-bookbuyer", "m-bookthief"} {
+		namespace(t, ns, nil)
+	}
+	namespace(t, "kube-public", nil)
+	// An empty roll without status: Auto picks MemberRoll, reports it is not Ready, adds nobody.
+	roll := apply(t, `
+apiVersion: maistra.io/v1
+kind: ServiceMeshMemberRoll
+metadata: {name: default, namespace: istio-system}
+spec: {members: [m-bookstore, m-bookbuyer]}
+`)
+	r := members(t, v1alpha1.SMI2IstioConfigSpec{})
+	expect(t, r, v1alpha1.MemberRoll)
+	if r.Ready || !strings.Contains(r.Message, "no status yet") || r.Flavour != membership.FlavourOSSM2 {
+		t.Errorf("a roll without status must be reported, not guessed around: %+v", r)
+	}
+
+	setStatus := func(configured []string, ready string) {
+		roll.Object["status"] = map[string]any{
+			"configuredMembers": toAny(configured),
+			"conditions":        []any{map[string]any{"type": "Ready", "status": ready, "reason": "Configured", "message": "roll " + ready}},
+		}
+		if err := env.Client.Status().Update(context.Background(), roll); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStatus([]string{"m-bookstore", "m-bookbuyer"}, "True")
+	r = members(t, v1alpha1.SMI2IstioConfigSpec{})
+	expect(t, r, v1alpha1.MemberRoll, "m-bookbuyer", "m-bookstore")
+	if !r.Ready {
+		t.Errorf("Ready roll reported not ready: %s", r.Message)
+	}
+	setStatus([]string{"m-bookstore", "m-bookbuyer", "m-bookthief"}, "True")
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.MemberRoll, "m-bookbuyer", "m-bookstore", "m-bookthief")
+	setStatus([]string{"m-bookstore", "m-bookthief"}, "False")
+	r = members(t, v1alpha1.SMI2IstioConfigSpec{})
+	expect(t, r, v1alpha1.MemberRoll, "m-bookstore", "m-bookthief")
+	if r.Ready || !strings.Contains(r.Message, "is not Ready") {
+		t.Errorf("a roll that is not Ready must be reported: %+v", r)
+	}
+
+	// members: ["*"] covers every namespace except the excluded system ones.
+	roll = apply(t, `
+apiVersion: maistra.io/v1
+kind: ServiceMeshMemberRoll
+metadata: {name: default, namespace: istio-system}
+spec: {members: ["*"]}
+`)
+	r = members(t, v1alpha1.SMI2IstioConfigSpec{})
+	for _, ns := range []string{"m-bookstore", "m-bookbuyer", "m-bookthief", "m-plain"} {
+		if !r.Has(ns) {
+			t.Errorf("members [*]: %s missing: %v", ns, r.Sorted())
+		}
+	}
+	for _, ns := range []string{"kube-system", "kube-public", "istio-system", "default"} {
+		if r.Has(ns) {
+			t.Errorf("members [*]: system namespace %s included", ns)
+		}
+	}
+
+	// memberSelectors select by namespace labels.
+	apply(t, `
+apiVersion: maistra.io/v1
+kind: ServiceMeshMemberRoll
+metadata: {name: default, namespace: istio-system}
+spec: {members: [], memberSelectors: [{matchLabels: {team: blog}}]}
+`)
+	if r := members(t, v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{Provider: v1alpha1.MemberRoll}}); !r.Has("m-blog") || r.Has("m-plain") {
+		t.Errorf("memberSelectors: %v", r.Sorted())
+	}
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
+}
