@@ -15,9 +15,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
-	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -33,6 +31,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/yaml"
 
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
+	crdmanifests "github.com/smi2istio/smi2istio/config/crd"
 	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/localcp"
@@ -50,6 +50,7 @@ var scheme = runtime.NewScheme()
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(apiextv1.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
 }
 
 type options struct {
@@ -64,9 +65,6 @@ type options struct {
 	localStateDir     string
 	localIstioCRDs    string
 	clusterDomain     string
-	accessMode        string
-	istioNamespace    string
-	regexPolicy       string
 	zap               crzap.Options
 }
 
@@ -89,9 +87,7 @@ func main() {
 	flag.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
 	flag.StringVar(&o.localIstioCRDs, "local-istio-crds", "", "Istio's CRD bundle (crd-all.gen.yaml) to install on a local control plane; `make run` passes the pinned one.")
 	flag.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
-	flag.StringVar(&o.accessMode, "access-mode", string(controllers.Enforcing), "Enforcing: deny by default in mesh namespaces, TrafficTargets allow; Permissive: everything allowed, TrafficTargets not enforced.")
-	flag.StringVar(&o.istioNamespace, "istio-namespace", "istio-system", "Istio's root namespace: holds the mesh config and never gets a baseline.")
-	flag.StringVar(&o.regexPolicy, "regex-policy", string(translate.RegexEnvoy), "Envoy: regexes an AuthorizationPolicy cannot express are checked by an EnvoyFilter; Reject: such matches are left out (denied).")
+
 	o.zap = crzap.Options{Development: false}
 	o.zap.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -206,7 +202,11 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 			URL:      ptr.To("https://" + net.JoinHostPort(o.webhookHost, strconv.Itoa(o.webhookPort)) + crds.ConversionPath),
 			CABundle: caBundle,
 		}
-		if err := crds.Install(ctx, direct, crds.WithClientConfig(crds.All(), cc)); err != nil {
+		own := &apiextv1.CustomResourceDefinition{}
+		if err := yaml.UnmarshalStrict(crdmanifests.ConfigCRD, own); err != nil {
+			return fmt.Errorf("decode the embedded SMI2IstioConfig CRD: %w", err)
+		}
+		if err := crds.Install(ctx, direct, append(crds.WithClientConfig(crds.All(), cc), own)); err != nil {
 			return err
 		}
 		log.Info("installed SMI CRDs on the local control plane", "webhook", *cc.URL)
@@ -230,31 +230,24 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if err := requireIstioCRDs(direct); err != nil {
 		return err
 	}
-	accessMode := controllers.AccessMode(o.accessMode)
-	if accessMode != controllers.Enforcing && accessMode != controllers.Permissive {
-		return fmt.Errorf("--access-mode=%q: want Enforcing or Permissive", o.accessMode)
-	}
-	policy := translate.RegexPolicy(o.regexPolicy)
-	if policy != translate.RegexEnvoy && policy != translate.RegexReject {
-		return fmt.Errorf("--regex-policy=%q: want Envoy or Reject", o.regexPolicy)
-	}
-	trustDomain, err := meshTrustDomain(ctx, direct, o.istioNamespace)
-	if err != nil {
-		return err
-	}
-	mesh := translate.Mesh{ClusterDomain: o.clusterDomain, TrustDomain: trustDomain, RegexPolicy: policy}
-	log.Info("mesh settings", "trustDomain", trustDomain, "accessMode", accessMode, "regexPolicy", policy)
+	// The SMI2IstioConfig singleton (or its defaults) decides mode, regex policy, trust domain and
+	// membership; the config reconciler publishes them and the others wait for the first resolution.
+	shared := controllers.NewShared(o.clusterDomain)
 	recorder := mgr.GetEventRecorder("smi2istio")
-	ts := &controllers.TrafficSplitReconciler{Client: mgr.GetClient(), Recorder: recorder, Mesh: mesh}
+	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: time.Minute}
+	if err := cfgR.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up config controller: %w", err)
+	}
+	ts := &controllers.TrafficSplitReconciler{Client: mgr.GetClient(), Recorder: recorder,
+		Mesh: translate.Mesh{ClusterDomain: o.clusterDomain}, State: shared.Current, Resync: shared.Resync}
 	if err := ts.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TrafficSplit controller: %w", err)
 	}
-	modeOf := func() controllers.AccessMode { return accessMode }
-	access := &controllers.AccessReconciler{Client: mgr.GetClient(), Recorder: recorder, Mesh: mesh, Mode: modeOf}
+	access := &controllers.AccessReconciler{Client: mgr.GetClient(), Recorder: recorder, State: shared.Current, Resync: shared.Resync}
 	if err := access.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TrafficTarget controller: %w", err)
 	}
-	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), Mode: modeOf, IstioNamespace: o.istioNamespace}
+	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), State: shared.Current, Resync: shared.Resync}
 	if err := baseline.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up baseline controller: %w", err)
 	}
@@ -275,30 +268,6 @@ func requireIstioCRDs(c client.Client) error {
 		}
 	}
 	return nil
-}
-
-// meshTrustDomain reads trustDomain from Istio's mesh config (ConfigMap "istio", key "mesh");
-// cluster.local when there is none.
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get,resourceNames=istio
-func meshTrustDomain(ctx context.Context, c client.Client, istioNamespace string) (string, error) {
-	cm := &corev1.ConfigMap{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: istioNamespace, Name: "istio"}, cm)
-	if apierrors.IsNotFound(err) {
-		return "cluster.local", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read Istio's mesh config %s/istio: %w", istioNamespace, err)
-	}
-	var mc struct {
-		TrustDomain string `json:"trustDomain"`
-	}
-	if err := yaml.Unmarshal([]byte(cm.Data["mesh"]), &mc); err != nil {
-		return "", fmt.Errorf("parse Istio's mesh config %s/istio: %w", istioNamespace, err)
-	}
-	if mc.TrustDomain == "" {
-		return "cluster.local", nil
-	}
-	return mc.TrustDomain, nil
 }
 
 func wantLocal(mode string) (bool, error) {

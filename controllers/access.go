@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
@@ -65,9 +66,10 @@ const (
 type AccessReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
-	Mesh     translate.Mesh
-	// Mode is read at every reconcile.
-	Mode func() AccessMode
+	// State gives the configuration in effect (mode, mesh settings, membership); Resync, when set,
+	// re-reconciles every destination when it changes.
+	State  StateSource
+	Resync func(fan func(context.Context) []reconcile.Request) source.Source
 }
 
 // +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets,verbs=get;list;watch
@@ -183,8 +185,23 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	})
 	workloadChange := builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, predicate.GenerationChangedPredicate{}))
 
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("access").
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("access")
+	if r.Resync != nil {
+		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
+			var nss corev1.NamespaceList
+			if err := r.Client.List(ctx, &nss); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "list namespaces for resync")
+				return nil
+			}
+			var out []reconcile.Request
+			for _, ns := range nss.Items {
+				out = append(out, r.destinations(ctx, ns.Name)...)
+			}
+			return out
+		}))
+	}
+	return b.
 		Watches(newObj(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Watches(newObj(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
 		Watches(newObj(TCPRouteGVK), routeFanIn("TCPRoute")).
@@ -225,6 +242,10 @@ func (r *AccessReconciler) destinations(ctx context.Context, ns string, opts ...
 // apply -> prune -> status of each TrafficTarget.
 func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	log := ctrl.LoggerFrom(ctx).WithValues("destination", req.Name)
+	state, ok := r.State()
+	if !ok {
+		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
+	}
 	list := newList(TrafficTargetGVK)
 	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
@@ -255,7 +276,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].GetName() < items[j].GetName() })
 	sort.Slice(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
-	in, err := r.fetch(ctx, req.Namespace, req.Name, targets)
+	in, err := r.fetch(ctx, req.Namespace, req.Name, targets, state.Mesh)
 	if err != nil {
 		reconcileOutcomes.WithLabelValues("TrafficTarget", "error").Inc()
 		return reconcile.Result{}, err
@@ -265,7 +286,8 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		reconcileOutcomes.WithLabelValues("TrafficTarget", "error").Inc()
 		return reconcile.Result{}, err
 	}
-	enforcing := r.Mode() == Enforcing
+	inMesh := state.InMesh(req.Namespace)
+	enforcing := state.Mode == Enforcing && inMesh
 
 	byName := map[string]*unstructured.Unstructured{}
 	for _, u := range items {
@@ -356,7 +378,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		fidelityRungs.WithLabelValues(req.Namespace, req.Name, rung).Set(float64(n))
 	}
 	for _, tr := range res.Targets {
-		st := targetStatus(tr, res, enforcing, conflicts[tr.Name])
+		st := targetStatus(tr, res, state.Mode == Enforcing, inMesh, conflicts[tr.Name])
 		reconcileOutcomes.WithLabelValues("TrafficTarget", st.outcome).Inc()
 		if err := writeStatus(ctx, r.Client, r.Recorder, byName[tr.Name], st.ready.Message, st.accepted, st.resolved, st.ready); err != nil {
 			return reconcile.Result{}, err
@@ -407,8 +429,8 @@ func (r *AccessReconciler) prune(ctx context.Context, gvk schema.GroupVersionKin
 }
 
 // fetch gathers what the destination's TrafficTargets reference, from the cache.
-func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*accessv1alpha2.TrafficTarget) (translate.AccessInput, error) {
-	in := translate.AccessInput{Namespace: ns, ServiceAccount: sa, Targets: targets, Mesh: r.Mesh,
+func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*accessv1alpha2.TrafficTarget, mesh translate.Mesh) (translate.AccessInput, error) {
+	in := translate.AccessInput{Namespace: ns, ServiceAccount: sa, Targets: targets, Mesh: mesh,
 		RouteGroups: map[string]*normalize.HTTPRouteGroup{}, PortRoutes: map[string]*normalize.PortRoute{},
 		RouteGroupErrors: map[string]*normalize.FieldError{}}
 	for _, tt := range targets {
@@ -508,7 +530,7 @@ type targetState struct {
 	outcome                   string
 }
 
-func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing bool, conflict string) targetState {
+func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) targetState {
 	st := targetState{
 		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: rungSummary(tr)},
 		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
@@ -535,6 +557,10 @@ func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforc
 	}
 	sort.Strings(names)
 	switch {
+	case !inMesh:
+		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotInMesh,
+			Message: "the destination's namespace is not in the mesh: nothing is applied"}
+		st.outcome = "notinmesh"
 	case !enforcing:
 		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotEnforced,
 			Message: "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced"}

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/translate"
@@ -25,22 +26,44 @@ func objOf(gvk schema.GroupVersionKind) *unstructured.Unstructured {
 	return u
 }
 
-// meshNamespace creates (or labels) a namespace as a mesh member.
-func meshNamespace(t *testing.T, name string) {
+// meshNamespace creates a namespace, or moves it into (member) or out of the mesh.
+func meshNamespace(t *testing.T, name string, member ...bool) {
 	t.Helper()
 	ensureNamespace(t, name)
+	value := "enabled"
+	if len(member) > 0 && !member[0] {
+		value = "disabled"
+	}
 	ns := &corev1.Namespace{}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: name}, ns); err != nil {
 		t.Fatal(err)
 	}
-	if ns.Labels["istio-injection"] != "enabled" {
+	if ns.Labels["istio-injection"] != value {
 		if ns.Labels == nil {
 			ns.Labels = map[string]string{}
 		}
-		ns.Labels["istio-injection"] = "enabled"
+		ns.Labels["istio-injection"] = value
 		if err := env.Client.Update(context.Background(), ns); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// setConfig applies the SMI2IstioConfig singleton's spec, as a user would.
+func setConfig(t *testing.T, spec string) {
+	t.Helper()
+	applyYAML(t, "", "apiVersion: smi2istio.io/v1alpha1\nkind: SMI2IstioConfig\nmetadata: {name: default}\nspec: "+spec+"\n")
+}
+
+func waitBaselines(t *testing.T, present bool, namespaces ...string) {
+	t.Helper()
+	for _, ns := range namespaces {
+		eventually(t, fmt.Sprintf("baseline in %s present=%v", ns, present), func() error {
+			if baselineExists(ns) != present {
+				return fmt.Errorf("baseline present=%v", baselineExists(ns))
+			}
+			return nil
+		})
 	}
 }
 
@@ -251,27 +274,64 @@ func TestOSMBookstoreAccess(t *testing.T) {
 		return nil
 	})
 
-	// Permissive: no baselines, no policies, TrafficTargets report they are not enforced.
-	accessMode.Store(controllers.Permissive)
-	dests := [][2]string{{"bookstore", "bookstore"}, {"bookwarehouse", "bookwarehouse"}, {"bookwarehouse", "mysql"}}
-	reconcileAll(t, namespaces, dests)
-	for _, ns := range namespaces {
-		if baselineExists(ns) {
-			t.Errorf("Permissive: baseline still in %s", ns)
+	// Permissive (switched in the config): no baselines, no policies, TrafficTargets report it.
+	setConfig(t, "{accessMode: Permissive}")
+	waitBaselines(t, false, namespaces...)
+	waitPolicies(t, "bookstore", "bookstore", func(ps map[string]policy) error {
+		if len(ps) != 0 {
+			return fmt.Errorf("Permissive: policies remain: %+v", ps)
 		}
-	}
-	if ps := policiesOf(t, "bookstore", "bookstore"); len(ps) != 0 {
-		t.Errorf("Permissive: policies remain: %+v", ps)
-	}
+		return nil
+	})
 	waitTTReady(t, "bookstore", "bookstore", "False", controllers.ReasonNotEnforced)
-	accessMode.Store(controllers.Enforcing)
-	reconcileAll(t, namespaces, dests)
-	for _, ns := range namespaces {
-		if !baselineExists(ns) {
-			t.Errorf("Enforcing: no baseline in %s", ns)
-		}
-	}
+	setConfig(t, "{accessMode: Enforcing}")
+	waitBaselines(t, true, namespaces...)
 	waitTTReady(t, "bookstore", "bookstore", "True", controllers.ReasonApplied)
+
+	// Regex policy Reject (in the config): no EnvoyFilter; bookstore's matches all need regexes, so
+	// nothing is allowed to it.
+	efName := "bookstore-" + translate.Selector{Labels: withTier}.Key()
+	setConfig(t, "{regexPolicy: Reject}")
+	waitGone(t, objOf(controllers.EnvoyFilterGVK), "bookstore", efName)
+	waitTTReady(t, "bookstore", "bookstore", "False", controllers.ReasonNothingToDo)
+	setConfig(t, "{regexPolicy: Envoy}")
+	eventually(t, "EnvoyFilter back", func() error {
+		_, err := get(objOf(controllers.EnvoyFilterGVK), "bookstore", efName)
+		return err
+	})
+	waitTTReady(t, "bookstore", "bookstore", "True", controllers.ReasonApplied)
+
+	// A namespace leaving the mesh loses its outputs and baseline; joining brings them back.
+	meshNamespace(t, "bookwarehouse", false)
+	waitBaselines(t, false, "bookwarehouse")
+	waitPolicies(t, "bookwarehouse", "mysql", func(ps map[string]policy) error {
+		if len(ps) != 0 {
+			return fmt.Errorf("not in the mesh: policies remain: %+v", ps)
+		}
+		return nil
+	})
+	waitTTReady(t, "bookwarehouse", "mysql", "False", controllers.ReasonNotInMesh)
+	meshNamespace(t, "bookwarehouse", true)
+	waitBaselines(t, true, "bookwarehouse")
+	waitTTReady(t, "bookwarehouse", "mysql", "True", controllers.ReasonApplied)
+
+	// The config's status reports the mesh and its members.
+	eventually(t, "SMI2IstioConfig status", func() error {
+		cfg, err := get(objOf(v1alpha1.GroupVersion.WithKind("SMI2IstioConfig")), "", v1alpha1.ConfigName)
+		if err != nil {
+			return err
+		}
+		provider, _, _ := unstructured.NestedString(cfg.Object, "status", "mesh", "provider")
+		members, _, _ := unstructured.NestedStringSlice(cfg.Object, "status", "members")
+		has := map[string]bool{}
+		for _, m := range members {
+			has[m] = true
+		}
+		if provider != string(v1alpha1.DiscoverySelectors) || !has["bookstore"] || !has["bookwarehouse"] {
+			return fmt.Errorf("provider %q, members %v", provider, members)
+		}
+		return nil
+	})
 
 	// Deleting a TrafficTarget removes its policies.
 	tt, err := get(objOf(controllers.TrafficTargetGVK), "bookwarehouse", "mysql")

@@ -39,6 +39,7 @@ const (
 	ReasonInvalid      = "Invalid"
 	ReasonNotApplied   = "NotApplied"
 	ReasonNothingToDo  = "NothingToApply"
+	ReasonNotInMesh    = "NotInMesh"
 )
 
 var reconcileOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -25,27 +26,33 @@ const BaselineName = "smi2istio-default-deny"
 // allow-nothing AuthorizationPolicy (never in Istio's root namespace, where it would close the mesh).
 type BaselineReconciler struct {
 	Client client.Client
-	Mode   func() AccessMode
-	// IstioNamespace is Istio's root namespace.
-	IstioNamespace string
+	// State gives the configuration in effect (mode, membership, Istio's namespace); Resync, when
+	// set, re-reconciles every namespace when it changes.
+	State  StateSource
+	Resync func(fan func(context.Context) []reconcile.Request) source.Source
 }
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
-// IsMember says whether a namespace is in the mesh: labelled for sidecar injection.
-// (Until mesh membership providers land: istio-injection=enabled or an istio.io/rev label.)
-func IsMember(ns *corev1.Namespace) bool {
-	if ns.Labels["istio-injection"] == "enabled" {
-		return true
-	}
-	_, ok := ns.Labels["istio.io/rev"]
-	return ok
-}
-
 // SetupWithManager watches namespaces and the baselines.
 func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("baseline").
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("baseline")
+	if r.Resync != nil {
+		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
+			var nss corev1.NamespaceList
+			if err := r.Client.List(ctx, &nss); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "list namespaces for resync")
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(nss.Items))
+			for _, ns := range nss.Items {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: ns.Name}})
+			}
+			return out
+		}))
+	}
+	return b.
 		For(&corev1.Namespace{}).
 		Watches(newObj(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if o.GetName() != BaselineName {
@@ -62,7 +69,11 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if err := r.Client.Get(ctx, req.NamespacedName, ns); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	want := r.Mode() == Enforcing && IsMember(ns) && ns.Name != r.IstioNamespace && ns.DeletionTimestamp == nil
+	state, ok := r.State()
+	if !ok {
+		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
+	}
+	want := state.Mode == Enforcing && state.InMesh(ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
 
 	have := newObj(AuthorizationPolicyGVK)
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: BaselineName}, have)

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 	"github.com/smi2istio/smi2istio/translate"
@@ -31,7 +32,6 @@ var (
 	splitR                                    *controllers.TrafficSplitReconciler
 	accessR                                   *controllers.AccessReconciler
 	baselineR                                 *controllers.BaselineReconciler
-	accessMode                                atomic.Value // controllers.AccessMode
 )
 
 // countingClient counts every write the reconciler makes through it.
@@ -110,6 +110,10 @@ func runMain(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	ctrl.SetLogger(log)
+	if err := v1alpha1.AddToScheme(env.Scheme); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:  env.Scheme,
 		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
@@ -121,19 +125,26 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	rec := mgr.GetEventRecorder("smi2istio")
+	shared := controllers.NewShared("")
+	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: time.Minute}
+	if err := cfgR.SetupWithManager(mgr); err != nil {
+		fmt.Fprintln(os.Stderr, "set up config controller:", err)
+		return 1
+	}
 	splitR = &controllers.TrafficSplitReconciler{
 		Client:   countingClient{mgr.GetClient(), &splitWrites},
 		Recorder: countingRecorder{rec, &splitWrites},
 		Mesh:     translate.Mesh{},
+		State:    shared.Current,
+		Resync:   shared.Resync,
 	}
-	accessMode.Store(controllers.Enforcing)
-	mode := func() controllers.AccessMode { return accessMode.Load().(controllers.AccessMode) }
 	accessR = &controllers.AccessReconciler{
 		Client:   countingClient{mgr.GetClient(), &accessWrites},
 		Recorder: countingRecorder{rec, &accessWrites},
-		Mode:     mode,
+		State:    shared.Current,
+		Resync:   shared.Resync,
 	}
-	baselineR = &controllers.BaselineReconciler{Client: countingClient{mgr.GetClient(), &baselineWrites}, Mode: mode, IstioNamespace: "istio-system"}
+	baselineR = &controllers.BaselineReconciler{Client: countingClient{mgr.GetClient(), &baselineWrites}, State: shared.Current, Resync: shared.Resync}
 	if err := splitR.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up controller:", err)
 		return 1
@@ -164,9 +175,12 @@ func runMain(m *testing.M) int {
 
 var nsCounter atomic.Int64
 
+// ensureNamespace creates a namespace in the mesh (labelled for injection; membership is by labels
+// here: no member roll, no discovery selectors).
 func ensureNamespace(t *testing.T, name string) {
 	t.Helper()
-	err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name,
+		Labels: map[string]string{"istio-injection": "enabled"}}})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("create namespace %s: %v", name, err)
 	}

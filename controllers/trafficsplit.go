@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
@@ -59,7 +60,12 @@ func newList(gvk schema.GroupVersionKind) *unstructured.UnstructuredList {
 type TrafficSplitReconciler struct {
 	Client   client.Client
 	Recorder events.EventRecorder
-	Mesh     translate.Mesh
+	// Mesh holds the cluster domain (fixed for the process).
+	Mesh translate.Mesh
+	// State gives the configuration in effect (membership); Resync, when set, re-reconciles every
+	// split when it changes.
+	State  StateSource
+	Resync func(fan func(context.Context) []reconcile.Request) source.Source
 }
 
 // +kubebuilder:rbac:groups=split.smi-spec.io,resources=trafficsplits,verbs=get;list;watch
@@ -141,8 +147,23 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return ts.Namespace, []string{root}
 	}
 
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("trafficsplit").
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("trafficsplit")
+	if r.Resync != nil {
+		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
+			list := newList(TrafficSplitGVK)
+			if err := r.Client.List(ctx, list); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for resync")
+				return nil
+			}
+			out := make([]reconcile.Request, 0, len(list.Items))
+			for _, ts := range list.Items {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ts.GetNamespace(), Name: ts.GetName()}})
+			}
+			return out
+		}))
+	}
+	return b.
 		For(newObj(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(newObj(VirtualServiceGVK)).
 		Owns(newObj(DestinationRuleGVK)).
@@ -246,7 +267,11 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if !u.GetDeletionTimestamp().IsZero() {
 		return reconcile.Result{}, nil
 	}
-	st, err := r.reconcile(ctx, log, u)
+	state, ok := r.State()
+	if !ok {
+		return reconcile.Result{}, nil // the first resolution of the configuration resyncs every split
+	}
+	st, err := r.reconcile(ctx, log, u, state.InMesh(u.GetNamespace()))
 	if err != nil {
 		reconcileOutcomes.WithLabelValues("TrafficSplit", "error").Inc()
 		return reconcile.Result{}, err
@@ -255,7 +280,7 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	return reconcile.Result{}, r.report(ctx, u, st)
 }
 
-func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u *unstructured.Unstructured) (splitState, error) {
+func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u *unstructured.Unstructured, inMesh bool) (splitState, error) {
 	st := splitState{
 		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted},
 		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
@@ -272,6 +297,11 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 	var inv *translate.InvalidError
 	var conflict *ConflictError
 	switch {
+	case !inMesh:
+		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotInMesh,
+			Message: "namespace " + u.GetNamespace() + " is not in the mesh: nothing is applied"}
+		st.outcome = "notinmesh"
+		res, terr = nil, errNotInMesh
 	case errors.As(terr, &inv):
 		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}
 		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalid,
@@ -284,8 +314,11 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 		return st, terr
 	}
 
+	if errors.Is(terr, errNotInMesh) {
+		terr = nil
+	}
 	var want []*unstructured.Unstructured
-	if terr == nil {
+	if terr == nil && res != nil {
 		st.accepted.Message = fmt.Sprintf("%s mode for %s", res.Mode, res.Host)
 		if len(res.Unresolved) > 0 {
 			st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: res.Unresolved[0].Reason, Message: joinFindings(res.Unresolved)}
@@ -357,6 +390,8 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 	}
 	return st, nil
 }
+
+var errNotInMesh = errors.New("not in the mesh")
 
 // translate fetches what the split references and translates it. Two splits for one root: the
 // oldest wins and the others get a ConflictError; so does a VirtualService of someone else's for

@@ -1,0 +1,303 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+	"sigs.k8s.io/yaml"
+
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
+	"github.com/smi2istio/smi2istio/internal/membership"
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// State is the configuration in effect: what the SMI2IstioConfig says (or the defaults), resolved
+// against the cluster.
+type State struct {
+	Mode           AccessMode
+	Mesh           translate.Mesh
+	IstioNamespace string
+	Members        membership.Result
+}
+
+// InMesh reports whether smi2istio acts in a namespace.
+func (s State) InMesh(namespace string) bool { return s.Members.Has(namespace) }
+
+// StateSource returns the state in effect, and false until the ConfigReconciler has resolved it
+// once: until then dependants do nothing (acting on an empty membership would prune everything).
+type StateSource func() (State, bool)
+
+// Shared holds the published state and the resync channels of the reconcilers that depend on it.
+type Shared struct {
+	mu     sync.RWMutex
+	state  State
+	ready  bool
+	resync []chan event.GenericEvent
+}
+
+// NewShared starts with the defaults and no member namespace until the first resolution.
+func NewShared(clusterDomain string) *Shared {
+	return &Shared{state: State{Mode: Enforcing, IstioNamespace: "istio-system",
+		Mesh: translate.Mesh{ClusterDomain: clusterDomain, RegexPolicy: translate.RegexEnvoy}}}
+}
+
+// Current is a StateSource.
+func (s *Shared) Current() (State, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.state, s.ready
+}
+
+// Resync returns a channel source that fires when the state changes; fan maps it to requests.
+func (s *Shared) Resync(fan func(context.Context) []reconcile.Request) source.Source {
+	ch := make(chan event.GenericEvent, 1)
+	s.mu.Lock()
+	s.resync = append(s.resync, ch)
+	s.mu.Unlock()
+	return source.Channel(ch, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		return fan(ctx)
+	}))
+}
+
+// publish stores a new state; dependants re-reconcile everything when it changed.
+func (s *Shared) publish(st State) bool {
+	s.mu.Lock()
+	changed := !s.ready || !reflect.DeepEqual(s.state, st)
+	s.state, s.ready = st, true
+	chans := s.resync
+	s.mu.Unlock()
+	if changed {
+		for _, ch := range chans {
+			select {
+			case ch <- event.GenericEvent{Object: &corev1.Namespace{}}:
+			default: // a resync is already pending
+			}
+		}
+	}
+	return changed
+}
+
+// ConfigReconciler resolves the SMI2IstioConfig singleton (defaults when absent) and mesh
+// membership, publishes the state, and reports it on the config's status.
+type ConfigReconciler struct {
+	Client client.Client
+	Shared *Shared
+	// Recount is how often the status's object counts are refreshed.
+	Recount time.Duration
+}
+
+// +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=maistra.io,resources=servicemeshmemberrolls;servicemeshcontrolplanes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+
+var configRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: v1alpha1.ConfigName}}
+
+// SetupWithManager watches the config, namespaces, Istio's mesh config and (when OSSM's CRD is
+// served) member rolls; all of them map to the one singleton request.
+func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{configRequest}
+	})
+	// Namespace events (one per namespace at start) also trigger the first resolution.
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("config").
+		For(&v1alpha1.SMI2IstioConfig{}).
+		Watches(&corev1.Namespace{}, one).
+		Watches(&corev1.ConfigMap{}, one, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetName() == "istio"
+		})))
+	if _, err := mgr.GetRESTMapper().RESTMapping(membership.MemberRollGVK.GroupKind(), membership.MemberRollGVK.Version); err == nil {
+		b = b.Watches(newObj(membership.MemberRollGVK), one)
+	}
+	return b.Complete(r)
+}
+
+// Reconcile resolves and publishes the state and writes the config's status.
+func (r *ConfigReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+	cfg := &v1alpha1.SMI2IstioConfig{}
+	err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg)
+	exists := err == nil
+	if err != nil && !apierrors.IsNotFound(err) {
+		return reconcile.Result{}, fmt.Errorf("get SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
+	}
+	spec := withDefaults(cfg.Spec)
+	st, err := r.resolve(ctx, spec)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if r.Shared.publish(st) {
+		ctrl.LoggerFrom(ctx).Info("configuration in effect", "accessMode", st.Mode, "regexPolicy", st.Mesh.RegexPolicy,
+			"trustDomain", st.Mesh.TrustDomain, "provider", st.Members.Provider, "members", len(st.Members.Members))
+	}
+	if !exists {
+		return reconcile.Result{RequeueAfter: r.Recount}, nil
+	}
+	return reconcile.Result{RequeueAfter: r.Recount}, r.writeStatus(ctx, cfg, st)
+}
+
+func withDefaults(s v1alpha1.SMI2IstioConfigSpec) v1alpha1.SMI2IstioConfigSpec {
+	if s.AccessMode == "" {
+		s.AccessMode = v1alpha1.Enforcing
+	}
+	if s.Membership.Provider == "" {
+		s.Membership.Provider = v1alpha1.Auto
+	}
+	if s.RegexPolicy == "" {
+		s.RegexPolicy = v1alpha1.RegexPolicy(translate.RegexEnvoy)
+	}
+	if s.MinIstioVersion == "" {
+		s.MinIstioVersion = "1.16"
+	}
+	if s.IstioNamespace == "" {
+		s.IstioNamespace = "istio-system"
+	}
+	return s
+}
+
+func (r *ConfigReconciler) resolve(ctx context.Context, spec v1alpha1.SMI2IstioConfigSpec) (State, error) {
+	members, err := membership.Resolve(ctx, r.Client, r.Client.RESTMapper(), spec)
+	if err != nil {
+		return State{}, err
+	}
+	trustDomain := spec.TrustDomain
+	if trustDomain == "" {
+		if trustDomain, err = MeshTrustDomain(ctx, r.Client, spec.IstioNamespace); err != nil {
+			return State{}, err
+		}
+	}
+	prev, _ := r.Shared.Current()
+	return State{
+		Mode:           AccessMode(spec.AccessMode),
+		IstioNamespace: spec.IstioNamespace,
+		Members:        members,
+		Mesh: translate.Mesh{
+			ClusterDomain: prev.Mesh.ClusterDomain,
+			TrustDomain:   trustDomain,
+			RegexPolicy:   translate.RegexPolicy(spec.RegexPolicy),
+			PathTemplates: minorAtLeast(spec.MinIstioVersion, 22),
+		},
+	}, nil
+}
+
+func minorAtLeast(version string, minor int) bool {
+	_, m, ok := strings.Cut(version, ".")
+	if !ok {
+		return false
+	}
+	n, err := strconv.Atoi(m)
+	return err == nil && n >= minor
+}
+
+// MeshTrustDomain reads trustDomain from Istio's mesh config (ConfigMap "istio", key "mesh");
+// cluster.local when there is none.
+func MeshTrustDomain(ctx context.Context, c client.Reader, istioNamespace string) (string, error) {
+	cm := &corev1.ConfigMap{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: istioNamespace, Name: "istio"}, cm)
+	if apierrors.IsNotFound(err) {
+		return "cluster.local", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read Istio's mesh config %s/istio: %w", istioNamespace, err)
+	}
+	var mc struct {
+		TrustDomain string `json:"trustDomain"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["mesh"]), &mc); err != nil {
+		return "", fmt.Errorf("parse Istio's mesh config %s/istio: %w", istioNamespace, err)
+	}
+	if mc.TrustDomain == "" {
+		return "cluster.local", nil
+	}
+	return mc.TrustDomain, nil
+}
+
+func (r *ConfigReconciler) writeStatus(ctx context.Context, cfg *v1alpha1.SMI2IstioConfig, st State) error {
+	want := cfg.Status.DeepCopy()
+	want.ObservedGeneration = cfg.Generation
+	want.Mesh = v1alpha1.MeshStatus{Flavour: st.Members.Flavour, Version: st.Members.Version, Provider: st.Members.Provider, TrustDomain: st.Mesh.TrustDomain}
+	want.Members = st.Members.Sorted()
+	counts, err := r.count(ctx, st)
+	if err != nil {
+		return err
+	}
+	want.Objects = counts
+	detected := metav1.Condition{Type: "MeshDetected", Status: metav1.ConditionTrue, Reason: "Detected", Message: st.Members.Message, ObservedGeneration: cfg.Generation}
+	if !st.Members.Ready {
+		detected.Status, detected.Reason = metav1.ConditionFalse, "MembershipNotReady"
+	}
+	meta.SetStatusCondition(&want.Conditions, detected)
+	meta.SetStatusCondition(&want.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Applied",
+		Message: fmt.Sprintf("%s mode, %d member namespace(s)", st.Mode, len(want.Members)), ObservedGeneration: cfg.Generation})
+	if reflect.DeepEqual(*want, cfg.Status) {
+		return nil
+	}
+	patched := cfg.DeepCopy()
+	patched.Status = *want
+	if err := r.Client.Status().Patch(ctx, patched, client.MergeFrom(cfg)); err != nil {
+		return fmt.Errorf("update status of SMI2IstioConfig %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// count tallies SMI objects by Ready condition (NotInMesh separately).
+func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.ObjectCounts, error) {
+	var out []v1alpha1.ObjectCounts
+	for _, gvk := range []struct{ kind string }{{"TrafficSplit"}, {"TrafficTarget"}} {
+		g := TrafficSplitGVK
+		if gvk.kind == "TrafficTarget" {
+			g = TrafficTargetGVK
+		}
+		list := newList(g)
+		if err := r.Client.List(ctx, list); err != nil {
+			return nil, fmt.Errorf("list %s: %w", gvk.kind, err)
+		}
+		c := v1alpha1.ObjectCounts{Kind: gvk.kind}
+		for i := range list.Items {
+			status, reason := readyOf(&list.Items[i])
+			switch {
+			case !st.InMesh(list.Items[i].GetNamespace()) || reason == ReasonNotInMesh:
+				c.NotInMesh++
+			case status == string(metav1.ConditionTrue):
+				c.Ready++
+			default:
+				c.NotReady++
+			}
+		}
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
+	return out, nil
+}
+
+func readyOf(u *unstructured.Unstructured) (status, reason string) {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == ConditionReady {
+			s, _ := m["status"].(string)
+			rs, _ := m["reason"].(string)
+			return s, rs
+		}
+	}
+	return "", ""
+}
