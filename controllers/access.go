@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -115,12 +116,14 @@ func WorkloadTransform(obj any) (any, error) {
 	return obj, nil
 }
 
-// CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere, and
-// workloads trimmed to what workload resolution reads.
+// CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere,
+// workloads trimmed to what workload resolution reads, and of ConfigMaps only Istio's mesh config.
 func CacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
+			// Only Istio's mesh config is read: never cache other ConfigMaps.
+			&corev1.ConfigMap{}:   {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
 			&corev1.Pod{}:         {Transform: WorkloadTransform},
 			&appsv1.Deployment{}:  {Transform: WorkloadTransform},
 			&appsv1.StatefulSet{}: {Transform: WorkloadTransform},

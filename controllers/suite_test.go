@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -110,6 +112,16 @@ func runMain(m *testing.M) int {
 	}
 	defer func() { _ = env.Stop() }()
 	ctrl.SetLogger(log)
+	// OSSM's ServiceMeshMemberRoll CRD is installed (as on an OSSM cluster) but no roll exists until
+	// a test creates one: until then membership comes from namespace labels.
+	smmr, err := crds.LoadFile(filepath.Join(testenv.RepoRoot(), "internal", "membership", "testdata", "maistra.io_servicemeshmemberrolls.yaml"))
+	if err == nil {
+		err = crds.Install(ctx, env.Client, smmr)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "install the ServiceMeshMemberRoll CRD:", err)
+		return 1
+	}
 	if err := v1alpha1.AddToScheme(env.Scheme); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
