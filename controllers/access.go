@@ -192,16 +192,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		Named("access")
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			var nss corev1.NamespaceList
-			if err := r.Client.List(ctx, &nss); err != nil {
-				ctrl.LoggerFrom(ctx).Error(err, "list namespaces for resync")
-				return nil
-			}
-			var out []reconcile.Request
-			for _, ns := range nss.Items {
-				out = append(out, r.destinations(ctx, ns.Name)...)
-			}
-			return out
+			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request { return r.destinations(ctx, ns) })
 		}))
 	}
 	return b.

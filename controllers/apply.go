@@ -17,8 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -220,4 +222,18 @@ func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder,
 		rec.Eventf(u, nil, kind, ready.Reason, "Reconcile", "%s", note)
 	}
 	return nil
+}
+
+// forEachNamespace maps every namespace to requests (for resyncs).
+func forEachNamespace(ctx context.Context, c client.Client, f func(ns string) []reconcile.Request) []reconcile.Request {
+	var nss corev1.NamespaceList
+	if err := c.List(ctx, &nss); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list namespaces for resync")
+		return nil
+	}
+	var out []reconcile.Request
+	for _, ns := range nss.Items {
+		out = append(out, f(ns.Name)...)
+	}
+	return out
 }

@@ -40,16 +40,9 @@ func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("baseline")
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			var nss corev1.NamespaceList
-			if err := r.Client.List(ctx, &nss); err != nil {
-				ctrl.LoggerFrom(ctx).Error(err, "list namespaces for resync")
-				return nil
-			}
-			out := make([]reconcile.Request, 0, len(nss.Items))
-			for _, ns := range nss.Items {
-				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: ns.Name}})
-			}
-			return out
+			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: ns}}}
+			})
 		}))
 	}
 	return b.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
 	"time"
@@ -135,4 +136,17 @@ func (e *Env) Stop() error {
 // ReadManifests decodes every document of a multi-document YAML file.
 func ReadManifests(path string) ([]*unstructured.Unstructured, error) {
 	return manifests.ReadFile(path)
+}
+
+// Main is a TestMain body for suites that only need the environment: it starts it into *env, runs
+// the tests and stops it, returning the exit code.
+func Main(m interface{ Run() int }, env **Env, opts Options) int {
+	var err error
+	*env, err = Start(context.Background(), logr.Discard(), opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start test environment:", err)
+		return 1
+	}
+	defer func() { _ = (*env).Stop() }()
+	return m.Run()
 }

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,21 +25,7 @@ import (
 
 var env *testenv.Env
 
-func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	t := &testing.T{}
-	var err error
-	env, err = testenv.Start(context.Background(), testr.New(t), testenv.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start test environment:", err)
-		return 1
-	}
-	defer func() { _ = env.Stop() }()
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &env, testenv.Options{})) }
 
 var nsCounter atomic.Int64
 
