@@ -250,10 +250,11 @@ func applyYAML(t *testing.T, ns, manifest string) {
 	applyFile(t, f.Name(), ns)
 }
 
-// eventually polls cond until it returns nil or the timeout passes.
+// eventually polls cond until it returns nil or the timeout passes. The timeout is generous: the
+// garbage collector's first sync alone takes ~30s on a loaded 2-core machine.
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(90 * time.Second)
 	var err error
 	for time.Now().Before(deadline) {
 		if err = cond(); err == nil {
