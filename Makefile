@@ -68,6 +68,10 @@ verify-manifests: ## Fail if config/ differs from what `make manifests` would ge
 build: ## Build the operator binary (the Dockerfile runs exactly this).
 	CGO_ENABLED=0 go build $(BUILD_FLAGS) -o $(BIN) .
 
+.PHONY: build-installer
+build-installer: manifests ## Render config/default into dist/install.yaml (IMG=<image> to set the manager image).
+	go run ./hack/build-installer -out dist/install.yaml $(if $(IMG),-image $(IMG))
+
 .PHONY: run
 run: build ## Run the operator: against $$KUBECONFIG when set, else on a local control plane it starts.
 	@if [ -z "$${KUBECONFIG:-}" ]; then \

@@ -73,23 +73,7 @@ func main() {
 		os.Exit(offline.Main(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	var o options
-	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
-	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")
-	flag.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
-	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the conversion webhook binds to (all addresses when empty; 127.0.0.1 for a local control plane).")
-	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the conversion webhook.")
-	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
-		"Directory with tls.crt and tls.key for the conversion webhook (where OLM mounts them).")
-	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "auto",
-		"provided: serve the certificate in --webhook-cert-dir (OLM, cert-manager); self-signed: create one at start-up and set the SMI CRDs' caBundle; auto: provided when the directory holds one, else self-signed.")
-	flag.StringVar(&o.localControlPlane, "local-control-plane", "auto",
-		"auto: start a local etcd + kube-apiserver when no cluster is configured (no --kubeconfig, no $KUBECONFIG, not in a pod); always; never.")
-	flag.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
-	flag.StringVar(&o.localIstioCRDs, "local-istio-crds", "", "Istio's CRD bundle (crd-all.gen.yaml) to install on a local control plane; `make run` passes the pinned one.")
-	flag.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
-
-	o.zap = crzap.Options{Development: false}
-	o.zap.BindFlags(flag.CommandLine)
+	bindFlags(flag.CommandLine, &o)
 	flag.Parse()
 
 	zl := crzap.NewRaw(crzap.UseFlagOptions(&o.zap))
@@ -100,6 +84,27 @@ func main() {
 		_ = zl.Sync()
 		os.Exit(1)
 	}
+}
+
+// bindFlags registers the manager's flags (also what config/manager passes in a cluster).
+func bindFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&o.webhookHost, "webhook-host", "", "Address the conversion webhook binds to (all addresses when empty; 127.0.0.1 for a local control plane).")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "Port of the conversion webhook.")
+	fs.StringVar(&o.webhookCertDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
+		"Directory with tls.crt and tls.key for the conversion webhook (where OLM mounts them).")
+	fs.StringVar(&o.webhookCertMode, "webhook-cert-mode", "auto",
+		"provided: serve the certificate in --webhook-cert-dir (OLM, cert-manager); self-signed: create one at start-up and set the SMI CRDs' caBundle; auto: provided when the directory holds one, else self-signed.")
+	fs.StringVar(&o.localControlPlane, "local-control-plane", "auto",
+		"auto: start a local etcd + kube-apiserver when no cluster is configured (no --kubeconfig, no $KUBECONFIG, not in a pod); always; never.")
+	fs.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
+	fs.StringVar(&o.localIstioCRDs, "local-istio-crds", "", "Istio's CRD bundle (crd-all.gen.yaml) to install on a local control plane; `make run` passes the pinned one.")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
+
+	o.zap = crzap.Options{Development: false}
+	o.zap.BindFlags(fs)
 }
 
 func defaultStateDir() string {
