@@ -365,4 +365,12 @@ func TestNoBaselineInIstioNamespace(t *testing.T) {
 	if baselineExists("istio-system") {
 		t.Error("a baseline in Istio's root namespace would close the whole mesh")
 	}
+	// Baselines are owned by the configuration singleton: uninstalling smi2istio removes them.
+	b, err := get(objOf(controllers.AuthorizationPolicyGVK), other, controllers.BaselineName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if refs := b.GetOwnerReferences(); len(refs) != 1 || refs[0].Kind != "SMI2IstioConfig" || refs[0].Name != v1alpha1.ConfigName {
+		t.Errorf("baseline owner %+v, want the SMI2IstioConfig %s", refs, v1alpha1.ConfigName)
+	}
 }

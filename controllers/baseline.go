@@ -23,7 +23,8 @@ import (
 const BaselineName = "smi2istio-default-deny"
 
 // BaselineReconciler gives every mesh namespace SMI's default deny in Enforcing mode: one
-// allow-nothing AuthorizationPolicy (never in Istio's root namespace, where it would close the mesh).
+// allow-nothing AuthorizationPolicy (never in Istio's root namespace, where it would close the mesh),
+// owned by the SMI2IstioConfig so that uninstalling smi2istio removes it.
 type BaselineReconciler struct {
 	Client client.Client
 	// State gives the configuration in effect (mode, membership, Istio's namespace); Resync, when
@@ -94,7 +95,10 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 			translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: "Namespace", translate.SourceNameLabel: ns.Name,
 		}},
 	}
-	a := applier{c: r.Client, owner: metav1.OwnerReference{APIVersion: "v1", Kind: "Namespace", Name: ns.Name, UID: ns.UID}}
+	if state.Config == nil {
+		return reconcile.Result{}, nil // no owner yet: the config's creation resyncs every namespace
+	}
+	a := applier{c: r.Client, owner: *state.Config}
 	d, err := a.desired(ap)
 	if err != nil {
 		return reconcile.Result{}, err

@@ -38,6 +38,8 @@ type State struct {
 	Mesh           translate.Mesh
 	IstioNamespace string
 	Members        membership.Result
+	// Config owns the namespace baselines, so that uninstalling removes them.
+	Config *metav1.OwnerReference
 }
 
 // InMesh reports whether smi2istio acts in a namespace.
@@ -106,7 +108,7 @@ type ConfigReconciler struct {
 	Recount time.Duration
 }
 
-// +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs,verbs=get;list;watch
+// +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=maistra.io,resources=servicemeshmemberrolls;servicemeshcontrolplanes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
@@ -137,21 +139,29 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *ConfigReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	cfg := &v1alpha1.SMI2IstioConfig{}
 	err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg)
-	exists := err == nil
-	if err != nil && !apierrors.IsNotFound(err) {
+	if apierrors.IsNotFound(err) {
+		// The singleton holds the status and owns the baselines: create it with the defaults.
+		cfg = &v1alpha1.SMI2IstioConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ConfigName}}
+		if err := r.Client.Create(ctx, cfg); err != nil && !apierrors.IsAlreadyExists(err) {
+			return reconcile.Result{}, fmt.Errorf("create SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
+		}
+		return reconcile.Result{}, nil // its creation event brings us back
+	}
+	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("get SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
+	}
+	if !cfg.DeletionTimestamp.IsZero() {
+		return reconcile.Result{}, nil
 	}
 	spec := withDefaults(cfg.Spec)
 	st, err := r.resolve(ctx, spec)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	st.Config = &metav1.OwnerReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "SMI2IstioConfig", Name: cfg.Name, UID: cfg.UID}
 	if r.Shared.publish(st) {
 		ctrl.LoggerFrom(ctx).Info("configuration in effect", "accessMode", st.Mode, "regexPolicy", st.Mesh.RegexPolicy,
 			"trustDomain", st.Mesh.TrustDomain, "provider", st.Members.Provider, "members", len(st.Members.Members))
-	}
-	if !exists {
-		return reconcile.Result{RequeueAfter: r.Recount}, nil
 	}
 	return reconcile.Result{RequeueAfter: r.Recount}, r.writeStatus(ctx, cfg, st)
 }
