@@ -72,6 +72,10 @@ build: ## Build the operator binary (the Dockerfile runs exactly this).
 build-installer: manifests ## Render config/default into dist/install.yaml (IMG=<image> to set the manager image).
 	go run ./hack/build-installer -out dist/install.yaml $(if $(IMG),-image $(IMG))
 
+.PHONY: bundle
+bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ (VERSION, IMG).
+	go run ./hack/bundle -version $(VERSION) -image $(or $(IMG),ghcr.io/smi2istio/smi2istio:$(VERSION))
+
 .PHONY: run
 run: build ## Run the operator: against $$KUBECONFIG when set, else on a local control plane it starts.
 	@if [ -z "$${KUBECONFIG:-}" ]; then \
