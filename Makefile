@@ -51,7 +51,7 @@ assets: ## Build or reuse the local control plane binaries (etcd, kube-apiserver
 	@hack/kube-assets.sh
 
 .PHONY: test
-test: lint verify-manifests ## Lint, check generated files, and run every test on a real local control plane.
+test: lint verify-manifests build ## Lint, check generated files, build as the Dockerfile does, and run every test on a real local control plane.
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: verify-manifests

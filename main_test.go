@@ -3,7 +3,9 @@ package main
 import (
 	"flag"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -48,5 +50,18 @@ func TestInstallArgsAreFlags(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("no Deployment in the install manifest")
+	}
+}
+
+// The image is built by `make build` (the same flags as here), and ends distroless and non-root.
+func TestDockerfileUsesMakeBuild(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"RUN make build ", "FROM gcr.io/distroless/static:nonroot", "USER 65532:65532", `ENTRYPOINT ["/manager"]`} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
 	}
 }
