@@ -177,6 +177,8 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		HealthProbeBindAddress: o.probeAddr,
 		LeaderElection:         o.leaderElect,
 		LeaderElectionID:       "smi2istio.smi2istio.io",
+		// The Deployment passes its namespace (downward API); outside a pod there is no default.
+		LeaderElectionNamespace: os.Getenv("POD_NAMESPACE"),
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    o.webhookHost,
 			Port:    o.webhookPort,

@@ -1,17 +1,29 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/go-logr/logr"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/install"
+	"github.com/smi2istio/smi2istio/internal/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/manifests"
+	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 )
 
@@ -64,4 +76,129 @@ func TestDockerfileUsesMakeBuild(t *testing.T) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
+
+// The operator runs from dist/install.yaml's container args against a cluster where the install
+// manifest and Istio's CRDs were applied: it becomes ready, sets the CRDs' caBundle (no OLM, no
+// cert-manager here) and creates its configuration. Only the two listen addresses are moved to free
+// ports; every other flag is the manifest's.
+func TestOperatorRunsFromInstallArgs(t *testing.T) {
+	data, err := install.Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := manifests.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := localcp.Start(filepath.Join(t.TempDir(), "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cp.Stop() }()
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The Namespace and the CRDs first, as kubectl apply of the file would need.
+	sort.SliceStable(objs, func(i, j int) bool { return applyRank(objs[i].GetKind()) < applyRank(objs[j].GetKind()) })
+	var args []string
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			args, _, _ = unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
+		}
+		//nolint:staticcheck // SSA of an unstructured object, as kubectl does.
+		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
+			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+	}
+	istioCRDs, err := istiocheck.CRDFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := crds.LoadFile(istioCRDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crds.Install(ctx, c, list); err != nil {
+		t.Fatal(err)
+	}
+
+	probe := freePort(t)
+	args = append(args, "--metrics-bind-address="+freePort(t), "--health-probe-bind-address="+probe)
+	fs := flag.NewFlagSet("smi2istio", flag.ContinueOnError)
+	var opts options
+	bindFlags(fs, &opts)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", cp.Kubeconfig)
+	t.Setenv("POD_NAMESPACE", "smi2istio-system")
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, logr.Discard(), opts) }()
+
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		resp, err := http.Get("http://" + probe + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the operator stopped: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the operator did not become ready")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	crd := &apiextv1.CustomResourceDefinition{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "trafficsplits.split.smi-spec.io"}, crd); err != nil {
+		t.Fatal(err)
+	}
+	if len(crd.Spec.Conversion.Webhook.ClientConfig.CABundle) == 0 {
+		t.Error("self-signed mode must set the SMI CRDs' caBundle")
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		cfg := &v1alpha1.SMI2IstioConfig{}
+		if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the operator did not create its configuration")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("the operator stopped with an error: %v", err)
+	}
+}
+
+func applyRank(kind string) int {
+	switch kind {
+	case "Namespace":
+		return 0
+	case "CustomResourceDefinition":
+		return 1
+	}
+	return 2
 }
