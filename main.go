@@ -254,6 +254,12 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if err := access.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TrafficTarget controller: %w", err)
 	}
+	for _, gvk := range []schema.GroupVersionKind{controllers.HTTPRouteGroupGVK, controllers.TCPRouteGVK, controllers.UDPRouteGVK} {
+		routes := &controllers.RouteReconciler{Client: mgr.GetClient(), Recorder: recorder, GVK: gvk, State: shared.Current, Resync: shared.Resync}
+		if err := routes.SetupWithManager(mgr); err != nil {
+			return fmt.Errorf("set up %s controller: %w", gvk.Kind, err)
+		}
+	}
 	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), State: shared.Current, Resync: shared.Resync}
 	if err := baseline.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up baseline controller: %w", err)

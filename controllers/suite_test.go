@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -164,6 +165,13 @@ func runMain(m *testing.M) int {
 	if err := accessR.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up access controller:", err)
 		return 1
+	}
+	for _, gvk := range []schema.GroupVersionKind{controllers.HTTPRouteGroupGVK, controllers.TCPRouteGVK, controllers.UDPRouteGVK} {
+		routes := &controllers.RouteReconciler{Client: mgr.GetClient(), Recorder: rec, GVK: gvk, State: shared.Current, Resync: shared.Resync}
+		if err := routes.SetupWithManager(mgr); err != nil {
+			fmt.Fprintln(os.Stderr, "set up route controller:", err)
+			return 1
+		}
 	}
 	if err := baselineR.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up baseline controller:", err)

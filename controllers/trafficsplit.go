@@ -72,6 +72,7 @@ type TrafficSplitReconciler struct {
 // +kubebuilder:rbac:groups=split.smi-spec.io,resources=trafficsplits/status,verbs=get;patch
 // +kubebuilder:rbac:groups=split.smi-spec.io,resources=trafficsplits/finalizers,verbs=update
 // +kubebuilder:rbac:groups=specs.smi-spec.io,resources=httproutegroups,verbs=get;list;watch
+// +kubebuilder:rbac:groups=specs.smi-spec.io,resources=httproutegroups/status;tcproutes/status;udproutes/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices;destinationrules,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
