@@ -8,21 +8,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/install"
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
-	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 )
@@ -30,38 +27,26 @@ import (
 // The manager's arguments in dist/install.yaml are flags this binary has (a renamed or mistyped
 // flag would crash the pod at start).
 func TestInstallArgsAreFlags(t *testing.T) {
-	data, err := install.Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	objs, err := install.Objects(filepath.Join(testenv.RepoRoot(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := manifests.Decode(data)
+	args, err := install.ManagerArgs(objs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for _, o := range objs {
-		if o.GetKind() != "Deployment" {
-			continue
-		}
-		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-		args, _, _ := unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
-		fs := flag.NewFlagSet("smi2istio", flag.ContinueOnError)
-		fs.SetOutput(io.Discard)
-		var opts options
-		bindFlags(fs, &opts)
-		if err := fs.Parse(args); err != nil {
-			t.Errorf("args %v: %v", args, err)
-		}
-		if opts.localControlPlane != "never" || !opts.leaderElect {
-			t.Errorf("in a cluster: want --local-control-plane=never and --leader-elect, got %+v", opts)
-		}
-		if _, err := wantLocal(opts.localControlPlane); err != nil {
-			t.Error(err)
-		}
-		found = true
+	fs := flag.NewFlagSet("smi2istio", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	var opts options
+	bindFlags(fs, &opts)
+	if err := fs.Parse(args); err != nil {
+		t.Errorf("args %v: %v", args, err)
 	}
-	if !found {
-		t.Fatal("no Deployment in the install manifest")
+	if opts.localControlPlane != "never" || !opts.leaderElect {
+		t.Errorf("in a cluster: want --local-control-plane=never and --leader-elect, got %+v", opts)
+	}
+	if _, err := wantLocal(opts.localControlPlane); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -93,11 +78,11 @@ func freePort(t *testing.T) string {
 // cert-manager here) and creates its configuration. Only the two listen addresses are moved to free
 // ports; every other flag is the manifest's.
 func TestOperatorRunsFromInstallArgs(t *testing.T) {
-	data, err := install.Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	objs, err := install.Objects(filepath.Join(testenv.RepoRoot(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := manifests.Decode(data)
+	args, err := install.ManagerArgs(objs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,18 +97,8 @@ func TestOperatorRunsFromInstallArgs(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The Namespace and the CRDs first, as kubectl apply of the file would need.
-	sort.SliceStable(objs, func(i, j int) bool { return applyRank(objs[i].GetKind()) < applyRank(objs[j].GetKind()) })
-	var args []string
-	for _, o := range objs {
-		if o.GetKind() == "Deployment" {
-			containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
-			args, _, _ = unstructured.NestedStringSlice(containers[0].(map[string]any), "args")
-		}
-		//nolint:staticcheck // SSA of an unstructured object, as kubectl does.
-		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kubectl"), client.ForceOwnership); err != nil {
-			t.Fatalf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
-		}
+	if err := install.Apply(ctx, c, objs); err != nil {
+		t.Fatal(err)
 	}
 	istioCRDs, err := istiocheck.CRDFile()
 	if err != nil {
@@ -191,14 +166,4 @@ func TestOperatorRunsFromInstallArgs(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("the operator stopped with an error: %v", err)
 	}
-}
-
-func applyRank(kind string) int {
-	switch kind {
-	case "Namespace":
-		return 0
-	case "CustomResourceDefinition":
-		return 1
-	}
-	return 2
 }

@@ -3,7 +3,6 @@ package install_test
 import (
 	"context"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -17,18 +16,13 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/install"
 	"github.com/smi2istio/smi2istio/internal/localcp"
-	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 )
 
 // dist/install.yaml (config/default) applies to a bare cluster: CRDs established, the manager
 // Deployment, its RBAC and the conversion webhook's Service accepted.
 func TestInstallManifestApplies(t *testing.T) {
-	data, err := install.Render(filepath.Join(testenv.RepoRoot(), "config", "default"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := manifests.Decode(data)
+	objs, err := install.Objects(filepath.Join(testenv.RepoRoot(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,14 +40,11 @@ func TestInstallManifestApplies(t *testing.T) {
 	}
 	ctx := context.Background()
 	kinds := map[string]int{}
-	// Namespaces and CRDs first, as kubectl apply of one file would need.
-	sort.SliceStable(objs, func(i, j int) bool { return rank(objs[i].GetKind()) < rank(objs[j].GetKind()) })
 	for _, o := range objs {
 		kinds[o.GetKind()]++
-		//nolint:staticcheck // SSA of an unstructured object, as kubectl apply --server-side does.
-		if err := c.Patch(ctx, o, client.Apply, client.FieldOwner("kubectl"), client.ForceOwnership, client.FieldValidation("Strict")); err != nil {
-			t.Errorf("apply %s %s: %v", o.GetKind(), o.GetName(), err)
-		}
+	}
+	if err := install.Apply(ctx, c, objs); err != nil {
+		t.Error(err)
 	}
 	for kind, n := range map[string]int{"CustomResourceDefinition": 6, "Deployment": 1, "Service": 1, "ServiceAccount": 1,
 		"ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Namespace": 1} {
@@ -112,16 +103,6 @@ func TestInstallManifestApplies(t *testing.T) {
 	if !strings.Contains(strings.Join(pod.Containers[0].Args, " "), "--local-control-plane=never") {
 		t.Errorf("in a cluster the manager must never start a local control plane: %v", pod.Containers[0].Args)
 	}
-}
-
-func rank(kind string) int {
-	switch kind {
-	case "Namespace":
-		return 0
-	case "CustomResourceDefinition":
-		return 1
-	}
-	return 2
 }
 
 func TestWithImage(t *testing.T) {
