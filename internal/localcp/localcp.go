@@ -84,16 +84,8 @@ func (cp *ControlPlane) startControllerManager() error {
 		return fmt.Errorf("control plane binary kube-controller-manager missing in %s: run hack/kube-assets.sh: %w", cp.AssetsDir, err)
 	}
 	kc := filepath.Join(cp.tmpDir, "controller-manager.kubeconfig")
-	user, err := cp.env.AddUser(envtest.User{Name: "system:kube-controller-manager", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return fmt.Errorf("create controller-manager user: %w", err)
-	}
-	data, err := user.KubeConfig()
-	if err != nil {
-		return fmt.Errorf("render controller-manager kubeconfig: %w", err)
-	}
-	if err := os.WriteFile(kc, data, 0o600); err != nil {
-		return fmt.Errorf("write controller-manager kubeconfig: %w", err)
+	if err := writeUserKubeconfig(cp.env, "system:kube-controller-manager", kc); err != nil {
+		return err
 	}
 	log, err := os.Create(filepath.Join(cp.tmpDir, "kube-controller-manager.log"))
 	if err != nil {
@@ -121,13 +113,22 @@ func (cp *ControlPlane) startControllerManager() error {
 }
 
 func (cp *ControlPlane) writeKubeconfig(path string) error {
-	user, err := cp.env.AddUser(envtest.User{Name: "smi2istio-admin", Groups: []string{"system:masters"}}, nil)
+	if err := writeUserKubeconfig(cp.env, "smi2istio-admin", path); err != nil {
+		return err
+	}
+	cp.Kubeconfig = path
+	return nil
+}
+
+// writeUserKubeconfig creates a system:masters user and writes its kubeconfig (mode 0600).
+func writeUserKubeconfig(env *envtest.Environment, name, path string) error {
+	user, err := env.AddUser(envtest.User{Name: name, Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return fmt.Errorf("create admin user for the local control plane: %w", err)
+		return fmt.Errorf("create user %s for the local control plane: %w", name, err)
 	}
 	data, err := user.KubeConfig()
 	if err != nil {
-		return fmt.Errorf("render kubeconfig: %w", err)
+		return fmt.Errorf("render the kubeconfig of %s: %w", name, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("create kubeconfig directory: %w", err)
@@ -135,7 +136,6 @@ func (cp *ControlPlane) writeKubeconfig(path string) error {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		return fmt.Errorf("write kubeconfig: %w", err)
 	}
-	cp.Kubeconfig = path
 	return nil
 }
 
