@@ -519,18 +519,9 @@ func (r *AccessReconciler) workloads(ctx context.Context, ns string) ([]translat
 	return out, nil
 }
 
-type targetState struct {
-	accepted, resolved, ready metav1.Condition
-	outcome                   string
-}
-
-func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) targetState {
-	st := targetState{
-		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted, Message: rungSummary(tr)},
-		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
-		ready:    metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied},
-		outcome:  "applied",
-	}
+func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) conditionSet {
+	st := applied()
+	st.accepted.Message = rungSummary(tr)
 	var inv *translate.InvalidError
 	if errors.As(tr.Err, &inv) {
 		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}

@@ -162,6 +162,23 @@ func (a applier) prune(ctx context.Context, list *unstructured.UnstructuredList,
 	return n, nil
 }
 
+// conditionSet is what one reconcile decided about an SMI object: its conditions and the outcome
+// label of the reconcile metric.
+type conditionSet struct {
+	accepted, resolved, ready metav1.Condition
+	outcome                   string
+}
+
+// applied is the starting point of a reconcile: everything fine until found otherwise.
+func applied() conditionSet {
+	return conditionSet{
+		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted},
+		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
+		ready:    metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied},
+		outcome:  "applied",
+	}
+}
+
 // setConditions merges conds into the object's status conditions (lastTransitionTime changes only
 // with the status) and reports whether anything changed.
 func setConditions(existing *[]metav1.Condition, generation int64, conds ...metav1.Condition) bool {

@@ -251,12 +251,6 @@ func serviceOfHost(fqdn string, mesh translate.Mesh) (name, namespace string, ok
 	return name, namespace, ok && !strings.Contains(namespace, ".")
 }
 
-// splitState is what one reconcile decided, reported on the split's status.
-type splitState struct {
-	accepted, resolved, ready metav1.Condition
-	outcome                   string
-}
-
 // Reconcile: fetch -> translate -> check ownership -> apply -> prune -> status.
 func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
@@ -281,28 +275,27 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	return reconcile.Result{}, r.report(ctx, u, st)
 }
 
-func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u *unstructured.Unstructured, inMesh bool) (splitState, error) {
-	st := splitState{
-		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted},
-		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
-		ready:    metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied},
-		outcome:  "applied",
-	}
+func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u *unstructured.Unstructured, inMesh bool) (conditionSet, error) {
+	st := applied()
 	a := applier{c: r.Client, owner: ownerRef(u, TrafficSplitGVK.GroupVersion().String(), TrafficSplitGVK.Kind)}
 	ts, err := normalize.ReadTrafficSplit(u)
 	if err != nil {
 		return st, reconcile.TerminalError(fmt.Errorf("read TrafficSplit %s/%s: %w", u.GetNamespace(), u.GetName(), err))
 	}
 
-	res, terr := r.translate(ctx, ts)
-	var inv *translate.InvalidError
-	var conflict *ConflictError
-	switch {
-	case !inMesh:
+	// Outside the mesh nothing is read or translated: every output is pruned.
+	var res *translate.SplitResult
+	var terr error
+	if inMesh {
+		res, terr = r.translate(ctx, ts)
+	} else {
 		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotInMesh,
 			Message: "namespace " + u.GetNamespace() + " is not in the mesh: nothing is applied"}
 		st.outcome = "notinmesh"
-		res, terr = nil, errNotInMesh
+	}
+	var inv *translate.InvalidError
+	var conflict *ConflictError
+	switch {
 	case errors.As(terr, &inv):
 		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}
 		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalid,
@@ -315,11 +308,8 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 		return st, terr
 	}
 
-	if errors.Is(terr, errNotInMesh) {
-		terr = nil
-	}
 	var want []*unstructured.Unstructured
-	if terr == nil && res != nil {
+	if res != nil {
 		st.accepted.Message = fmt.Sprintf("%s mode for %s", res.Mode, res.Host)
 		if len(res.Unresolved) > 0 {
 			st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: res.Unresolved[0].Reason, Message: joinFindings(res.Unresolved)}
@@ -391,8 +381,6 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 	}
 	return st, nil
 }
-
-var errNotInMesh = errors.New("not in the mesh")
 
 // translate fetches what the split references and translates it. Two splits for one root: the
 // oldest wins and the others get a ConflictError; so does a VirtualService of someone else's for
@@ -484,11 +472,11 @@ func joinFindings(fs []translate.Finding) string {
 }
 
 // report writes the conditions when they changed, and an Event when Ready changed.
-func (r *TrafficSplitReconciler) report(ctx context.Context, u *unstructured.Unstructured, st splitState) error {
+func (r *TrafficSplitReconciler) report(ctx context.Context, u *unstructured.Unstructured, st conditionSet) error {
 	return writeStatus(ctx, r.Client, r.Recorder, u, readyNote(st), st.accepted, st.resolved, st.ready)
 }
 
-func readyNote(st splitState) string {
+func readyNote(st conditionSet) string {
 	if st.ready.Message != "" {
 		return st.ready.Message
 	}
