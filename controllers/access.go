@@ -11,9 +11,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -480,43 +482,52 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 // ReplicaSet carry the same labels plus a volatile hash, and resolve to the same selector).
 func (r *AccessReconciler) workloads(ctx context.Context, ns string) ([]translate.Workload, error) {
 	var out []translate.Workload
-	add := func(kind, name, sa string, labels map[string]string) {
-		if sa == "" {
-			sa = "default"
+	for _, l := range []struct {
+		kind string
+		list client.ObjectList
+	}{
+		{"Deployment", &appsv1.DeploymentList{}},
+		{"StatefulSet", &appsv1.StatefulSetList{}},
+		{"DaemonSet", &appsv1.DaemonSetList{}},
+		{"Pod", &corev1.PodList{}},
+	} {
+		if err := r.Client.List(ctx, l.list, client.InNamespace(ns)); err != nil {
+			return nil, fmt.Errorf("list %ss: %w", l.kind, err)
 		}
-		out = append(out, translate.Workload{Name: kind + "/" + name, ServiceAccount: sa, Labels: labels})
-	}
-	var deps appsv1.DeploymentList
-	if err := r.Client.List(ctx, &deps, client.InNamespace(ns)); err != nil {
-		return nil, fmt.Errorf("list Deployments: %w", err)
-	}
-	for _, d := range deps.Items {
-		add("Deployment", d.Name, d.Spec.Template.Spec.ServiceAccountName, d.Spec.Template.Labels)
-	}
-	var sts appsv1.StatefulSetList
-	if err := r.Client.List(ctx, &sts, client.InNamespace(ns)); err != nil {
-		return nil, fmt.Errorf("list StatefulSets: %w", err)
-	}
-	for _, s := range sts.Items {
-		add("StatefulSet", s.Name, s.Spec.Template.Spec.ServiceAccountName, s.Spec.Template.Labels)
-	}
-	var dss appsv1.DaemonSetList
-	if err := r.Client.List(ctx, &dss, client.InNamespace(ns)); err != nil {
-		return nil, fmt.Errorf("list DaemonSets: %w", err)
-	}
-	for _, d := range dss.Items {
-		add("DaemonSet", d.Name, d.Spec.Template.Spec.ServiceAccountName, d.Spec.Template.Labels)
-	}
-	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-		return nil, fmt.Errorf("list Pods: %w", err)
-	}
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp == nil {
-			add("Pod", p.Name, p.Spec.ServiceAccountName, p.Labels)
+		if err := meta.EachListItem(l.list, func(o runtime.Object) error {
+			obj, ok := o.(client.Object)
+			if !ok || obj.GetDeletionTimestamp() != nil {
+				return nil
+			}
+			sa, labels := podIdentity(o)
+			if sa == "" {
+				sa = "default"
+			}
+			out = append(out, translate.Workload{Name: l.kind + "/" + obj.GetName(), ServiceAccount: sa, Labels: labels})
+			return nil
+		}); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// podIdentity is the ServiceAccount and labels of a pod, or of a controller's pod template.
+func podIdentity(o runtime.Object) (serviceAccount string, labels map[string]string) {
+	var t *corev1.PodTemplateSpec
+	switch w := o.(type) {
+	case *corev1.Pod:
+		return w.Spec.ServiceAccountName, w.Labels
+	case *appsv1.Deployment:
+		t = &w.Spec.Template
+	case *appsv1.StatefulSet:
+		t = &w.Spec.Template
+	case *appsv1.DaemonSet:
+		t = &w.Spec.Template
+	default:
+		return "", nil
+	}
+	return t.Spec.ServiceAccountName, t.Labels
 }
 
 func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) conditionSet {
