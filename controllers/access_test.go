@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
@@ -330,7 +331,35 @@ func TestOSMBookstoreAccess(t *testing.T) {
 		if provider != string(v1alpha1.DiscoverySelectors) || !has["bookstore"] || !has["bookwarehouse"] {
 			return fmt.Errorf("provider %q, members %v", provider, members)
 		}
-		return nil
+		counts, _, _ := unstructured.NestedSlice(cfg.Object, "status", "objects")
+		for _, c := range counts {
+			m := c.(map[string]any)
+			if m["kind"] == "TrafficTarget" && fmt.Sprint(m["ready"]) == "3" {
+				return nil
+			}
+		}
+		return fmt.Errorf("want 3 ready TrafficTargets counted, got %v", counts)
+	})
+	eventually(t, "smi2istio_objects metric", func() error {
+		families, err := metrics.Registry.Gather()
+		if err != nil {
+			return err
+		}
+		for _, f := range families {
+			if f.GetName() != "smi2istio_objects" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["kind"] == "TrafficTarget" && labels["state"] == "Ready" && m.GetGauge().GetValue() == 3 {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no smi2istio_objects{kind=TrafficTarget,state=Ready} = 3")
 	})
 
 	// Deleting a TrafficTarget removes its policies.

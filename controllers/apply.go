@@ -54,8 +54,13 @@ var fidelityRungs = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Help: "Regex values of a destination's TrafficTargets by the fidelity rung that enforces them (ExactRung, EnvoyRung, Rejected).",
 }, []string{"namespace", "destination", "rung"})
 
+var objectsByCondition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	Name: "smi2istio_objects",
+	Help: "SMI objects by kind and state of their Ready condition (Ready, NotReady, NotInMesh); refreshed with the configuration's status.",
+}, []string{"kind", "state"})
+
 func init() {
-	metrics.Registry.MustRegister(reconcileOutcomes, fidelityRungs)
+	metrics.Registry.MustRegister(reconcileOutcomes, fidelityRungs, objectsByCondition)
 }
 
 // ConflictError says a generated object's name or host is taken by an object we do not own.

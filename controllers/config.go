@@ -295,6 +295,9 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 			}
 		}
 		out = append(out, c)
+		objectsByCondition.WithLabelValues(c.Kind, "Ready").Set(float64(c.Ready))
+		objectsByCondition.WithLabelValues(c.Kind, "NotReady").Set(float64(c.NotReady))
+		objectsByCondition.WithLabelValues(c.Kind, "NotInMesh").Set(float64(c.NotInMesh))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Kind < out[j].Kind })
 	return out, nil

@@ -139,7 +139,7 @@ func runMain(m *testing.M) int {
 	}
 	rec := mgr.GetEventRecorder("smi2istio")
 	shared := controllers.NewShared("")
-	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: time.Minute}
+	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: 2 * time.Second}
 	if err := cfgR.SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up config controller:", err)
 		return 1
