@@ -533,6 +533,16 @@ func podIdentity(o runtime.Object) (serviceAccount string, labels map[string]str
 func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) conditionSet {
 	st := applied()
 	st.accepted.Message = rungSummary(tr)
+	var rejected []translate.Finding
+	for _, f := range tr.Rungs {
+		if f.Reason == translate.RungReject {
+			rejected = append(rejected, f)
+		}
+	}
+	if len(rejected) > 0 {
+		st.accepted.Reason = ReasonApproximated
+		st.accepted.Message += "; left out (denied): " + joinFindings(rejected)
+	}
 	var inv *translate.InvalidError
 	if errors.As(tr.Err, &inv) {
 		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}

@@ -295,12 +295,21 @@ func TestOSMBookstoreAccess(t *testing.T) {
 	setConfig(t, "{regexPolicy: Reject}")
 	waitGone(t, objOf(controllers.EnvoyFilterGVK), "bookstore", efName)
 	waitTTReady(t, "bookstore", "bookstore", "False", controllers.ReasonNothingToDo)
+	eventually(t, "TrafficTarget bookstore/bookstore Accepted=True/Approximated", func() error {
+		if s, r, err := ttCondition("bookstore", "bookstore", "Accepted"); err != nil || s != "True" || r != controllers.ReasonApproximated {
+			return fmt.Errorf("got %s/%s (%v)", s, r, err)
+		}
+		return nil
+	})
 	setConfig(t, "{regexPolicy: Envoy}")
 	eventually(t, "EnvoyFilter back", func() error {
 		_, err := get(objOf(controllers.EnvoyFilterGVK), "bookstore", efName)
 		return err
 	})
 	waitTTReady(t, "bookstore", "bookstore", "True", controllers.ReasonApplied)
+	if _, r, _ := ttCondition("bookstore", "bookstore", "Accepted"); r != controllers.ReasonAccepted {
+		t.Errorf("with the Envoy rung everything is exact: Accepted reason %s, want %s", r, controllers.ReasonAccepted)
+	}
 
 	// A namespace leaving the mesh loses its outputs and baseline; joining brings them back.
 	meshNamespace(t, "bookwarehouse", false)

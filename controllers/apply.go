@@ -42,6 +42,9 @@ const (
 	ReasonNotApplied   = "NotApplied"
 	ReasonNothingToDo  = "NothingToApply"
 	ReasonNotInMesh    = "NotInMesh"
+	// ReasonApproximated: accepted, but some of it could not be enforced exactly and was left out
+	// (denied); the message names the fields.
+	ReasonApproximated = "Approximated"
 )
 
 var reconcileOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
