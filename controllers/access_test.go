@@ -296,8 +296,12 @@ func TestOSMBookstoreAccess(t *testing.T) {
 	waitGone(t, objOf(controllers.EnvoyFilterGVK), "bookstore", efName)
 	waitTTReady(t, "bookstore", "bookstore", "False", controllers.ReasonNothingToDo)
 	eventually(t, "TrafficTarget bookstore/bookstore Accepted=True/Approximated", func() error {
-		if s, r, err := ttCondition("bookstore", "bookstore", "Accepted"); err != nil || s != "True" || r != controllers.ReasonApproximated {
-			return fmt.Errorf("got %s/%s (%v)", s, r, err)
+		s, r, err := ttCondition("bookstore", "bookstore", "Accepted")
+		if err != nil {
+			return err
+		}
+		if s != "True" || r != controllers.ReasonApproximated {
+			return fmt.Errorf("got %s/%s", s, r)
 		}
 		return nil
 	})
