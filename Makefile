@@ -47,12 +47,19 @@ lint: ## Run golangci-lint (pinned in hack/lib.sh, config in .golangci.yml).
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: assets
-assets: ## Build or reuse the local control plane binaries (etcd, kube-apiserver, kube-controller-manager).
+assets: ## Build or reuse the local control plane binaries (etcd, kube-apiserver, kube-controller-manager) and istiod.
 	@hack/kube-assets.sh
+	@hack/istiod.sh
 
 .PHONY: test
-test: lint verify-manifests build ## Lint, check generated files, build as the Dockerfile does, and run every test on a real local control plane.
+test: lint verify-manifests build ## Lint, check generated files, build as the Dockerfile does, run every test on a real local control plane, then the e2e suite on istiod.
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory e2e
+
+.PHONY: e2e
+e2e: ## Run the end-to-end suite: the operator binary and istiod (built once by hack/istiod.sh) on a local control plane.
+	@hack/istiod.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) -tags e2e -timeout 30m ./e2e/...
 
 .PHONY: verify-manifests
 verify-manifests: ## Fail if config/ differs from what `make manifests` would generate.

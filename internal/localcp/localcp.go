@@ -6,9 +6,11 @@ package localcp
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -45,16 +47,28 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 			return nil, fmt.Errorf("control plane binary %s missing in %s: run hack/kube-assets.sh: %w", bin, assets, err)
 		}
 	}
+	dir, err := os.MkdirTemp("", "smi2istio-localcp-")
+	if err != nil {
+		return nil, fmt.Errorf("create control plane directory: %w", err)
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory:    assets,
 		ControlPlaneStartTimeout: 2 * time.Minute,
 		ControlPlaneStopTimeout:  time.Minute,
 	}
+	// A certificate directory of our own (not envtest's throw-away one) keeps the serving
+	// certificate and the client CA across RestartAPIServer, so clients keep working.
+	certDir := filepath.Join(dir, "apiserver")
+	if err := os.Mkdir(certDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create apiserver certificate directory: %w", err)
+	}
+	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
 	cfg, err := env.Start()
 	if err != nil {
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start local control plane: %w", err)
 	}
-	cp := &ControlPlane{env: env, Config: cfg, AssetsDir: assets}
+	cp := &ControlPlane{env: env, Config: cfg, AssetsDir: assets, tmpDir: dir}
 	if err := cp.start(kubeconfigPath); err != nil {
 		_ = cp.Stop()
 		return nil, err
@@ -62,12 +76,32 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 	return cp, nil
 }
 
-func (cp *ControlPlane) start(kubeconfigPath string) error {
-	dir, err := os.MkdirTemp("", "smi2istio-localcp-")
-	if err != nil {
-		return fmt.Errorf("create control plane directory: %w", err)
+// RestartAPIServer stops kube-apiserver and starts it again on the same port, certificates and
+// etcd (what a control plane upgrade or crash looks like to clients). kube-apiserver drains open
+// watches for a long time on SIGTERM; after a few seconds it is killed.
+func (cp *ControlPlane) RestartAPIServer() error {
+	api := cp.env.ControlPlane.APIServer
+	stopTimeout := api.StopTimeout
+	api.StopTimeout = 5 * time.Second
+	if err := api.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
+		return fmt.Errorf("stop kube-apiserver: %w", err)
 	}
-	cp.tmpDir = dir
+	api.StopTimeout = stopTimeout
+	addr := net.JoinHostPort(api.Address, api.Port)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break // the old process is gone
+		}
+		_ = conn.Close()
+	}
+	if err := api.Start(); err != nil {
+		return fmt.Errorf("start kube-apiserver again: %w", err)
+	}
+	return nil
+}
+
+func (cp *ControlPlane) start(kubeconfigPath string) error {
 	if kubeconfigPath != "" {
 		if err := cp.writeKubeconfig(kubeconfigPath); err != nil {
 			return err
@@ -150,10 +184,11 @@ func (cp *ControlPlane) Stop() error {
 			<-cp.kcmDone
 		}
 	}
+	err := cp.env.Stop()
 	if cp.tmpDir != "" {
 		_ = os.RemoveAll(cp.tmpDir)
 	}
-	if err := cp.env.Stop(); err != nil {
+	if err != nil {
 		return fmt.Errorf("stop local control plane: %w", err)
 	}
 	return nil
