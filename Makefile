@@ -61,6 +61,13 @@ e2e: ## Run the end-to-end suite: the operator binary and istiod (built once by 
 	@hack/istiod.sh >/dev/null
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) -tags e2e -timeout 30m ./e2e/...
 
+SIZES ?= S,M,L
+IDLE ?= 5m
+
+.PHONY: bench
+bench: ## Measure convergence against a raw-write baseline, writes, change latency and memory at scale (SIZES=S,M,L IDLE=5m BENCH_FLAGS=); see docs/benchmarks.md.
+	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go run ./hack/bench -sizes $(SIZES) -idle $(IDLE) $(BENCH_FLAGS)
+
 .PHONY: verify-manifests
 verify-manifests: ## Fail if config/ differs from what `make manifests` would generate.
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \

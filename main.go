@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -55,6 +56,8 @@ func init() {
 
 type options struct {
 	metricsAddr       string
+	pprofAddr         string
+	concurrency       int
 	probeAddr         string
 	leaderElect       bool
 	webhookHost       string
@@ -89,6 +92,8 @@ func main() {
 // bindFlags registers the manager's flags (also what config/manager passes in a cluster).
 func bindFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
+	fs.IntVar(&o.concurrency, "max-concurrent-reconciles", 4, "How many objects each controller reconciles at once (different objects only; one object is never reconciled twice at once).")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (/debug/pprof); empty disables them.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")
 	fs.StringVar(&o.webhookHost, "webhook-host", "", "Address the conversion webhook binds to (all addresses when empty; 127.0.0.1 for a local control plane).")
@@ -175,6 +180,8 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
+		PprofBindAddress:       o.pprofAddr,
+		Controller:             ctrlconfig.Controller{MaxConcurrentReconciles: o.concurrency},
 		LeaderElection:         o.leaderElect,
 		LeaderElectionID:       "smi2istio.smi2istio.io",
 		// The Deployment passes its namespace (downward API); outside a pod there is no default.

@@ -35,10 +35,10 @@ func TestFaults(t *testing.T) {
 	// The operator crashes; bookstore-v2 and its TrafficTarget (v1alpha3, the stored version: no
 	// conversion needed) arrive while it is down. The v1alpha2 split waits for it: converting needs
 	// the operator's webhook, so the apiserver refuses it until the operator is back.
-	cl.operator.kill()
+	cl.operator.Kill()
 	cl.applyFile(fixture("osm-v1.2-bookstore/apps/bookstore-v2.yaml"))
 	store2 := cl.register("bookstore", "bookstore-v2")
-	must(t, cl.operator.start())
+	must(t, cl.operator.Start())
 	cl.applyFile(fixture("osm-v1.2-bookstore/split/traffic-split-50-50.yaml"))
 	fiftyFifty := "default -> " + cluster14001("bookstore-v1") + "=50 " + cluster14001("bookstore-v2") + "=50"
 	cl.expectRoutes("operator restarted mid-walk-through", w.buyer, "bookstore.bookstore.svc.cluster.local", 14001, fiftyFifty)
@@ -66,8 +66,8 @@ func TestFaults(t *testing.T) {
 
 	// A clean restart with nothing changed writes nothing: every generated object keeps its
 	// resourceVersion once the new process has reconciled every SMI object.
-	cl.operator.stop()
-	must(t, cl.operator.start())
+	cl.operator.Stop()
+	must(t, cl.operator.Start())
 	cl.waitReconciled(5) // 4 TrafficTargets and 1 TrafficSplit
 	if again := cl.generated(); fmt.Sprint(again) != fmt.Sprint(after) {
 		t.Errorf("a restart with nothing changed rewrote generated objects:\nbefore %v\nafter  %v", after, again)
@@ -94,8 +94,8 @@ func TestFaults(t *testing.T) {
 		"default -> "+cluster14001("bookstore-v1")+"=25 "+cluster14001("bookstore-v2")+"=75")
 
 	// istiod restarts: it rebuilds the same config from our objects.
-	cl.istiod.stop()
-	must(t, cl.istiod.start())
+	cl.istiod.Stop()
+	must(t, cl.istiod.Start())
 	cl.expectAccess("after an istiod restart", w.store, storeAccess...)
 	cl.expectAccess("after an istiod restart", w.mysql, allow(tcp(w.warehouse, 3306)), deny(tcp(w.thief, 3306)))
 	cl.expectRoutes("after an istiod restart", w.buyer, "bookstore.bookstore.svc.cluster.local", 14001,

@@ -67,7 +67,7 @@ func (cl *cluster) expectIstiodClean() {
 		cl.t.Error("smi2istio manages no Istio object")
 	}
 
-	f, err := os.Open(cl.istiod.log)
+	f, err := os.Open(cl.istiod.Log)
 	must(cl.t, err)
 	defer func() { _ = f.Close() }()
 	s := bufio.NewScanner(f)

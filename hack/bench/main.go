@@ -1,0 +1,74 @@
+// Command bench measures the operator at scale on a local control plane and prints a markdown
+// table: convergence time against raw-write baselines measured in the same run, apiserver writes
+// (converging, idle, after a restart), change latency under load, and memory.
+//
+//	go run ./hack/bench -sizes S,M,L -idle 5m   (make bench)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testenv"
+)
+
+var sizes = map[string]size{
+	"S": {Name: "S", Units: 25, Pods: 500},
+	"M": {Name: "M", Units: 250, Pods: 5000},
+	"L": {Name: "L", Units: 2500, Pods: 50000},
+}
+
+func main() {
+	names := flag.String("sizes", "S,M,L", "comma-separated sizes: S (100 SMI objects, 500 pods), M (1,000, 5,000), L (10,000, 50,000)")
+	idle := flag.Duration("idle", 5*time.Minute, "how long to count writes while nothing changes")
+	samples := flag.Int("samples", 100, "weight changes timed for the change latency")
+	workers := flag.Int("workers", 8, "concurrent writers of the harness (the same for the baseline and the SMI apply)")
+	pprofDir := flag.String("pprof", "", "directory for the operator's CPU profile of the convergence and heap profile after it (enables its --pprof-bind-address)")
+	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
+	flag.Parse()
+	if *pprofDir != "" {
+		if err := os.MkdirAll(*pprofDir, 0o755); err != nil {
+			fail(err)
+		}
+	}
+
+	root := testenv.RepoRoot()
+	dir := *workdir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "smi2istio-bench-")
+		if err != nil {
+			fail(err)
+		}
+		defer func() { _ = os.RemoveAll(d) }()
+		dir = d
+	}
+	bin, err := proc.BuildOperator(root, dir)
+	if err != nil {
+		fail(err)
+	}
+	var rows []result
+	for _, n := range strings.Split(*names, ",") {
+		s, ok := sizes[strings.TrimSpace(n)]
+		if !ok {
+			fail(fmt.Errorf("unknown size %q", n))
+		}
+		r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, s.Name), bin: bin,
+			idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir})
+		rows = append(rows, r)
+		fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", s.Name, r)
+	}
+	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers)
+	printTable(os.Stdout, rows)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// unitsPerNamespace is how many services (with their SMI objects) share a namespace.
+const unitsPerNamespace = 25
+
+// size is one row of the benchmark: SMI objects (4 per service unit) and pods.
+type size struct {
+	Name  string
+	Units int
+	Pods  int
+}
+
+func (s size) namespaces() int { return (s.Units + unitsPerNamespace - 1) / unitsPerNamespace }
+func (s size) smiObjects() int { return 4 * s.Units }
+
+// istioObjects is what the operator writes for the SMI objects: per unit a VirtualService, a
+// DestinationRule, and an AuthorizationPolicy and a PeerAuthentication per workload selector (v1, v2).
+func (s size) istioObjects() int { return 6 * s.Units }
+
+func nsName(i int) string { return fmt.Sprintf("bench-%03d", i) }
+
+// unit is one service of the synthetic mesh: root Service svc-N selecting app=svc-N, versions v1
+// and v2 (Services, Deployments), a ServiceAccount, a TrafficSplit (subset mode), an
+// HTTPRouteGroup and a TCPRoute, and a TrafficTarget letting the previous unit's ServiceAccount call
+// it on both. Expected outputs: VirtualService, DestinationRule, and per version an
+// AuthorizationPolicy and a PeerAuthentication (plus one baseline AuthorizationPolicy per namespace).
+type unit struct {
+	ns   string
+	name string
+	prev string
+}
+
+func units(s size) []unit {
+	var out []unit
+	for i := range s.Units {
+		ns := nsName(i / unitsPerNamespace)
+		prev := fmt.Sprintf("svc-%d", i-1)
+		if i%unitsPerNamespace == 0 {
+			prev = fmt.Sprintf("svc-%d", i+unitsPerNamespace-1)
+			if i+unitsPerNamespace-1 >= s.Units {
+				prev = fmt.Sprintf("svc-%d", s.Units-1)
+			}
+		}
+		out = append(out, unit{ns: ns, name: fmt.Sprintf("svc-%d", i), prev: prev})
+	}
+	return out
+}
+
+func obj(apiVersion, kind, ns, name string, fields map[string]any) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": apiVersion, "kind": kind,
+		"metadata": map[string]any{"name": name, "namespace": ns}}}
+	for k, v := range fields {
+		u.Object[k] = v
+	}
+	return u
+}
+
+func service(ns, name string, selector map[string]any) *unstructured.Unstructured {
+	return obj("v1", "Service", ns, name, map[string]any{"spec": map[string]any{
+		"selector": selector,
+		"ports":    []any{map[string]any{"name": "http", "port": int64(8080)}, map[string]any{"name": "tcp-db", "port": int64(5432)}},
+	}})
+}
+
+// workloads are the unit's Kubernetes objects (before SMI).
+func (u unit) workloads() []*unstructured.Unstructured {
+	out := []*unstructured.Unstructured{
+		obj("v1", "ServiceAccount", u.ns, u.name, nil),
+		service(u.ns, u.name, map[string]any{"app": u.name}),
+	}
+	for _, v := range []string{"v1", "v2"} {
+		labels := map[string]any{"app": u.name, "version": v}
+		out = append(out, service(u.ns, u.name+"-"+v, labels), obj("apps/v1", "Deployment", u.ns, u.name+"-"+v, map[string]any{"spec": map[string]any{
+			"replicas": int64(1),
+			"selector": map[string]any{"matchLabels": labels},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": labels},
+				"spec": map[string]any{"serviceAccountName": u.name, "containers": []any{map[string]any{
+					"name": "app", "image": "example.com/app:1", "ports": []any{map[string]any{"containerPort": int64(8080)}},
+				}}},
+			},
+		}}))
+	}
+	return out
+}
+
+// pod is replica i of the unit (alternating versions), as a ReplicaSet would create it.
+func (u unit) pod(i int) *unstructured.Unstructured {
+	v := []string{"v1", "v2"}[i%2]
+	p := obj("v1", "Pod", u.ns, fmt.Sprintf("%s-%s-%d", u.name, v, i), map[string]any{"spec": map[string]any{
+		"serviceAccountName": u.name,
+		"nodeName":           "bench-node",
+		"containers": []any{map[string]any{"name": "app", "image": "example.com/app:1",
+			"ports": []any{map[string]any{"containerPort": int64(8080)}}}},
+	}})
+	p.SetLabels(map[string]string{"app": u.name, "version": v, "pod-template-hash": "5d8f9c7b6"})
+	return p
+}
+
+// smi is the unit's SMI objects, in the versions the CRDs store (no conversion needed).
+func (u unit) smi(weights [2]int64) []*unstructured.Unstructured {
+	return []*unstructured.Unstructured{
+		obj("specs.smi-spec.io/v1alpha4", "HTTPRouteGroup", u.ns, u.name+"-routes", map[string]any{"spec": map[string]any{
+			"matches": []any{
+				map[string]any{"name": "read", "pathRegex": "/api/items", "methods": []any{"GET"}},
+				map[string]any{"name": "write", "pathRegex": "/api/orders/.*", "methods": []any{"POST"}},
+			},
+		}}),
+		obj("specs.smi-spec.io/v1alpha4", "TCPRoute", u.ns, u.name+"-db", map[string]any{"spec": map[string]any{
+			"matches": map[string]any{"ports": []any{int64(5432)}},
+		}}),
+		u.split(weights),
+		obj("access.smi-spec.io/v1alpha3", "TrafficTarget", u.ns, u.name, map[string]any{"spec": map[string]any{
+			"destination": map[string]any{"kind": "ServiceAccount", "name": u.name, "namespace": u.ns},
+			"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": u.prev, "namespace": u.ns}},
+			"rules": []any{
+				map[string]any{"kind": "HTTPRouteGroup", "name": u.name + "-routes", "matches": []any{"read", "write"}},
+				map[string]any{"kind": "TCPRoute", "name": u.name + "-db"},
+			},
+		}}),
+	}
+}
+
+func (u unit) split(weights [2]int64) *unstructured.Unstructured {
+	return obj("split.smi-spec.io/v1alpha4", "TrafficSplit", u.ns, u.name, map[string]any{"spec": map[string]any{
+		"service": u.name,
+		"backends": []any{
+			map[string]any{"service": u.name + "-v1", "weight": weights[0]},
+			map[string]any{"service": u.name + "-v2", "weight": weights[1]},
+		},
+	}})
+}
+
+// istio is what a plain client would write to get the same effect directly: the baseline.
+func (u unit) istio() []*unstructured.Unstructured {
+	host := u.name + "." + u.ns + ".svc.cluster.local"
+	out := []*unstructured.Unstructured{
+		obj("networking.istio.io/v1beta1", "DestinationRule", u.ns, u.name, map[string]any{"spec": map[string]any{
+			"host": host,
+			"subsets": []any{
+				map[string]any{"name": u.name + "-v1", "labels": map[string]any{"app": u.name, "version": "v1"}},
+				map[string]any{"name": u.name + "-v2", "labels": map[string]any{"app": u.name, "version": "v2"}},
+			},
+		}}),
+		obj("networking.istio.io/v1beta1", "VirtualService", u.ns, u.name, map[string]any{"spec": map[string]any{
+			"hosts": []any{host},
+			"http": []any{map[string]any{"name": "port-8080", "match": []any{map[string]any{"port": int64(8080)}}, "route": []any{
+				map[string]any{"destination": map[string]any{"host": host, "subset": u.name + "-v1", "port": map[string]any{"number": int64(8080)}}, "weight": int64(50)},
+				map[string]any{"destination": map[string]any{"host": host, "subset": u.name + "-v2", "port": map[string]any{"number": int64(8080)}}, "weight": int64(50)},
+			}}},
+		}}),
+	}
+	for _, v := range []string{"v1", "v2"} {
+		sel := map[string]any{"matchLabels": map[string]any{"app": u.name, "version": v}}
+		out = append(out, obj("security.istio.io/v1beta1", "PeerAuthentication", u.ns, u.name+"-"+v, map[string]any{"spec": map[string]any{
+			"selector": sel, "mtls": map[string]any{"mode": "STRICT"},
+		}}), obj("security.istio.io/v1beta1", "AuthorizationPolicy", u.ns, u.name+"-"+v, map[string]any{"spec": map[string]any{
+			"selector": sel,
+			"rules": []any{map[string]any{
+				"from": []any{map[string]any{"source": map[string]any{"principals": []any{"cluster.local/ns/" + u.ns + "/sa/" + u.prev}}}},
+				"to":   []any{map[string]any{"operation": map[string]any{"methods": []any{"GET"}, "paths": []any{"/api/items"}}}},
+			}},
+		}}))
+	}
+	return out
+}
