@@ -92,7 +92,7 @@ func main() {
 // bindFlags registers the manager's flags (also what config/manager passes in a cluster).
 func bindFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
-	fs.IntVar(&o.concurrency, "max-concurrent-reconciles", 4, "How many objects each controller reconciles at once (different objects only; one object is never reconciled twice at once).")
+	fs.IntVar(&o.concurrency, "max-concurrent-reconciles", 4, "How many objects each controller reconciles at once (different objects only; one object is never reconciled twice at once). Reconciles wait on the apiserver, not the CPU.")
 	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (/debug/pprof); empty disables them.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one replica reconciles at a time.")

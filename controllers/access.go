@@ -491,7 +491,9 @@ func (r *AccessReconciler) workloads(ctx context.Context, ns string) ([]translat
 		{"DaemonSet", &appsv1.DaemonSetList{}},
 		{"Pod", &corev1.PodList{}},
 	} {
-		if err := r.Client.List(ctx, l.list, client.InNamespace(ns)); err != nil {
+		// Read-only: the cache's objects are not copied (every workload of the namespace is listed for
+		// each destination; copying them was most of the operator's garbage, see docs/benchmarks.md).
+		if err := r.Client.List(ctx, l.list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("list %ss: %w", l.kind, err)
 		}
 		if err := meta.EachListItem(l.list, func(o runtime.Object) error {

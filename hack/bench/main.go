@@ -68,7 +68,15 @@ func main() {
 	printTable(os.Stdout, rows)
 }
 
+// cleanups run on a failure too (the control plane's and the operator's processes must not outlive us).
+var cleanups []func()
+
+func atExit(f func()) { cleanups = append(cleanups, f) }
+
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
 	os.Exit(1)
 }

@@ -77,6 +77,7 @@ func run(ctx context.Context, cfg config) result {
 	check(os.MkdirAll(cfg.dir, 0o700))
 	cp, err := localcp.Start(filepath.Join(cfg.dir, "kubeconfig"))
 	check(err)
+	atExit(func() { _ = cp.Stop() })
 	defer func() { _ = cp.Stop() }()
 	rc := rest.CopyConfig(cp.Config)
 	rc.QPS, rc.Burst = 5000, 10000
@@ -153,6 +154,7 @@ func run(ctx context.Context, cfg config) result {
 		check(err)
 		op.Args = append(op.Args, "--pprof-bind-address="+pprofAddr)
 	}
+	atExit(op.Stop)
 	check(op.Start())
 	defer op.Stop()
 	w := newWatcher(ctx, rc, scheme)
@@ -181,6 +183,8 @@ func run(ctx context.Context, cfg config) result {
 		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-heap.pb.gz"), "heap")
 	}
 
+	// The configuration's status counts are refreshed every minute: idle starts once they are current.
+	waitFor("the SMI2IstioConfig status counts", 3*time.Minute, func() bool { return countsCurrent(ctx, c, s) })
 	before = writes(metricsAddr)
 	time.Sleep(cfg.idle)
 	res.WritesIdle = writes(metricsAddr) - before
@@ -467,4 +471,23 @@ func (w *watcher) vsWeights(ns, name string) string {
 		ws = append(ws, strconv.FormatInt(wt, 10))
 	}
 	return strings.Join(ws, "/")
+}
+
+// countsCurrent: the SMI2IstioConfig status counts every TrafficSplit and TrafficTarget as Ready.
+func countsCurrent(ctx context.Context, c client.Client, s size) bool {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("smi2istio.io/v1alpha1")
+	u.SetKind("SMI2IstioConfig")
+	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, u); err != nil {
+		return false
+	}
+	objs, _, _ := unstructured.NestedSlice(u.Object, "status", "objects")
+	ready := 0
+	for _, o := range objs {
+		m, _ := o.(map[string]any)
+		if n, ok := m["ready"].(int64); ok && n == int64(s.Units) {
+			ready++
+		}
+	}
+	return ready == 2
 }

@@ -21,6 +21,9 @@ import (
 // AssetsEnv names the directory holding etcd, kube-apiserver and kube-controller-manager.
 const AssetsEnv = "KUBEBUILDER_ASSETS"
 
+// ServiceCIDR is the Service cluster IP range of the local control plane.
+const ServiceCIDR = "10.96.0.0/16"
+
 // ControlPlane is a running local control plane.
 type ControlPlane struct {
 	env *envtest.Environment
@@ -63,6 +66,8 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 		return nil, fmt.Errorf("create apiserver certificate directory: %w", err)
 	}
 	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
+	// Room for tens of thousands of Services (envtest's default /24 has 254 addresses).
+	env.ControlPlane.APIServer.Configure().Set("service-cluster-ip-range", ServiceCIDR)
 	cfg, err := env.Start()
 	if err != nil {
 		_ = os.RemoveAll(dir)
