@@ -122,7 +122,7 @@ func WorkloadTransform(obj any) (any, error) {
 // workloads trimmed to what workload resolution reads, and of ConfigMaps only Istio's mesh config.
 func CacheOptions() cache.Options {
 	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: StripTransform,
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Istio's mesh config is read: never cache other ConfigMaps.
 			&corev1.ConfigMap{}:   {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
@@ -132,6 +132,31 @@ func CacheOptions() cache.Options {
 			&appsv1.DaemonSet{}:   {Transform: WorkloadTransform},
 		},
 	}
+}
+
+// lastApplied is where client-side `kubectl apply` (how the OSM guides apply SMI manifests) keeps a
+// full copy of the object.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// StripTransform drops what no reconciler reads from every cached object: managed fields and
+// kubectl's last-applied copy (which doubles an object's size in memory).
+func StripTransform(obj any) (any, error) {
+	obj, err := cache.TransformStripManagedFields()(obj)
+	if err != nil {
+		return obj, err
+	}
+	if m, ok := obj.(metav1.Object); ok {
+		if a := m.GetAnnotations(); a[lastApplied] != "" {
+			kept := make(map[string]string, len(a)-1)
+			for k, v := range a {
+				if k != lastApplied {
+					kept[k] = v
+				}
+			}
+			m.SetAnnotations(kept)
+		}
+	}
+	return obj, nil
 }
 
 // SetupWithManager registers the indexes and watches.
