@@ -6,12 +6,13 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/smi2istio/smi2istio/internal/proc"
 )
 
 // Faults on the OSM 1.2 demo: the operator crashes and restarts mid-walk-through, generated
@@ -142,17 +143,13 @@ func (cl *cluster) generatedObject(kind, namespace, prefix string) *unstructured
 func (cl *cluster) waitReconciled(n float64) {
 	cl.t.Helper()
 	eventually(cl.t, fmt.Sprintf("the operator reconciled %v SMI objects", n), func() error {
-		body, err := httpGet("http://" + cl.opMetrics + "/metrics")
+		ms, err := proc.Metrics("http://" + cl.opMetrics + "/metrics")
 		if err != nil {
 			return err
 		}
 		var sum float64
-		for _, line := range strings.Split(body, "\n") {
-			if strings.HasPrefix(line, "smi2istio_reconcile_outcomes_total{") {
-				f := strings.Fields(line)
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				sum += v
-			}
+		for _, s := range ms["smi2istio_reconcile_outcomes_total"] {
+			sum += s.Value
 		}
 		if sum < n {
 			return fmt.Errorf("%v reconciles so far", sum)

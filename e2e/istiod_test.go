@@ -9,8 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
+
+	"github.com/smi2istio/smi2istio/internal/proc"
 )
 
 // istiodMetrics whose value must stay 0 for our objects: rejected pushes (our sidecars NACK what
@@ -22,16 +23,12 @@ var istiodBadMetrics = []string{"pilot_total_xds_rejects", "pilot_vservice_dup_d
 // and its log has no warning or error naming one.
 func (cl *cluster) expectIstiodClean() {
 	cl.t.Helper()
-	metrics, err := httpGet("http://" + cl.istiodMon + "/metrics")
+	metrics, err := proc.Metrics("http://" + cl.istiodMon + "/metrics")
 	must(cl.t, err)
-	for _, line := range strings.Split(metrics, "\n") {
-		for _, m := range istiodBadMetrics {
-			if !strings.HasPrefix(line, m+"{") && !strings.HasPrefix(line, m+" ") {
-				continue
-			}
-			f := strings.Fields(line)
-			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err != nil || v != 0 {
-				cl.t.Errorf("istiod reports %s", line)
+	for _, m := range istiodBadMetrics {
+		for _, s := range metrics[m] {
+			if s.Value != 0 {
+				cl.t.Errorf("istiod reports %s{%s} %v", m, s.Labels, s.Value)
 			}
 		}
 	}
