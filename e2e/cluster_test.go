@@ -14,13 +14,13 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/proc"
 	"github.com/smi2istio/smi2istio/internal/testenv"
@@ -56,14 +56,6 @@ func runMain(m *testing.M) int {
 	istiodBin = strings.TrimSpace(string(out))
 	return m.Run()
 }
-
-// meshConfig is Istio's mesh configuration for istiod (--meshConfig) and the istio ConfigMap the
-// operator reads the trust domain from.
-const meshConfig = `trustDomain: cluster.local
-rootNamespace: istio-system
-defaultConfig:
-  discoveryAddress: istiod.istio-system.svc:15012
-`
 
 // cluster is one isolated mesh: a local control plane, istiod and the operator as processes.
 type cluster struct {
@@ -108,14 +100,14 @@ func newCluster(t *testing.T) *cluster {
 
 	webhook := freeAddr(t)
 	ctx := context.Background()
-	must(t, proc.InstallCRDs(ctx, cl.c, testenv.RepoRoot(), webhook, nil))
+	istioCRDs, err := istiocheck.CRDFile()
+	must(t, err)
+	must(t, proc.InstallCRDs(ctx, cl.c, testenv.RepoRoot(), webhook, nil, istioCRDs))
 
 	// Istio's namespace and mesh config.
-	must(t, cl.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}))
-	must(t, cl.c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"},
-		Data: map[string]string{"mesh": meshConfig}}))
+	must(t, proc.InstallMeshConfig(ctx, cl.c))
 	meshFile := filepath.Join(dir, "mesh.yaml")
-	must(t, os.WriteFile(meshFile, []byte(meshConfig), 0o600))
+	must(t, os.WriteFile(meshFile, []byte(proc.MeshConfig), 0o600))
 
 	cl.istiodGRPC, cl.istiodMon, cl.istiodHTTP = freeAddr(t), freeAddr(t), freeAddr(t)
 	cl.istiod = &proc.Process{Name: "istiod", Path: istiodBin, Log: filepath.Join(dir, "istiod.log"),

@@ -363,8 +363,8 @@ func fullMatch(re, v string) (bool, error) {
 	return rx.MatchString(v), nil
 }
 
-// OutboundRoutes is the weighted clusters of the default (last, catch-all) route of a client's outbound
-// virtual host for host:port, and of every route with a header match, rendered as lines.
+// OutboundRoutes renders every route of a client's outbound virtual host for host:port, in order, as
+// "<match> -> <cluster>=<weight> ..." lines ("default" for a route without header or path match).
 func (c *ProxyConfig) OutboundRoutes(host string, port uint32) ([]string, error) {
 	// Istio names a route configuration after the port ("80", all services of the port, one
 	// virtual host per domain) or, for a port whose protocol is sniffed, after the service

@@ -10,13 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/smi2istio/smi2istio/internal/proc"
-	"github.com/smi2istio/smi2istio/internal/testenv"
 )
 
 var sizes = map[string]size{
@@ -39,7 +39,9 @@ func main() {
 		}
 	}
 
-	root := testenv.RepoRoot()
+	// The repository holding this file (internal/testenv would bring Istio's validation packages).
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 	dir := *workdir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "smi2istio-bench-")
@@ -53,13 +55,19 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	// Istio's CRDs of the pinned version, cached by the script `make run` uses too.
+	out, err := exec.Command(filepath.Join(root, "hack", "istio-crds.sh")).Output()
+	if err != nil {
+		fail(fmt.Errorf("hack/istio-crds.sh: %w", err))
+	}
+	istioCRDs := strings.TrimSpace(string(out))
 	var rows []result
 	for _, n := range strings.Split(*names, ",") {
 		s, ok := sizes[strings.TrimSpace(n)]
 		if !ok {
 			fail(fmt.Errorf("unknown size %q", n))
 		}
-		r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, s.Name), bin: bin,
+		r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, s.Name), bin: bin, istioCRDs: istioCRDs,
 			idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir})
 		rows = append(rows, r)
 		fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", s.Name, r)

@@ -30,6 +30,7 @@ import (
 type config struct {
 	size             size
 	root, dir, bin   string
+	istioCRDs        string
 	idle             time.Duration
 	samples, workers int
 	pprofDir         string
@@ -95,10 +96,8 @@ func run(ctx context.Context, cfg config) result {
 	check(os.MkdirAll(certDir, 0o700))
 	ca, err := proc.ProvidedCert(certDir)
 	check(err)
-	check(proc.InstallCRDs(ctx, c, cfg.root, webhook, ca))
-	check(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}))
-	check(c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"},
-		Data: map[string]string{"mesh": "trustDomain: cluster.local\nrootNamespace: istio-system\n"}}))
+	check(proc.InstallCRDs(ctx, c, cfg.root, webhook, ca, cfg.istioCRDs))
+	check(proc.InstallMeshConfig(ctx, c))
 	check(c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-node"}}))
 	for i := range s.namespaces() {
 		check(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsName(i), Labels: map[string]string{"istio-injection": "enabled"}}}))

@@ -1,5 +1,6 @@
 // Package proc runs the operator binary and istiod as child processes against a control plane, for
-// the e2e suite and the benchmarks: build, start (until ready), stop, kill, and their logs.
+// the e2e suite and the benchmarks: build, start (until ready), stop, kill, their logs and metrics,
+// and the CRDs and mesh config they need on the control plane.
 package proc
 
 import (
@@ -15,12 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/internal/certs"
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 )
 
@@ -148,22 +150,38 @@ func BuildOperator(root, dir string) (string, error) {
 // InstallCRDs installs what a cluster admin installs before the operator: the CRDs of
 // config/crd/bases under root (SMI kinds with their conversion pointed at webhookAddr, where the
 // operator serves it; caBundle nil: the operator sets it, in its self-signed mode; the config CRD)
-// and Istio's CRDs pinned by go.mod.
-func InstallCRDs(ctx context.Context, c client.Client, root, webhookAddr string, caBundle []byte) error {
+// and Istio's CRDs from istioCRDs (crd-all.gen.yaml of the pinned Istio, hack/istio-crds.sh).
+func InstallCRDs(ctx context.Context, c client.Client, root, webhookAddr string, caBundle []byte, istioCRDs string) error {
 	list, err := crds.Load(filepath.Join(root, "config", "crd", "bases"))
 	if err != nil {
 		return err
 	}
 	list = crds.WithClientConfig(list, apiextv1.WebhookClientConfig{URL: ptr.To("https://" + webhookAddr + crds.ConversionPath), CABundle: caBundle})
-	f, err := istiocheck.CRDFile()
-	if err != nil {
-		return err
-	}
-	istio, err := crds.LoadFile(f)
+	istio, err := crds.LoadFile(istioCRDs)
 	if err != nil {
 		return err
 	}
 	return crds.Install(ctx, c, append(list, istio...))
+}
+
+// MeshConfig is Istio's mesh configuration of the suites' meshes: istiod's --meshConfig file and
+// the istio ConfigMap the operator reads the trust domain from.
+const MeshConfig = `trustDomain: cluster.local
+rootNamespace: istio-system
+defaultConfig:
+  discoveryAddress: istiod.istio-system.svc:15012
+`
+
+// InstallMeshConfig creates Istio's namespace and its istio ConfigMap holding MeshConfig.
+func InstallMeshConfig(ctx context.Context, c client.Client) error {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}); err != nil {
+		return fmt.Errorf("create namespace istio-system: %w", err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"}, Data: map[string]string{"mesh": MeshConfig}}
+	if err := c.Create(ctx, cm); err != nil {
+		return fmt.Errorf("create the istio ConfigMap: %w", err)
+	}
+	return nil
 }
 
 // Operator describes the operator process against the cluster of kubeconfig, serving its
