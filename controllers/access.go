@@ -8,21 +8,18 @@ import (
 	"strings"
 
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -30,19 +27,26 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
+	"github.com/smi2istio/smi2istio/internal/workloads"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
-// GVKs the access reconciler reads and writes. TrafficTargets are read as v1alpha2, the only
-// version with both the spec wrapper and destination.port.
+// GVKs the access reconciler reads and writes. TrafficTargets are watched in their stored version
+// (v1alpha3), so that no watch event or status write goes through the conversion webhook, and
+// converted in process to the hub v1alpha2 (the only version with both the spec wrapper and
+// destination.port, which v1alpha3 keeps in the conversion annotation) by normalize.
 var (
-	TrafficTargetGVK       = schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha2", Kind: "TrafficTarget"}
+	TrafficTargetGVK       = schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha3", Kind: "TrafficTarget"}
 	TCPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "TCPRoute"}
 	UDPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "UDPRoute"}
 	AuthorizationPolicyGVK = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "AuthorizationPolicy"}
 	PeerAuthenticationGVK  = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "PeerAuthentication"}
 	EnvoyFilterGVK         = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}
 )
+
+// trafficTargetOwnerAPIVersion is the apiVersion generated objects name their TrafficTarget owner
+// by: the hub version, as since the first release (any served version resolves the same object).
+const trafficTargetOwnerAPIVersion = normalize.TrafficTargetAPIVersion
 
 const (
 	indexTargetDestination = "smi2istio.target.destination" // destination ServiceAccount name
@@ -73,6 +77,8 @@ type AccessReconciler struct {
 	// re-reconciles every destination when it changes.
 	State  StateSource
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
+	// Workloads is the index of pods and pod templates; SetupWithManager makes one when nil.
+	Workloads *workloads.Index
 }
 
 // +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets,verbs=get;list;watch
@@ -83,81 +89,6 @@ type AccessReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=security.istio.io,resources=authorizationpolicies;peerauthentications,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;update;patch;delete
-
-// WorkloadTransform keeps only what workload resolution needs of pods and controllers (labels,
-// ServiceAccount, owners): 50k pods stay cheap in the cache.
-func WorkloadTransform(obj any) (any, error) {
-	keepMeta := func(m *metav1.ObjectMeta) {
-		*m = metav1.ObjectMeta{Name: m.Name, Namespace: m.Namespace, UID: m.UID, ResourceVersion: m.ResourceVersion,
-			Generation: m.Generation, Labels: m.Labels, OwnerReferences: m.OwnerReferences, DeletionTimestamp: m.DeletionTimestamp}
-	}
-	template := func(t *corev1.PodTemplateSpec) {
-		*t = corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: t.Labels}, Spec: corev1.PodSpec{ServiceAccountName: t.Spec.ServiceAccountName}}
-	}
-	switch o := obj.(type) {
-	case *corev1.Pod:
-		keepMeta(&o.ObjectMeta)
-		o.Spec = corev1.PodSpec{ServiceAccountName: o.Spec.ServiceAccountName}
-		o.Status = corev1.PodStatus{}
-	case *appsv1.Deployment:
-		keepMeta(&o.ObjectMeta)
-		template(&o.Spec.Template)
-		o.Spec = appsv1.DeploymentSpec{Template: o.Spec.Template}
-		o.Status = appsv1.DeploymentStatus{}
-	case *appsv1.StatefulSet:
-		keepMeta(&o.ObjectMeta)
-		template(&o.Spec.Template)
-		o.Spec = appsv1.StatefulSetSpec{Template: o.Spec.Template}
-		o.Status = appsv1.StatefulSetStatus{}
-	case *appsv1.DaemonSet:
-		keepMeta(&o.ObjectMeta)
-		template(&o.Spec.Template)
-		o.Spec = appsv1.DaemonSetSpec{Template: o.Spec.Template}
-		o.Status = appsv1.DaemonSetStatus{}
-	}
-	return obj, nil
-}
-
-// CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere,
-// workloads trimmed to what workload resolution reads, and of ConfigMaps only Istio's mesh config.
-func CacheOptions() cache.Options {
-	return cache.Options{
-		DefaultTransform: StripTransform,
-		ByObject: map[client.Object]cache.ByObject{
-			// Only Istio's mesh config is read: never cache other ConfigMaps.
-			&corev1.ConfigMap{}:   {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
-			&corev1.Pod{}:         {Transform: WorkloadTransform},
-			&appsv1.Deployment{}:  {Transform: WorkloadTransform},
-			&appsv1.StatefulSet{}: {Transform: WorkloadTransform},
-			&appsv1.DaemonSet{}:   {Transform: WorkloadTransform},
-		},
-	}
-}
-
-// lastApplied is where client-side `kubectl apply` (how the OSM guides apply SMI manifests) keeps a
-// full copy of the object.
-const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
-
-// StripTransform drops what no reconciler reads from every cached object: managed fields and
-// kubectl's last-applied copy (which doubles an object's size in memory).
-func StripTransform(obj any) (any, error) {
-	obj, err := cache.TransformStripManagedFields()(obj)
-	if err != nil {
-		return obj, err
-	}
-	if m, ok := obj.(metav1.Object); ok {
-		if a := m.GetAnnotations(); a[lastApplied] != "" {
-			kept := make(map[string]string, len(a)-1)
-			for k, v := range a {
-				if k != lastApplied {
-					kept[k] = v
-				}
-			}
-			m.SetAnnotations(kept)
-		}
-	}
-	return obj, nil
-}
 
 // SetupWithManager registers the indexes and watches.
 func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
@@ -198,11 +129,6 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 			return r.destinations(ctx, o.GetNamespace(), client.MatchingFields{indexTargetRoutes: kind + "/" + o.GetName()})
 		})
 	}
-	// A workload change can make another ServiceAccount's selector imprecise: recompute every
-	// destination of the namespace (they are few; workloads are many).
-	namespaceFanIn := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-		return r.destinations(ctx, o.GetNamespace())
-	})
 	byDestinationLabel := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		d := o.GetLabels()[translate.DestinationLabel]
 		if d == "" || o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
@@ -213,7 +139,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	saFanIn := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
 	})
-	workloadChange := builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, predicate.GenerationChangedPredicate{}))
+	if r.Workloads == nil {
+		r.Workloads = workloads.New()
+	}
 
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("access")
@@ -228,10 +156,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		Watches(newObj(TCPRouteGVK), routeFanIn("TCPRoute")).
 		Watches(newObj(UDPRouteGVK), routeFanIn("UDPRoute")).
 		Watches(&corev1.ServiceAccount{}, saFanIn).
-		Watches(&corev1.Pod{}, namespaceFanIn, workloadChange).
-		Watches(&appsv1.Deployment{}, namespaceFanIn, workloadChange).
-		Watches(&appsv1.StatefulSet{}, namespaceFanIn, workloadChange).
-		Watches(&appsv1.DaemonSet{}, namespaceFanIn, workloadChange).
+		// A workload change can make another ServiceAccount's selector imprecise: recompute every
+		// destination of the namespace (they are few; workloads are many).
+		WatchesRawSource(&workloadSource{index: r.Workloads, cfg: mgr.GetConfig(), fan: r.destinations}).
 		Watches(newObj(AuthorizationPolicyGVK), byDestinationLabel).
 		Watches(newObj(PeerAuthenticationGVK), byDestinationLabel).
 		Watches(newObj(EnvoyFilterGVK), byDestinationLabel).
@@ -322,7 +249,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if enforcing {
 		for _, tr := range res.Targets {
 			owner := byName[tr.Name]
-			a := applier{c: r.Client, owner: ownerRef(owner, TrafficTargetGVK.GroupVersion().String(), TrafficTargetGVK.Kind)}
+			a := applier{c: r.Client, owner: ownerRef(owner, trafficTargetOwnerAPIVersion, TrafficTargetGVK.Kind)}
 			for _, o := range tr.Objects() {
 				d, err := a.desired(o)
 				if err != nil {
@@ -341,7 +268,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 				}
 				var refs []metav1.OwnerReference
 				for i, u := range items {
-					ref := ownerRef(u, TrafficTargetGVK.GroupVersion().String(), TrafficTargetGVK.Kind)
+					ref := ownerRef(u, trafficTargetOwnerAPIVersion, TrafficTargetGVK.Kind)
 					ref.Controller = ptr.To(i == 0)
 					refs = append(refs, ref)
 				}
@@ -495,67 +422,41 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 			in.PortRoutes[rule.Kind+"/"+rule.Name] = pr
 		}
 	}
-	ws, err := r.workloads(ctx, ns)
-	if err != nil {
-		return in, err
-	}
-	in.Workloads = ws
+	in.Workloads = r.Workloads.Workloads(ns)
 	return in, nil
 }
 
-// workloads lists the namespace's pod templates and pods (pods owned by a listed controller's
-// ReplicaSet carry the same labels plus a volatile hash, and resolve to the same selector).
-func (r *AccessReconciler) workloads(ctx context.Context, ns string) ([]translate.Workload, error) {
-	var out []translate.Workload
-	for _, l := range []struct {
-		kind string
-		list client.ObjectList
-	}{
-		{"Deployment", &appsv1.DeploymentList{}},
-		{"StatefulSet", &appsv1.StatefulSetList{}},
-		{"DaemonSet", &appsv1.DaemonSetList{}},
-		{"Pod", &corev1.PodList{}},
-	} {
-		// Read-only: the cache's objects are not copied (every workload of the namespace is listed for
-		// each destination; copying them was most of the operator's garbage, see docs/benchmarks.md).
-		if err := r.Client.List(ctx, l.list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
-			return nil, fmt.Errorf("list %ss: %w", l.kind, err)
-		}
-		if err := meta.EachListItem(l.list, func(o runtime.Object) error {
-			obj, ok := o.(client.Object)
-			if !ok || obj.GetDeletionTimestamp() != nil {
-				return nil
-			}
-			sa, labels := podIdentity(o)
-			if sa == "" {
-				sa = "default"
-			}
-			out = append(out, translate.Workload{Name: l.kind + "/" + obj.GetName(), ServiceAccount: sa, Labels: labels})
-			return nil
-		}); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
+// workloadSource runs the workload index for the controller and enqueues the destinations of every
+// namespace whose workloads changed; workers start once the index has listed everything.
+type workloadSource struct {
+	index *workloads.Index
+	cfg   *rest.Config
+	fan   func(ctx context.Context, ns string, opts ...client.ListOption) []reconcile.Request
 }
 
-// podIdentity is the ServiceAccount and labels of a pod, or of a controller's pod template.
-func podIdentity(o runtime.Object) (serviceAccount string, labels map[string]string) {
-	var t *corev1.PodTemplateSpec
-	switch w := o.(type) {
-	case *corev1.Pod:
-		return w.Spec.ServiceAccountName, w.Labels
-	case *appsv1.Deployment:
-		t = &w.Spec.Template
-	case *appsv1.StatefulSet:
-		t = &w.Spec.Template
-	case *appsv1.DaemonSet:
-		t = &w.Spec.Template
-	default:
-		return "", nil
-	}
-	return t.Spec.ServiceAccountName, t.Labels
+func (s *workloadSource) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+	go func() {
+		if err := s.index.Run(ctx, s.cfg); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "workload index stopped")
+		}
+	}()
+	go func() {
+		for {
+			changed := s.index.Changed(ctx)
+			if changed == nil {
+				return
+			}
+			for _, ns := range changed {
+				for _, req := range s.fan(ctx, ns) {
+					queue.Add(req)
+				}
+			}
+		}
+	}()
+	return nil
 }
+
+func (s *workloadSource) WaitForSync(ctx context.Context) error { return s.index.WaitForSync(ctx) }
 
 func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) conditionSet {
 	st := applied()

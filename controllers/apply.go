@@ -131,8 +131,13 @@ func (a applier) apply(ctx context.Context, want, have *unstructured.Unstructure
 }
 
 // upToDate reports whether have already carries everything in want.
+// A cached generated object carries the hash of its spec instead of the spec (GeneratedTransform).
 func upToDate(want, have *unstructured.Unstructured) bool {
-	if !reflect.DeepEqual(want.Object["spec"], have.Object["spec"]) {
+	if cached, ok := have.GetAnnotations()[SpecHashAnnotation]; ok {
+		if h, err := specHash(want.Object["spec"]); err != nil || h != cached {
+			return false
+		}
+	} else if !reflect.DeepEqual(want.Object["spec"], have.Object["spec"]) {
 		return false
 	}
 	for k, v := range want.GetLabels() {

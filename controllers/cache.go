@@ -1,0 +1,126 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere,
+// Services trimmed to what translation reads, generated Istio objects kept as metadata plus a hash
+// of their spec, and of ConfigMaps only Istio's mesh config. Pods and pod templates are not in it:
+// the access reconciler has its own compact index of them (internal/workloads).
+func CacheOptions() cache.Options {
+	generated := cache.ByObject{Transform: GeneratedTransform}
+	return cache.Options{
+		DefaultTransform: StripTransform,
+		ByObject: map[client.Object]cache.ByObject{
+			// Only Istio's mesh config is read: never cache other ConfigMaps.
+			&corev1.ConfigMap{}:            {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
+			&corev1.Service{}:              {Transform: ServiceTransform},
+			newObj(VirtualServiceGVK):      generated,
+			newObj(DestinationRuleGVK):     generated,
+			newObj(AuthorizationPolicyGVK): generated,
+			newObj(PeerAuthenticationGVK):  generated,
+			newObj(EnvoyFilterGVK):         generated,
+		},
+	}
+}
+
+// lastApplied is where client-side `kubectl apply` (how the OSM guides apply SMI manifests) keeps a
+// full copy of the object.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// StripTransform drops what no reconciler reads from every cached object: managed fields and
+// kubectl's last-applied copy (which doubles an object's size in memory).
+func StripTransform(obj any) (any, error) {
+	obj, err := cache.TransformStripManagedFields()(obj)
+	if err != nil {
+		return obj, err
+	}
+	if m, ok := obj.(metav1.Object); ok {
+		if a := m.GetAnnotations(); a[lastApplied] != "" {
+			kept := make(map[string]string, len(a)-1)
+			for k, v := range a {
+				if k != lastApplied {
+					kept[k] = v
+				}
+			}
+			m.SetAnnotations(kept)
+		}
+	}
+	return obj, nil
+}
+
+// ServiceTransform keeps of a Service what translation reads: its identity, ports and selector.
+func ServiceTransform(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return obj, nil
+	}
+	return &corev1.Service{
+		TypeMeta: svc.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Namespace: svc.Namespace, UID: svc.UID, ResourceVersion: svc.ResourceVersion,
+			Generation: svc.Generation, Labels: svc.Labels, DeletionTimestamp: svc.DeletionTimestamp},
+		Spec: corev1.ServiceSpec{Ports: svc.Spec.Ports, Selector: svc.Spec.Selector},
+	}, nil
+}
+
+// SpecHashAnnotation exists in the cache only: on a generated object (ManagedByLabel) the
+// GeneratedTransform replaces the spec by its hash here, keeping just the hosts the field indexes
+// and fan-ins read. upToDate compares the desired spec's hash with it.
+const SpecHashAnnotation = "smi2istio.io/cached-spec-hash"
+
+// GeneratedTransform keeps of an Istio object this operator generated its metadata, the hosts of
+// its spec (VirtualService hosts, DestinationRule host) and a hash of the whole spec as it is in the
+// cluster, so that a hand edit still shows. Objects of others are kept whole (after StripTransform).
+func GeneratedTransform(obj any) (any, error) {
+	obj, err := StripTransform(obj)
+	if err != nil {
+		return obj, err
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok || u.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
+		return obj, nil
+	}
+	spec, _ := u.Object["spec"].(map[string]any)
+	hash, err := specHash(spec)
+	if err != nil {
+		return u, nil // kept whole: compared in full
+	}
+	kept := map[string]any{}
+	for _, k := range []string{"hosts", "host"} {
+		if v, ok := spec[k]; ok {
+			kept[k] = v
+		}
+	}
+	annotations := u.GetAnnotations()
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	annotations[SpecHashAnnotation] = hash
+	u.SetAnnotations(annotations)
+	u.Object["spec"] = kept
+	delete(u.Object, "status")
+	return u, nil
+}
+
+// specHash is the SHA-256 of a spec's JSON (map keys sorted by encoding/json, so equal content
+// hashes equally whatever the numeric types of the decoded maps).
+func specHash(spec any) (string, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:16]), nil
+}

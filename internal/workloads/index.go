@@ -1,0 +1,396 @@
+// Package workloads keeps, per namespace, the ServiceAccount and stable labels of every pod and pod
+// template (Deployment, StatefulSet, DaemonSet) — all that selector resolution reads of them — in a
+// few bytes per pod, and tells which namespaces' workloads changed.
+//
+// It replaces four informer caches of typed objects: a cached Pod costs over a kilobyte of struct
+// alone however much a transform blanks, and 50,000 pods dominated the operator's memory (see
+// docs/benchmarks.md). Here a pod is a name in a map pointing at an identity (ServiceAccount and
+// stable labels) shared with every pod of the same template.
+package workloads
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// Kinds of workloads, in the order Workloads lists them.
+var Kinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Pod"}
+
+// identity is what selector resolution needs of a workload. Shared by every workload that has it:
+// never modified once made.
+type identity struct {
+	serviceAccount string
+	labels         map[string]string // stable labels only (translate.VolatileLabels dropped)
+	key            string
+	refs           int
+}
+
+// namespace holds the workloads of one namespace: per kind, name -> identity.
+type namespace [4]map[string]*identity
+
+// Index is the compact, per-namespace index of workload identities.
+type Index struct {
+	mu         sync.RWMutex
+	namespaces map[string]*namespace
+	identities map[string]*identity
+	synced     [4]bool
+	syncedCh   chan struct{}
+
+	// dirty namespaces not yet reported; signal wakes the notifier.
+	dirty  map[string]struct{}
+	signal chan struct{}
+}
+
+// New returns an empty index; Run fills it.
+func New() *Index {
+	return &Index{
+		namespaces: map[string]*namespace{},
+		identities: map[string]*identity{},
+		syncedCh:   make(chan struct{}),
+		dirty:      map[string]struct{}{},
+		signal:     make(chan struct{}, 1),
+	}
+}
+
+// Run watches the four kinds (protobuf, streamed initial lists) until ctx ends.
+func (ix *Index) Run(ctx context.Context, cfg *rest.Config) error {
+	cfg = rest.CopyConfig(cfg)
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("workload index client: %w", err)
+	}
+	sources := []struct {
+		getter   toolscache.Getter
+		resource string
+		obj      runtime.Object
+	}{
+		{cs.AppsV1().RESTClient(), "deployments", &appsv1.Deployment{}},
+		{cs.AppsV1().RESTClient(), "statefulsets", &appsv1.StatefulSet{}},
+		{cs.AppsV1().RESTClient(), "daemonsets", &appsv1.DaemonSet{}},
+		{cs.CoreV1().RESTClient(), "pods", &corev1.Pod{}},
+	}
+	var wg sync.WaitGroup
+	for i, s := range sources {
+		lw := toolscache.NewListWatchFromClient(s.getter, s.resource, metav1.NamespaceAll, fields.Everything())
+		r := toolscache.NewReflectorWithOptions(lw, s.obj, &store{ix: ix, kind: i}, toolscache.ReflectorOptions{Name: "workloads/" + s.resource})
+		wg.Go(func() { r.RunWithContext(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// WaitForSync blocks until every kind has been listed once, or ctx ends.
+func (ix *Index) WaitForSync(ctx context.Context) error {
+	select {
+	case <-ix.syncedCh:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("workload index not synced: %w", ctx.Err())
+	}
+}
+
+// HasSynced reports whether every kind has been listed once.
+func (ix *Index) HasSynced() bool {
+	select {
+	case <-ix.syncedCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// Workloads lists the namespace's workloads (pods and pod templates), named "<Kind>/<name>".
+func (ix *Index) Workloads(ns string) []translate.Workload {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n := ix.namespaces[ns]
+	if n == nil {
+		return nil
+	}
+	size := 0
+	for _, m := range n {
+		size += len(m)
+	}
+	out := make([]translate.Workload, 0, size)
+	for k, m := range n {
+		for name, id := range m {
+			out = append(out, translate.Workload{Name: Kinds[k] + "/" + name, ServiceAccount: id.serviceAccount, Labels: id.labels})
+		}
+	}
+	return out
+}
+
+// Changed waits for namespaces whose workloads changed (added, removed, or a new ServiceAccount
+// or stable labels) and returns them; nil when ctx ends.
+func (ix *Index) Changed(ctx context.Context) []string {
+	for {
+		ix.mu.Lock()
+		if len(ix.dirty) > 0 {
+			out := make([]string, 0, len(ix.dirty))
+			for ns := range ix.dirty {
+				out = append(out, ns)
+			}
+			clear(ix.dirty)
+			ix.mu.Unlock()
+			sort.Strings(out)
+			return out
+		}
+		ix.mu.Unlock()
+		select {
+		case <-ix.signal:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (ix *Index) markDirty(ns string) {
+	ix.dirty[ns] = struct{}{}
+	select {
+	case ix.signal <- struct{}{}:
+	default:
+	}
+}
+
+// entry is one workload as the index records it.
+type entry struct {
+	namespace, name string
+	serviceAccount  string
+	labels          map[string]string
+	deleting        bool
+}
+
+// saAnnotation carries the ServiceAccount in the compact form objects take while a watch streams
+// the initial list (see store.Transformer).
+const saAnnotation = "workloads.smi2istio.io/service-account"
+
+// entryOf reads a workload from a typed object, its compact form, or a tombstone.
+func entryOf(obj any) (entry, bool) {
+	if t, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	var meta *metav1.ObjectMeta
+	var tmpl *corev1.PodTemplateSpec
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Spec.ServiceAccountName, labels: o.Labels,
+			deleting: o.DeletionTimestamp != nil}, true
+	case *metav1.PartialObjectMetadata:
+		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Annotations[saAnnotation], labels: o.Labels,
+			deleting: o.DeletionTimestamp != nil}, true
+	case *appsv1.Deployment:
+		meta, tmpl = &o.ObjectMeta, &o.Spec.Template
+	case *appsv1.StatefulSet:
+		meta, tmpl = &o.ObjectMeta, &o.Spec.Template
+	case *appsv1.DaemonSet:
+		meta, tmpl = &o.ObjectMeta, &o.Spec.Template
+	default:
+		return entry{}, false
+	}
+	return entry{namespace: meta.Namespace, name: meta.Name, serviceAccount: tmpl.Spec.ServiceAccountName, labels: tmpl.Labels,
+		deleting: meta.DeletionTimestamp != nil}, true
+}
+
+// stable drops the volatile labels (they never select a workload, and differ pod by pod).
+func stable(labels map[string]string) map[string]string {
+	out := make(map[string]string, len(labels))
+	for k, v := range labels {
+		out[k] = v
+	}
+	for _, k := range translate.VolatileLabels {
+		delete(out, k)
+	}
+	return out
+}
+
+func identityKey(sa string, labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(sa)
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+	}
+	return b.String()
+}
+
+// set records a workload (or removes it when it is terminating); callers hold mu.
+func (ix *Index) set(kind int, e entry) {
+	if e.deleting {
+		ix.remove(kind, e.namespace, e.name)
+		return
+	}
+	sa := e.serviceAccount
+	if sa == "" {
+		sa = "default"
+	}
+	labels := stable(e.labels)
+	key := identityKey(sa, labels)
+	n := ix.namespaces[e.namespace]
+	if n == nil {
+		n = &namespace{}
+		ix.namespaces[e.namespace] = n
+	}
+	if n[kind] == nil {
+		n[kind] = map[string]*identity{}
+	}
+	old := n[kind][e.name]
+	if old != nil && old.key == key {
+		return
+	}
+	id := ix.identities[key]
+	if id == nil {
+		id = &identity{serviceAccount: sa, labels: labels, key: key}
+		ix.identities[key] = id
+	}
+	id.refs++
+	if old != nil {
+		ix.release(old)
+	}
+	n[kind][e.name] = id
+	ix.markDirty(e.namespace)
+}
+
+// remove forgets a workload; callers hold mu.
+func (ix *Index) remove(kind int, ns, name string) {
+	n := ix.namespaces[ns]
+	if n == nil || n[kind][name] == nil {
+		return
+	}
+	ix.release(n[kind][name])
+	delete(n[kind], name)
+	if len(n[kind]) == 0 {
+		n[kind] = nil
+		if n[0] == nil && n[1] == nil && n[2] == nil && n[3] == nil {
+			delete(ix.namespaces, ns)
+		}
+	}
+	ix.markDirty(ns)
+}
+
+func (ix *Index) release(id *identity) {
+	id.refs--
+	if id.refs == 0 {
+		delete(ix.identities, id.key)
+	}
+}
+
+// compact is the form an object takes while a watch streams the initial list: its identity, the
+// labels shared with others of that identity when one is known.
+func (ix *Index) compact(obj any) (any, error) {
+	e, ok := entryOf(obj)
+	if !ok {
+		return obj, nil
+	}
+	if _, already := obj.(*metav1.PartialObjectMetadata); already {
+		return obj, nil
+	}
+	sa := e.serviceAccount
+	if sa == "" {
+		sa = "default"
+	}
+	labels := stable(e.labels)
+	ix.mu.RLock()
+	if id := ix.identities[identityKey(sa, labels)]; id != nil {
+		labels = id.labels
+	}
+	ix.mu.RUnlock()
+	out := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: e.namespace, Name: e.name, Labels: labels,
+		Annotations: map[string]string{saAnnotation: sa}}}
+	if e.deleting {
+		out.DeletionTimestamp = &metav1.Time{}
+	}
+	return out, nil
+}
+
+// store is the reflector's store for one kind: it writes through to the index.
+type store struct {
+	ix   *Index
+	kind int
+}
+
+var _ toolscache.TransformingStore = &store{}
+
+func (s *store) Add(obj any) error                     { return s.Update(obj) }
+func (s *store) Resync() error                         { return nil }
+func (s *store) Transformer() toolscache.TransformFunc { return s.ix.compact }
+
+func (s *store) Update(obj any) error {
+	e, ok := entryOf(obj)
+	if !ok {
+		return fmt.Errorf("workload index: unexpected %T", obj)
+	}
+	s.ix.mu.Lock()
+	defer s.ix.mu.Unlock()
+	s.ix.set(s.kind, e)
+	return nil
+}
+
+func (s *store) Delete(obj any) error {
+	e, ok := entryOf(obj)
+	if !ok {
+		return fmt.Errorf("workload index: unexpected %T", obj)
+	}
+	s.ix.mu.Lock()
+	defer s.ix.mu.Unlock()
+	s.ix.remove(s.kind, e.namespace, e.name)
+	return nil
+}
+
+// Replace makes the kind's content exactly list (a fresh list or relist).
+func (s *store) Replace(list []any, _ string) error {
+	entries := make([]entry, 0, len(list))
+	for _, obj := range list {
+		e, ok := entryOf(obj)
+		if !ok {
+			return fmt.Errorf("workload index: unexpected %T", obj)
+		}
+		entries = append(entries, e)
+	}
+	s.ix.mu.Lock()
+	defer s.ix.mu.Unlock()
+	present := map[string]map[string]bool{}
+	for _, e := range entries {
+		if present[e.namespace] == nil {
+			present[e.namespace] = map[string]bool{}
+		}
+		present[e.namespace][e.name] = !e.deleting
+		s.ix.set(s.kind, e)
+	}
+	for ns, n := range s.ix.namespaces {
+		for name := range n[s.kind] {
+			if !present[ns][name] {
+				s.ix.remove(s.kind, ns, name)
+			}
+		}
+	}
+	if !s.ix.synced[s.kind] {
+		s.ix.synced[s.kind] = true
+		if s.ix.synced[0] && s.ix.synced[1] && s.ix.synced[2] && s.ix.synced[3] {
+			close(s.ix.syncedCh)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,211 @@
+package workloads
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+func pod(ns, name, sa string, labels map[string]string) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+}
+
+func deployment(ns, name, sa string, labels map[string]string) *appsv1.Deployment {
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "app"}}}},
+		},
+	}
+}
+
+func sorted(ws []translate.Workload) []translate.Workload {
+	sort.Slice(ws, func(i, j int) bool { return ws[i].Name < ws[j].Name })
+	return ws
+}
+
+func changed(t *testing.T, ix *Index) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := ix.Changed(ctx)
+	if got == nil {
+		t.Fatal("no namespace reported changed within 30s")
+	}
+	return got
+}
+
+// Against a real apiserver: objects listed at start (streamed in compact form) and watched after,
+// identities shared between pods of a template, and changes reported only when a workload appears,
+// goes, or changes ServiceAccount or stable labels.
+func TestIndex(t *testing.T) {
+	cp, err := localcp.Start("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cp.Stop() }()
+	cs := kubernetes.NewForConfigOrDie(cp.Config)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, ns := range []string{"shop", "other"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	web := map[string]string{"app": "web", "version": "v1"}
+	if _, err := cs.AppsV1().Deployments("shop").Create(ctx, deployment("shop", "web", "web", web), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i, hash := range []string{"aaa", "bbb"} {
+		p := pod("shop", fmt.Sprintf("web-%d", i), "web", map[string]string{"app": "web", "version": "v1", "pod-template-hash": hash})
+		if _, err := cs.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cs.CoreV1().Pods("shop").Create(ctx, pod("shop", "db", "", map[string]string{"app": "db"}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	ix := New()
+	go func() {
+		if err := ix.Run(ctx, cp.Config); err != nil {
+			t.Error(err)
+		}
+	}()
+	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
+	defer syncCancel()
+	if err := ix.WaitForSync(syncCtx); err != nil {
+		t.Fatal(err)
+	}
+
+	want := []translate.Workload{
+		{Name: "Deployment/web", ServiceAccount: "web", Labels: web},
+		{Name: "Pod/db", ServiceAccount: "default", Labels: map[string]string{"app": "db"}},
+		{Name: "Pod/web-0", ServiceAccount: "web", Labels: web},
+		{Name: "Pod/web-1", ServiceAccount: "web", Labels: web},
+	}
+	got := sorted(ix.Workloads("shop"))
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("workloads of shop:\n got %+v\nwant %+v", got, want)
+	}
+	// One identity, one labels map, for the template and both its pods.
+	if p := reflect.ValueOf(got[0].Labels).Pointer(); reflect.ValueOf(got[2].Labels).Pointer() != p || reflect.ValueOf(got[3].Labels).Pointer() != p {
+		t.Error("pods of one template do not share their identity")
+	}
+	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"shop"}) {
+		t.Errorf("changed after the initial list: %v", c)
+	}
+
+	// A status change and a new pod of an existing identity elsewhere: only the new one reports.
+	db, err := cs.CoreV1().Pods("shop").Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Status.Phase = corev1.PodRunning
+	if _, err := cs.CoreV1().Pods("shop").UpdateStatus(ctx, db, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("other").Create(ctx, pod("other", "web-9", "web", web), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"other"}) {
+		t.Errorf("changed after a status update in shop and a pod created in other: %v", c)
+	}
+
+	// New stable labels are a change; so is a deletion; a terminating pod is no workload.
+	db, err = cs.CoreV1().Pods("shop").Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Labels["tier"] = "data"
+	db.Finalizers = []string{"example.com/hold"}
+	if _, err := cs.CoreV1().Pods("shop").Update(ctx, db, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"shop"}) {
+		t.Errorf("changed after a label change: %v", c)
+	}
+	if got := sorted(ix.Workloads("shop"))[1]; !reflect.DeepEqual(got.Labels, map[string]string{"app": "db", "tier": "data"}) {
+		t.Errorf("db after the label change: %+v", got)
+	}
+	if err := cs.CoreV1().Pods("shop").Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"shop"}) {
+		t.Errorf("changed after the deletion: %v", c)
+	}
+	for _, w := range ix.Workloads("shop") {
+		if w.Name == "Pod/db" {
+			t.Errorf("terminating pod still listed: %+v", w)
+		}
+	}
+	if err := cs.AppsV1().Deployments("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"shop"}) {
+		t.Errorf("changed after the Deployment's deletion: %v", c)
+	}
+	if n := len(ix.Workloads("shop")); n != 2 {
+		t.Errorf("shop has %d workloads after removing the Deployment and db, want the 2 web pods", n)
+	}
+}
+
+// A relist replaces a kind's content: what is not listed again is gone, other kinds stay, and an
+// identity nobody has any more is forgotten.
+func TestReplace(t *testing.T) {
+	ix := New()
+	pods := &store{ix: ix, kind: 3}
+	deps := &store{ix: ix, kind: 0}
+	if err := deps.Replace([]any{deployment("ns", "d", "sa", map[string]string{"app": "d"})}, "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Replace([]any{pod("ns", "a", "sa", map[string]string{"app": "a"}), pod("ns", "b", "sb", map[string]string{"app": "b"})}, "1"); err != nil {
+		t.Fatal(err)
+	}
+	compact, err := pods.Transformer()(pod("ns", "a", "sa", map[string]string{"app": "a", "pod-template-hash": "x"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pods.Replace([]any{compact}, "2"); err != nil {
+		t.Fatal(err)
+	}
+	got := sorted(ix.Workloads("ns"))
+	want := []translate.Workload{
+		{Name: "Deployment/d", ServiceAccount: "sa", Labels: map[string]string{"app": "d"}},
+		{Name: "Pod/a", ServiceAccount: "sa", Labels: map[string]string{"app": "a"}},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("after the relist:\n got %+v\nwant %+v", got, want)
+	}
+	if len(ix.identities) != 2 {
+		t.Errorf("identities kept: %d, want 2 (b's is gone)", len(ix.identities))
+	}
+	if ix.HasSynced() {
+		t.Error("synced before StatefulSets and DaemonSets were listed")
+	}
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv(localcp.AssetsEnv) == "" {
+		fmt.Fprintln(os.Stderr, "set "+localcp.AssetsEnv+" (make test does: hack/kube-assets.sh)")
+		os.Exit(1)
+	}
+	os.Exit(m.Run())
+}
