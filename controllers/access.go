@@ -45,8 +45,8 @@ var (
 )
 
 // trafficTargetOwnerAPIVersion is the apiVersion generated objects name their TrafficTarget owner
-// by: the hub version, as since the first release (any served version resolves the same object).
-const trafficTargetOwnerAPIVersion = normalize.TrafficTargetAPIVersion
+// by: the stored one, so that the garbage collector's lookups of owners need no conversion either.
+var trafficTargetOwnerAPIVersion = TrafficTargetGVK.GroupVersion().String()
 
 const (
 	indexTargetDestination = "smi2istio.target.destination" // destination ServiceAccount name
@@ -169,7 +169,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 // filtered).
 func (r *AccessReconciler) destinations(ctx context.Context, ns string, opts ...client.ListOption) []reconcile.Request {
 	list := newList(TrafficTargetGVK)
-	if err := r.Client.List(ctx, list, append(opts, client.InNamespace(ns))...); err != nil {
+	if err := r.Client.List(ctx, list, append(opts, client.InNamespace(ns), client.UnsafeDisableDeepCopy)...); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "list TrafficTargets for fan-in", "namespace", ns)
 		return nil
 	}
@@ -195,7 +195,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
 	}
 	list := newList(TrafficTargetGVK)
-	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}); err != nil {
+	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
 	}
 	var items []*unstructured.Unstructured
@@ -339,7 +339,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 // is none of the destination's TrafficTargets).
 func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []*unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	have := newObj(want.GroupVersionKind())
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), have)
+	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -358,7 +358,7 @@ func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstruc
 // prune deletes the destination's generated objects that are no longer wanted.
 func (r *AccessReconciler) prune(ctx context.Context, gvk schema.GroupVersionKind, ns, destination string, keep map[string]bool) error {
 	list := newList(gvk)
-	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{
+	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy, client.MatchingLabels{
 		translate.ManagedByLabel: translate.ManagedByValue, translate.DestinationLabel: destination,
 	}); err != nil {
 		return fmt.Errorf("list %s: %w", gvk.Kind, err)
@@ -395,7 +395,7 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 				continue
 			}
 			u := newObj(gvk)
-			err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rule.Name}, u)
+			err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rule.Name}, u, client.UnsafeDisableDeepCopy)
 			if apierrors.IsNotFound(err) {
 				continue
 			}

@@ -104,7 +104,7 @@ func (a applier) desired(obj runtime.Object) (*unstructured.Unstructured, error)
 func (a applier) check(ctx context.Context, want *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	have := &unstructured.Unstructured{}
 	have.SetGroupVersionKind(want.GroupVersionKind())
-	err := a.c.Get(ctx, client.ObjectKeyFromObject(want), have)
+	err := a.c.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -156,7 +156,7 @@ func upToDate(want, have *unstructured.Unstructured) bool {
 // prune deletes objects of the list's kind in namespace that the owner controls and that are not
 // in keep (names). It returns how many it deleted.
 func (a applier) prune(ctx context.Context, list *unstructured.UnstructuredList, namespace, sourceKind, sourceName string, keep map[string]bool) (int, error) {
-	if err := a.c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{
+	if err := a.c.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy, client.MatchingLabels{
 		translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: sourceKind, translate.SourceNameLabel: sourceName,
 	}); err != nil {
 		return 0, fmt.Errorf("list %s: %w", list.GetKind(), err)

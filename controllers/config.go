@@ -279,7 +279,7 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 			g = TrafficTargetGVK
 		}
 		list := newList(g)
-		if err := r.Client.List(ctx, list); err != nil {
+		if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("list %s: %w", gvk.kind, err)
 		}
 		c := v1alpha1.ObjectCounts{Kind: gvk.kind}

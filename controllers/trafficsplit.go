@@ -204,7 +204,7 @@ func (r *TrafficSplitReconciler) splitsByIndex(ctx context.Context, ns, index st
 	var out []reconcile.Request
 	for _, v := range values {
 		list := newList(TrafficSplitGVK)
-		if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingFields{index: v}); err != nil {
+		if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingFields{index: v}, client.UnsafeDisableDeepCopy); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for fan-in", "index", index, "value", v)
 			continue
 		}
@@ -391,7 +391,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		return nil, &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "InvalidService", Message: err.Error()}}
 	}
 	siblings := newList(TrafficSplitGVK)
-	if err := r.Client.List(ctx, siblings, client.InNamespace(ts.Namespace), client.MatchingFields{indexSplitRoot: root}); err != nil {
+	if err := r.Client.List(ctx, siblings, client.InNamespace(ts.Namespace), client.MatchingFields{indexSplitRoot: root}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list TrafficSplits for root %s: %w", root, err)
 	}
 	if winner := oldest(siblings.Items); winner != nil && winner.GetUID() != ts.UID {
@@ -399,7 +399,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 	}
 	host := translate.ServiceFQDN(root, ts.Namespace, r.Mesh)
 	others := newList(VirtualServiceGVK)
-	if err := r.Client.List(ctx, others, client.MatchingFields{indexVirtualServiceHost: host}); err != nil {
+	if err := r.Client.List(ctx, others, client.MatchingFields{indexVirtualServiceHost: host}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list VirtualServices for host %s: %w", host, err)
 	}
 	for _, vs := range others.Items {
@@ -427,7 +427,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 	}
 	for _, m := range ts.Spec.Matches {
 		g := newObj(HTTPRouteGroupGVK)
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: m.Name}, g)
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: m.Name}, g, client.UnsafeDisableDeepCopy)
 		if apierrors.IsNotFound(err) {
 			continue
 		}

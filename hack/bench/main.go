@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 	"time"
 
 	"github.com/smi2istio/smi2istio/internal/proc"
@@ -31,6 +33,7 @@ func main() {
 	samples := flag.Int("samples", 100, "weight changes timed for the change latency")
 	workers := flag.Int("workers", 8, "concurrent writers of the harness (the same for the baseline and the SMI apply)")
 	pprofDir := flag.String("pprof", "", "directory for the operator's CPU profile of the convergence and heap profile after it (enables its --pprof-bind-address)")
+	memlimit := flag.String("memlimit", manifestMemLimit, "GOMEMLIMIT of the operator: the install manifest sets it to the container's memory limit ("+manifestMemLimit+"); \"off\" runs without one")
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
 	if *pprofDir != "" {
@@ -61,6 +64,11 @@ func main() {
 		fail(fmt.Errorf("hack/istio-crds.sh: %w", err))
 	}
 	istioCRDs := strings.TrimSpace(string(out))
+	if *memlimit != "off" {
+		if _, err := resource.ParseQuantity(strings.TrimSuffix(*memlimit, "B")); err != nil {
+			fail(fmt.Errorf("-memlimit %q: %w", *memlimit, err))
+		}
+	}
 	var rows []result
 	for _, n := range strings.Split(*names, ",") {
 		s, ok := sizes[strings.TrimSpace(n)]
@@ -68,11 +76,11 @@ func main() {
 			fail(fmt.Errorf("unknown size %q", n))
 		}
 		r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, s.Name), bin: bin, istioCRDs: istioCRDs,
-			idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir})
+			idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, memLimit: *memlimit})
 		rows = append(rows, r)
 		fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", s.Name, r)
 	}
-	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers)
+	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers, operator GOMEMLIMIT %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers, *memlimit)
 	printTable(os.Stdout, rows)
 }
 
@@ -88,3 +96,7 @@ func fail(err error) {
 	}
 	os.Exit(1)
 }
+
+// manifestMemLimit is the GOMEMLIMIT the install manifest gives the operator: its container's memory
+// limit (config/manager/manager.yaml, checked by TestMemLimitMatchesManifest), in Go's notation.
+const manifestMemLimit = "256MiB"

@@ -34,6 +34,7 @@ type config struct {
 	idle             time.Duration
 	samples, workers int
 	pprofDir         string
+	memLimit         string
 }
 
 type result struct {
@@ -147,6 +148,9 @@ func run(ctx context.Context, cfg config) result {
 	probeAddr, err := proc.FreeAddr()
 	check(err)
 	op := proc.Operator(cfg.bin, filepath.Join(cfg.dir, "smi2istio.log"), cp.Kubeconfig, webhook, certDir, metricsAddr, probeAddr)
+	if cfg.memLimit != "off" {
+		op.Env = append(op.Env, "GOMEMLIMIT="+cfg.memLimit)
+	}
 	pprofAddr := ""
 	if cfg.pprofDir != "" {
 		pprofAddr, err = proc.FreeAddr()
@@ -177,6 +181,7 @@ func run(ctx context.Context, cfg config) result {
 	stopSampling()
 	res.WritesConverge = writes(metricsAddr) - before
 	logf("%s: converged in %s with %.0f operator writes", s.Name, res.Convergence.Round(time.Millisecond), res.WritesConverge)
+	logf("%s: %.0f objects through the conversion webhook", s.Name, metricSum(metricsAddr, "smi2istio_conversions_total", ""))
 	<-cpuDone
 	if cfg.pprofDir != "" {
 		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-heap.pb.gz"), "heap")

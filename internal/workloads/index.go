@@ -17,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -88,11 +89,59 @@ func (ix *Index) Run(ctx context.Context, cfg *rest.Config) error {
 	var wg sync.WaitGroup
 	for i, s := range sources {
 		lw := toolscache.NewListWatchFromClient(s.getter, s.resource, metav1.NamespaceAll, fields.Everything())
-		r := toolscache.NewReflectorWithOptions(lw, s.obj, &store{ix: ix, kind: i}, toolscache.ReflectorOptions{Name: "workloads/" + s.resource})
+		compactLW := &toolscache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+				return ix.compactList(ctx, lw.ListWithContextFunc, opts)
+			},
+			WatchFuncWithContext: lw.WatchFuncWithContext,
+		}
+		r := toolscache.NewReflectorWithOptions(compactLW, s.obj, &store{ix: ix, kind: i}, toolscache.ReflectorOptions{Name: "workloads/" + s.resource})
 		wg.Go(func() { r.RunWithContext(ctx) })
 	}
 	wg.Wait()
 	return nil
+}
+
+// listPage is how many objects a list asks for at a time.
+const listPage = 500
+
+// compactList lists page by page and compacts each page's objects before asking for the next, so
+// that listing never holds more than a page of full objects. Reflectors list when the apiserver
+// cannot stream the initial list (watch-list needs etcd's progress notifications, which etcd 3.4
+// lacks), and a list at resourceVersion "0" would otherwise come as one response of every pod.
+func (ix *Index) compactList(ctx context.Context, list toolscache.ListWithContextFunc, opts metav1.ListOptions) (runtime.Object, error) {
+	out := &metav1.List{}
+	opts.Limit = listPage
+	if opts.ResourceVersion == "0" {
+		opts.ResourceVersion, opts.ResourceVersionMatch = "", "" // the watch cache ignores limits at "0"
+	}
+	for {
+		page, err := list(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		lm, err := meta.ListAccessor(page)
+		if err != nil {
+			return nil, err
+		}
+		if out.ResourceVersion == "" {
+			out.ResourceVersion = lm.GetResourceVersion()
+		}
+		if err := meta.EachListItem(page, func(o runtime.Object) error {
+			c, err := ix.compact(o)
+			if err != nil {
+				return err
+			}
+			out.Items = append(out.Items, runtime.RawExtension{Object: c.(runtime.Object)})
+			return nil
+		}); err != nil {
+			return nil, err
+		}
+		if lm.GetContinue() == "" {
+			return out, nil
+		}
+		opts.Continue, opts.ResourceVersion, opts.ResourceVersionMatch = lm.GetContinue(), "", ""
+	}
 }
 
 // WaitForSync blocks until every kind has been listed once, or ctx ends.
