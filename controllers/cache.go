@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,8 +42,14 @@ func CacheOptions() cache.Options {
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // StripTransform drops what no reconciler reads from every cached object: managed fields and
-// kubectl's last-applied copy (which doubles an object's size in memory).
+// kubectl's last-applied copy (which doubles an object's size in memory). Of an unstructured object
+// (SMI and Istio objects) it also interns the strings: every decoded object has its own copy of each
+// key ("metadata", "apiVersion", "type", ...) and of the values objects share (kinds, labels,
+// condition types and reasons).
 func StripTransform(obj any) (any, error) {
+	if u, ok := obj.(*unstructured.Unstructured); ok {
+		intern(u.Object)
+	}
 	obj, err := cache.TransformStripManagedFields()(obj)
 	if err != nil {
 		return obj, err
@@ -59,6 +66,29 @@ func StripTransform(obj any) (any, error) {
 		}
 	}
 	return obj, nil
+}
+
+// internMax is the longest string value interned: longer ones are seldom shared.
+const internMax = 64
+
+// intern replaces, in place, the keys and short string values of decoded JSON by canonical copies.
+func intern(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, val := range v {
+			// Assigning to an existing key stores the new (canonical) key string too.
+			v[unique.Make(k).Value()] = intern(val)
+		}
+	case []any:
+		for i := range v {
+			v[i] = intern(v[i])
+		}
+	case string:
+		if len(v) <= internMax {
+			return unique.Make(v).Value()
+		}
+	}
+	return v
 }
 
 // ServiceTransform keeps of a Service what translation reads: its identity, ports and selector.

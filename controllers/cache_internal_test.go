@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"testing"
+	"unsafe"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -52,4 +53,42 @@ func TestGeneratedTransform(t *testing.T) {
 	if _, ok := foreign.Object["spec"].(map[string]any)["http"]; !ok || foreign.GetAnnotations()[SpecHashAnnotation] != "" {
 		t.Errorf("someone else's VirtualService was trimmed: %v", foreign.Object)
 	}
+}
+
+// Decoded objects share one copy of each key and short value once cached.
+func TestStripTransformInterns(t *testing.T) {
+	decode := func() *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON([]byte(`{"apiVersion":"split.smi-spec.io/v1alpha4","kind":"TrafficSplit",
+			"metadata":{"name":"s","namespace":"n","labels":{"app":"bookstore"}},
+			"status":{"conditions":[{"type":"Ready","status":"True","reason":"Applied"}]}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := StripTransform(u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	a, b := decode(), decode()
+	keyOf := func(m map[string]any, want string) string {
+		for k := range m {
+			if k == want {
+				return k
+			}
+		}
+		t.Fatalf("no key %q", want)
+		return ""
+	}
+	same := func(what, x, y string) {
+		if unsafe.StringData(x) != unsafe.StringData(y) {
+			t.Errorf("%s not shared between two cached objects", what)
+		}
+	}
+	same(`key "metadata"`, keyOf(a.Object, "metadata"), keyOf(b.Object, "metadata"))
+	same("apiVersion", a.GetAPIVersion(), b.GetAPIVersion())
+	same(`label "app"`, a.GetLabels()["app"], b.GetLabels()["app"])
+	ca := a.Object["status"].(map[string]any)["conditions"].([]any)[0].(map[string]any)
+	cb := b.Object["status"].(map[string]any)["conditions"].([]any)[0].(map[string]any)
+	same("condition reason", ca["reason"].(string), cb["reason"].(string))
+	same(`condition key "type"`, keyOf(ca, "type"), keyOf(cb, "type"))
 }

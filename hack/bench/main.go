@@ -14,9 +14,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
-	"time"
 
 	"github.com/smi2istio/smi2istio/internal/proc"
 )

@@ -181,7 +181,11 @@ func run(ctx context.Context, cfg config) result {
 	stopSampling()
 	res.WritesConverge = writes(metricsAddr) - before
 	logf("%s: converged in %s with %.0f operator writes", s.Name, res.Convergence.Round(time.Millisecond), res.WritesConverge)
-	logf("%s: %.0f objects through the conversion webhook", s.Name, metricSum(metricsAddr, "smi2istio_conversions_total", ""))
+	if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
+		for _, c := range ms["smi2istio_conversions_total"] {
+			logf("%s: %.0f objects through the conversion webhook %s", s.Name, c.Value, c.Labels)
+		}
+	}
 	<-cpuDone
 	if cfg.pprofDir != "" {
 		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-heap.pb.gz"), "heap")

@@ -27,15 +27,23 @@ type savedContent struct {
 
 // Convert converts one SMI object (JSON) to the given apiVersion and returns its JSON.
 func Convert(raw []byte, toAPIVersion string) ([]byte, error) {
+	out, _, err := convert(raw, toAPIVersion)
+	return out, err
+}
+
+// convert is Convert that also returns the apiVersion the object came in.
+func convert(raw []byte, toAPIVersion string) ([]byte, string, error) {
 	obj, err := decode(raw)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	from, _ := obj["apiVersion"].(string)
 	out, err := convertObject(obj, toAPIVersion)
 	if err != nil {
-		return nil, fmt.Errorf("convert %s %s to %s: %w", obj["kind"], describe(obj), toAPIVersion, err)
+		return nil, from, fmt.Errorf("convert %s %s to %s: %w", obj["kind"], describe(obj), toAPIVersion, err)
 	}
-	return json.Marshal(out)
+	raw, err = json.Marshal(out)
+	return raw, from, err
 }
 
 func describe(obj object) string {

@@ -7,6 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 )
 
@@ -204,5 +208,19 @@ func TestErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
 		}
+	}
+}
+
+// The webhook counts the objects it converts by source and desired apiVersion.
+func TestReviewCountsConversions(t *testing.T) {
+	from, to := "split.smi-spec.io/v1alpha2", "split.smi-spec.io/v1alpha4"
+	before := testutil.ToFloat64(Conversions.WithLabelValues(from, to))
+	raw := []byte(`{"apiVersion":"split.smi-spec.io/v1alpha2","kind":"TrafficSplit","metadata":{"name":"s","namespace":"n"},"spec":{"service":"root","backends":[{"service":"v1","weight":1}]}}`)
+	resp := Review(&apiextv1.ConversionRequest{UID: "u", DesiredAPIVersion: to, Objects: []runtime.RawExtension{{Raw: raw}, {Raw: raw}}})
+	if resp.Result.Status != metav1.StatusSuccess {
+		t.Fatalf("review failed: %s", resp.Result.Message)
+	}
+	if got := testutil.ToFloat64(Conversions.WithLabelValues(from, to)) - before; got != 2 {
+		t.Errorf("counted %v conversions %s -> %s, want 2", got, from, to)
 	}
 }

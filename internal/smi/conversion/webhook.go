@@ -58,22 +58,15 @@ func Review(req *apiextv1.ConversionRequest) *apiextv1.ConversionResponse {
 	resp := &apiextv1.ConversionResponse{UID: req.UID}
 	converted := make([]runtime.RawExtension, 0, len(req.Objects))
 	for _, o := range req.Objects {
-		out, err := Convert(o.Raw, req.DesiredAPIVersion)
+		out, from, err := convert(o.Raw, req.DesiredAPIVersion)
 		if err != nil {
 			resp.Result = metav1.Status{Status: metav1.StatusFailure, Message: err.Error()}
 			return resp
 		}
 		converted = append(converted, runtime.RawExtension{Raw: out})
-		Conversions.WithLabelValues(apiVersionOf(o.Raw), req.DesiredAPIVersion).Inc()
+		Conversions.WithLabelValues(from, req.DesiredAPIVersion).Inc()
 	}
 	resp.ConvertedObjects = converted
 	resp.Result = metav1.Status{Status: metav1.StatusSuccess}
 	return resp
-}
-
-// apiVersionOf reads an object's apiVersion ("" when it has none).
-func apiVersionOf(raw []byte) string {
-	var tm metav1.TypeMeta
-	_ = json.Unmarshal(raw, &tm)
-	return tm.APIVersion
 }
