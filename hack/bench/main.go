@@ -16,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/api/resource"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/smi2istio/smi2istio/internal/proc"
 )
@@ -28,6 +30,8 @@ var sizes = map[string]size{
 }
 
 func main() {
+	// The harness's clients log nothing (controller-runtime would otherwise warn, with a stack trace).
+	ctrllog.SetLogger(logr.Discard())
 	names := flag.String("sizes", "S,M,L", "comma-separated sizes: S (100 SMI objects, 500 pods), M (1,000, 5,000), L (10,000, 50,000)")
 	idle := flag.Duration("idle", 5*time.Minute, "how long to count writes while nothing changes")
 	samples := flag.Int("samples", 100, "weight changes timed for the change latency")
