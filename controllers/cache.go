@@ -21,21 +21,25 @@ import (
 // of their spec, and of ConfigMaps only Istio's mesh config. Pods and pod templates are not in it:
 // the access reconciler has its own compact index of them (internal/workloads).
 func CacheOptions() cache.Options {
-	generated := cache.ByObject{Transform: GeneratedTransform}
+	// Istio's kinds are told apart in the default transform, not by ByObject entries: those need
+	// Istio's CRDs to be served when the manager is made, and the operator may start before Istio.
 	return cache.Options{
-		DefaultTransform: StripTransform,
+		DefaultTransform: func(obj any) (any, error) {
+			if u, ok := obj.(*unstructured.Unstructured); ok && istioGroups[u.GroupVersionKind().Group] {
+				return GeneratedTransform(obj)
+			}
+			return StripTransform(obj)
+		},
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Istio's mesh config is read: never cache other ConfigMaps.
-			&corev1.ConfigMap{}:            {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
-			&corev1.Service{}:              {Transform: ServiceTransform},
-			newObj(VirtualServiceGVK):      generated,
-			newObj(DestinationRuleGVK):     generated,
-			newObj(AuthorizationPolicyGVK): generated,
-			newObj(PeerAuthenticationGVK):  generated,
-			newObj(EnvoyFilterGVK):         generated,
+			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
+			&corev1.Service{}:   {Transform: ServiceTransform},
 		},
 	}
 }
+
+// istioGroups are the API groups of the Istio kinds the operator generates.
+var istioGroups = map[string]bool{VirtualServiceGVK.Group: true, AuthorizationPolicyGVK.Group: true}
 
 // lastApplied is where client-side `kubectl apply` (how the OSM guides apply SMI manifests) keeps a
 // full copy of the object.
