@@ -61,7 +61,7 @@ func ResolveSelectors(serviceAccount string, namespaceWorkloads []Workload) ([]S
 		if w.ServiceAccount != serviceAccount {
 			continue
 		}
-		sel := Selector{Labels: stableLabels(w.Labels)}
+		sel := Selector{Labels: StableLabels(w.Labels)}
 		if len(sel.Labels) == 0 {
 			findings = append(findings, finding("spec.destination", "NoPreciseSelector",
 				"%s runs as ServiceAccount %s but has no stable labels to select it by: nothing is allowed to it", w.Name, serviceAccount))
@@ -91,7 +91,8 @@ func ResolveSelectors(serviceAccount string, namespaceWorkloads []Workload) ([]S
 	return out, findings
 }
 
-func stableLabels(labels map[string]string) map[string]string {
+// StableLabels is a copy of labels without the VolatileLabels.
+func StableLabels(labels map[string]string) map[string]string {
 	out := map[string]string{}
 	for k, v := range labels {
 		out[k] = v

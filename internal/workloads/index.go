@@ -256,18 +256,6 @@ func entryOf(obj any) (entry, bool) {
 		deleting: meta.DeletionTimestamp != nil}, true
 }
 
-// stable drops the volatile labels (they never select a workload, and differ pod by pod).
-func stable(labels map[string]string) map[string]string {
-	out := make(map[string]string, len(labels))
-	for k, v := range labels {
-		out[k] = v
-	}
-	for _, k := range translate.VolatileLabels {
-		delete(out, k)
-	}
-	return out
-}
-
 func identityKey(sa string, labels map[string]string) string {
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
@@ -295,7 +283,7 @@ func (ix *Index) set(kind int, e entry) {
 	if sa == "" {
 		sa = "default"
 	}
-	labels := stable(e.labels)
+	labels := translate.StableLabels(e.labels)
 	key := identityKey(sa, labels)
 	n := ix.namespaces[e.namespace]
 	if n == nil {
@@ -360,7 +348,7 @@ func (ix *Index) compact(obj any) (any, error) {
 	if sa == "" {
 		sa = "default"
 	}
-	labels := stable(e.labels)
+	labels := translate.StableLabels(e.labels)
 	ix.mu.RLock()
 	if id := ix.identities[identityKey(sa, labels)]; id != nil {
 		labels = id.labels
