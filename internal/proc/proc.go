@@ -6,12 +6,15 @@ package proc
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -126,13 +129,22 @@ func (p *Process) Tail(n int) string {
 }
 
 // FreeAddr is a free loopback address (host:port).
+//
+// The port is below Linux's ephemeral range (32768 and up by default): a port the kernel hands out
+// (":0") can be taken as the source port of any outgoing connection before the process that is to
+// listen on it starts — or restarts, as the fault tests do — and then its bind fails.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		return addr, nil
 	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String(), nil
+	return "", errors.New("no free port in 20000-31999 on 127.0.0.1")
 }
 
 // BuildOperator builds the operator from the repository at root into dir, as `make build` does.
