@@ -28,8 +28,8 @@ import (
 	"github.com/smi2istio/smi2istio/translate"
 )
 
-// Kinds of workloads, in the order Workloads lists them.
-var Kinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Pod"}
+// kinds of workloads, indexed as the reflectors in Run and the namespace arrays are.
+var kinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Pod"}
 
 // identity is what selector resolution needs of a workload. Shared by every workload that has it:
 // never modified once made.
@@ -179,7 +179,7 @@ func (ix *Index) Workloads(ns string) []translate.Workload {
 	out := make([]translate.Workload, 0, size)
 	for k, m := range n {
 		for name, id := range m {
-			out = append(out, translate.Workload{Name: Kinds[k] + "/" + name, ServiceAccount: id.serviceAccount, Labels: id.labels})
+			out = append(out, translate.Workload{Name: kinds[k] + "/" + name, ServiceAccount: id.serviceAccount, Labels: id.labels})
 		}
 	}
 	return out
