@@ -42,6 +42,7 @@ import (
 	"github.com/smi2istio/smi2istio/internal/offline"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
+	"github.com/smi2istio/smi2istio/internal/writes"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -54,6 +55,7 @@ func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(apiextv1.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	utilruntime.Must(controllers.AddToScheme(scheme))
 }
 
 type options struct {
@@ -175,6 +177,7 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		o.webhookCertDir, caBundle = dir, b.CAPEM
 	}
 
+	writes.Count(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
@@ -198,8 +201,10 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := metrics.Registry.Register(conversion.Conversions); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
-		return fmt.Errorf("register conversion metrics: %w", err)
+	for _, c := range []prometheus.Collector{conversion.Conversions, writes.Requests} {
+		if err := metrics.Registry.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
+			return fmt.Errorf("register metrics: %w", err)
+		}
 	}
 	mgr.GetWebhookServer().Register(crds.ConversionPath, conversion.Handler(log.WithName("conversion")))
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

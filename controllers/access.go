@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/internal/workloads"
 	"github.com/smi2istio/smi2istio/translate"
@@ -39,9 +40,9 @@ var (
 	TrafficTargetGVK       = schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha3", Kind: "TrafficTarget"}
 	TCPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "TCPRoute"}
 	UDPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "UDPRoute"}
-	AuthorizationPolicyGVK = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "AuthorizationPolicy"}
-	PeerAuthenticationGVK  = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "PeerAuthentication"}
-	EnvoyFilterGVK         = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}
+	AuthorizationPolicyGVK = cached.AuthorizationPolicy{}.GVK()
+	PeerAuthenticationGVK  = cached.PeerAuthentication{}.GVK()
+	EnvoyFilterGVK         = cached.EnvoyFilter{}.GVK()
 )
 
 // trafficTargetOwnerAPIVersion is the apiVersion generated objects name their TrafficTarget owner
@@ -159,9 +160,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
 		WatchesRawSource(&workloadSource{index: r.Workloads, cfg: mgr.GetConfig(), fan: r.destinations}).
-		Watches(newObj(AuthorizationPolicyGVK), byDestinationLabel).
-		Watches(newObj(PeerAuthenticationGVK), byDestinationLabel).
-		Watches(newObj(EnvoyFilterGVK), byDestinationLabel).
+		Watches(cached.New(AuthorizationPolicyGVK), byDestinationLabel).
+		Watches(cached.New(PeerAuthenticationGVK), byDestinationLabel).
+		Watches(cached.New(EnvoyFilterGVK), byDestinationLabel).
 		Complete(r)
 }
 
@@ -280,7 +281,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 	// Check every output before writing any: a conflict writes nothing for the destination.
 	conflicts := map[string]string{}
-	haves := make([]*unstructured.Unstructured, len(want))
+	haves := make([]cached.Object, len(want))
 	for i, w := range want {
 		have, err := r.check(ctx, w.obj, items)
 		var ce *ConflictError
@@ -337,8 +338,8 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 // check returns the live object, or a ConflictError when it exists and is not ours (its controller
 // is none of the destination's TrafficTargets).
-func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []*unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	have := newObj(want.GroupVersionKind())
+func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []*unstructured.Unstructured) (cached.Object, error) {
+	have := cached.New(want.GroupVersionKind())
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
@@ -357,20 +358,19 @@ func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstruc
 
 // prune deletes the destination's generated objects that are no longer wanted.
 func (r *AccessReconciler) prune(ctx context.Context, gvk schema.GroupVersionKind, ns, destination string, keep map[string]bool) error {
-	list := newList(gvk)
+	list := cached.NewList(gvk)
 	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy, client.MatchingLabels{
 		translate.ManagedByLabel: translate.ManagedByValue, translate.DestinationLabel: destination,
 	}); err != nil {
 		return fmt.Errorf("list %s: %w", gvk.Kind, err)
 	}
-	for i := range list.Items {
-		obj := &list.Items[i]
+	for _, obj := range list.Objects() {
 		c := metav1.GetControllerOfNoCopy(obj)
 		if keep[obj.GetName()] || c == nil || c.Kind != TrafficTargetGVK.Kind {
 			continue
 		}
 		if err := r.Client.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+			return fmt.Errorf("delete %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
 		}
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
@@ -22,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -101,9 +103,8 @@ func (a applier) desired(obj runtime.Object) (*unstructured.Unstructured, error)
 }
 
 // check fails with a ConflictError when an object of that name exists and is not ours.
-func (a applier) check(ctx context.Context, want *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	have := &unstructured.Unstructured{}
-	have.SetGroupVersionKind(want.GroupVersionKind())
+func (a applier) check(ctx context.Context, want *unstructured.Unstructured) (cached.Object, error) {
+	have := cached.New(want.GroupVersionKind())
 	err := a.c.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
@@ -119,7 +120,7 @@ func (a applier) check(ctx context.Context, want *unstructured.Unstructured) (*u
 }
 
 // apply writes want with server-side apply unless have already matches it; it reports whether it wrote.
-func (a applier) apply(ctx context.Context, want, have *unstructured.Unstructured) (bool, error) {
+func (a applier) apply(ctx context.Context, want *unstructured.Unstructured, have cached.Object) (bool, error) {
 	if have != nil && upToDate(want, have) {
 		return false, nil
 	}
@@ -130,14 +131,9 @@ func (a applier) apply(ctx context.Context, want, have *unstructured.Unstructure
 	return true, nil
 }
 
-// upToDate reports whether have already carries everything in want.
-// A cached generated object carries the hash of its spec instead of the spec (GeneratedTransform).
-func upToDate(want, have *unstructured.Unstructured) bool {
-	if cached, ok := have.GetAnnotations()[SpecHashAnnotation]; ok {
-		if h, err := specHash(want.Object["spec"]); err != nil || h != cached {
-			return false
-		}
-	} else if !reflect.DeepEqual(want.Object["spec"], have.Object["spec"]) {
+// upToDate reports whether have (as cached: a hash of its spec) already carries everything in want.
+func upToDate(want *unstructured.Unstructured, have cached.Object) bool {
+	if h, err := cached.SpecHash(want.Object["spec"]); err != nil || h != have.SpecHash() {
 		return false
 	}
 	for k, v := range want.GetLabels() {
@@ -153,22 +149,22 @@ func upToDate(want, have *unstructured.Unstructured) bool {
 	return reflect.DeepEqual(want.GetOwnerReferences(), have.GetOwnerReferences())
 }
 
-// prune deletes objects of the list's kind in namespace that the owner controls and that are not
-// in keep (names). It returns how many it deleted.
-func (a applier) prune(ctx context.Context, list *unstructured.UnstructuredList, namespace, sourceKind, sourceName string, keep map[string]bool) (int, error) {
+// prune deletes objects of kind gvk in namespace that the owner controls and that are not in keep
+// (names). It returns how many it deleted.
+func (a applier) prune(ctx context.Context, gvk schema.GroupVersionKind, namespace, sourceKind, sourceName string, keep map[string]bool) (int, error) {
+	list := cached.NewList(gvk)
 	if err := a.c.List(ctx, list, client.InNamespace(namespace), client.UnsafeDisableDeepCopy, client.MatchingLabels{
 		translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: sourceKind, translate.SourceNameLabel: sourceName,
 	}); err != nil {
-		return 0, fmt.Errorf("list %s: %w", list.GetKind(), err)
+		return 0, fmt.Errorf("list %s: %w", gvk.Kind, err)
 	}
 	n := 0
-	for i := range list.Items {
-		obj := &list.Items[i]
+	for _, obj := range list.Objects() {
 		if keep[obj.GetName()] || !controlledBy(obj, a.owner.UID) {
 			continue
 		}
 		if err := a.c.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
-			return n, fmt.Errorf("delete %s %s/%s: %w", obj.GetKind(), obj.GetNamespace(), obj.GetName(), err)
+			return n, fmt.Errorf("delete %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
 		}
 		n++
 	}

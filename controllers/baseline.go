@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -48,7 +49,7 @@ func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.
 		For(&corev1.Namespace{}).
-		Watches(newObj(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		Watches(cached.New(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if o.GetName() != BaselineName {
 				return nil
 			}
@@ -69,7 +70,7 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	}
 	want := state.Mode == Enforcing && state.InMesh(ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
 
-	have := newObj(AuthorizationPolicyGVK)
+	have := cached.New(AuthorizationPolicyGVK)
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: BaselineName}, have)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return reconcile.Result{}, fmt.Errorf("get baseline of %s: %w", ns.Name, err)

@@ -1,35 +1,29 @@
 package controllers
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/smi2istio/smi2istio/translate"
+	"github.com/smi2istio/smi2istio/internal/cached"
 )
 
 // CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere,
-// Services trimmed to what translation reads, generated Istio objects kept as metadata plus a hash
-// of their spec, and of ConfigMaps only Istio's mesh config. Pods and pod templates are not in it:
-// the access reconciler has its own compact index of them (internal/workloads).
+// Services trimmed to what translation reads, and of ConfigMaps only Istio's mesh config. Istio
+// objects are read through the compact types of internal/cached (metadata, hosts, a hash of the
+// spec: AddToScheme registers them). Pods and pod templates are not in it: the access reconciler
+// has its own compact index of them (internal/workloads).
 func CacheOptions() cache.Options {
-	// Istio's kinds are told apart in the default transform, not by ByObject entries: those need
-	// Istio's CRDs to be served when the manager is made, and the operator may start before Istio.
+	// No ByObject entries for Istio's kinds: those need Istio's CRDs to be served when the manager
+	// is made, and the operator may start before Istio.
 	return cache.Options{
-		DefaultTransform: func(obj any) (any, error) {
-			if u, ok := obj.(*unstructured.Unstructured); ok && istioGroups[u.GroupVersionKind().Group] {
-				return GeneratedTransform(obj)
-			}
-			return StripTransform(obj)
-		},
+		DefaultTransform: StripTransform,
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Istio's mesh config is read: never cache other ConfigMaps.
 			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
@@ -38,21 +32,25 @@ func CacheOptions() cache.Options {
 	}
 }
 
-// istioGroups are the API groups of the Istio kinds the operator generates.
-var istioGroups = map[string]bool{VirtualServiceGVK.Group: true, AuthorizationPolicyGVK.Group: true}
+// AddToScheme registers the Go types the reconcilers read from the cache with: the compact types
+// of the Istio kinds (their objects are written as unstructured, never in these types).
+func AddToScheme(s *runtime.Scheme) error { return cached.AddToScheme(s) }
 
 // lastApplied is where client-side `kubectl apply` (how the OSM guides apply SMI manifests) keeps a
 // full copy of the object.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
 // StripTransform drops what no reconciler reads from every cached object: managed fields and
-// kubectl's last-applied copy (which doubles an object's size in memory). Of an unstructured object
-// (SMI and Istio objects) it also interns the strings: every decoded object has its own copy of each
-// key ("metadata", "apiVersion", "type", ...) and of the values objects share (kinds, labels,
-// condition types and reasons).
+// kubectl's last-applied copy (which doubles an object's size in memory). It also interns strings:
+// every decoded object has its own copy of each key ("metadata", "apiVersion", "type", ...) and of
+// the values objects share (kinds, labels, condition types and reasons) — all of an unstructured
+// object (SMI objects), the labels and owner references of a compact Istio object.
 func StripTransform(obj any) (any, error) {
-	if u, ok := obj.(*unstructured.Unstructured); ok {
-		intern(u.Object)
+	switch o := obj.(type) {
+	case *unstructured.Unstructured:
+		intern(o.Object)
+	case cached.Object:
+		internMeta(o)
 	}
 	obj, err := cache.TransformStripManagedFields()(obj)
 	if err != nil {
@@ -95,6 +93,22 @@ func intern(v any) any {
 	return v
 }
 
+// internMeta interns the labels and owner references of a typed object.
+func internMeta(o metav1.Object) {
+	if l := o.GetLabels(); l != nil {
+		kept := make(map[string]string, len(l))
+		for k, v := range l {
+			kept[unique.Make(k).Value()] = unique.Make(v).Value()
+		}
+		o.SetLabels(kept)
+	}
+	refs := o.GetOwnerReferences()
+	for i := range refs {
+		refs[i].APIVersion = unique.Make(refs[i].APIVersion).Value()
+		refs[i].Kind = unique.Make(refs[i].Kind).Value()
+	}
+}
+
 // ServiceTransform keeps of a Service what translation reads: its identity, ports and selector.
 func ServiceTransform(obj any) (any, error) {
 	svc, ok := obj.(*corev1.Service)
@@ -107,54 +121,4 @@ func ServiceTransform(obj any) (any, error) {
 			Generation: svc.Generation, Labels: svc.Labels, DeletionTimestamp: svc.DeletionTimestamp},
 		Spec: corev1.ServiceSpec{Ports: svc.Spec.Ports, Selector: svc.Spec.Selector},
 	}, nil
-}
-
-// SpecHashAnnotation exists in the cache only: on a generated object (ManagedByLabel) the
-// GeneratedTransform replaces the spec by its hash here, keeping just the hosts the field indexes
-// and fan-ins read. upToDate compares the desired spec's hash with it.
-const SpecHashAnnotation = "smi2istio.io/cached-spec-hash"
-
-// GeneratedTransform keeps of an Istio object this operator generated its metadata, the hosts of
-// its spec (VirtualService hosts, DestinationRule host) and a hash of the whole spec as it is in the
-// cluster, so that a hand edit still shows. Objects of others are kept whole (after StripTransform).
-func GeneratedTransform(obj any) (any, error) {
-	obj, err := StripTransform(obj)
-	if err != nil {
-		return obj, err
-	}
-	u, ok := obj.(*unstructured.Unstructured)
-	if !ok || u.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
-		return obj, nil
-	}
-	spec, _ := u.Object["spec"].(map[string]any)
-	hash, err := specHash(spec)
-	if err != nil {
-		return u, nil // kept whole: compared in full
-	}
-	kept := map[string]any{}
-	for _, k := range []string{"hosts", "host"} {
-		if v, ok := spec[k]; ok {
-			kept[k] = v
-		}
-	}
-	annotations := u.GetAnnotations()
-	if annotations == nil {
-		annotations = map[string]string{}
-	}
-	annotations[SpecHashAnnotation] = hash
-	u.SetAnnotations(annotations)
-	u.Object["spec"] = kept
-	delete(u.Object, "status")
-	return u, nil
-}
-
-// specHash is the SHA-256 of a spec's JSON (map keys sorted by encoding/json, so equal content
-// hashes equally whatever the numeric types of the decoded maps).
-func specHash(spec any) (string, error) {
-	raw, err := json.Marshal(spec)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(raw)
-	return hex.EncodeToString(sum[:16]), nil
 }

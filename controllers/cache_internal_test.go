@@ -1,57 +1,81 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 	"unsafe"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 
-	"github.com/smi2istio/smi2istio/translate"
+	"github.com/smi2istio/smi2istio/internal/cached"
 )
 
-func virtualService(labels map[string]string, weight any) *unstructured.Unstructured {
-	u := newObj(VirtualServiceGVK)
-	u.SetNamespace("bookstore")
-	u.SetName("bookstore")
-	u.SetLabels(labels)
-	u.Object["spec"] = map[string]any{
-		"hosts": []any{"bookstore.bookstore.svc.cluster.local"},
-		"http": []any{map[string]any{"route": []any{
-			map[string]any{"destination": map[string]any{"host": "bookstore", "subset": "v1"}, "weight": weight},
-		}}},
-	}
-	return u
+// virtualService is a generated VirtualService as JSON (the weight as written).
+func virtualService(labels string, weight string) string {
+	return `{"apiVersion":"networking.istio.io/v1beta1","kind":"VirtualService","metadata":{"name":"bookstore","namespace":"bookstore",
+		"labels":` + labels + `,"ownerReferences":[{"apiVersion":"split.smi-spec.io/v1alpha4","kind":"TrafficSplit","name":"s","uid":"u1","controller":true,"blockOwnerDeletion":true}]},
+		"spec":{"hosts":["bookstore.bookstore.svc.cluster.local"],"http":[{"route":[{"destination":{"host":"bookstore","subset":"v1"},"weight":` + weight + `}]}]}}`
 }
 
-// The cache keeps a generated object's hosts and the hash of its live spec: an unchanged spec is
-// up to date whatever numeric types decoding gave, a hand edit is not; others' objects stay whole.
-func TestGeneratedTransform(t *testing.T) {
-	ours := map[string]string{translate.ManagedByLabel: translate.ManagedByValue}
-	cached := func(u *unstructured.Unstructured) *unstructured.Unstructured {
-		t.Helper()
-		out, err := GeneratedTransform(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out.(*unstructured.Unstructured)
+// cachedObject decodes JSON as the cache's informer does and runs the cache's transform on it.
+func cachedObject(t *testing.T, doc string) cached.Object {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := AddToScheme(s); err != nil {
+		t.Fatal(err)
 	}
-	want := virtualService(ours, int64(50))
-	have := cached(virtualService(ours, float64(50)))
-	if spec := have.Object["spec"].(map[string]any); len(spec) != 1 || spec["hosts"] == nil {
-		t.Errorf("cached spec: %v, want only the hosts", spec)
+	obj, _, err := serializer.NewCodecFactory(s).UniversalDeserializer().Decode([]byte(doc), nil, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if have.GetAnnotations()[SpecHashAnnotation] == "" {
-		t.Fatal("no spec hash in the cached object")
+	out, err := CacheOptions().DefaultTransform(obj)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !upToDate(want, have) {
-		t.Error("the cached copy of the same spec is not up to date")
+	return out.(cached.Object)
+}
+
+// A cached generated object is up to date with the spec, labels and owners the operator renders
+// (weights as int64), whatever the JSON numbers; a hand edit of the spec or a lost label is not.
+func TestUpToDate(t *testing.T) {
+	const ours = `{"app.kubernetes.io/managed-by":"smi2istio"}`
+	want := &unstructured.Unstructured{}
+	if err := want.UnmarshalJSON([]byte(virtualService(ours, "50"))); err != nil {
+		t.Fatal(err)
 	}
-	if edited := cached(virtualService(ours, int64(60))); upToDate(want, edited) {
+	route := want.Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any)["route"].([]any)[0].(map[string]any)
+	route["weight"] = int64(50)
+	if !upToDate(want, cachedObject(t, virtualService(ours, "50"))) {
+		t.Error("the cached copy of the same object is not up to date")
+	}
+	if !upToDate(want, cachedObject(t, virtualService(ours, "50.0"))) {
+		t.Error("a weight written 50.0 is not up to date with 50")
+	}
+	if upToDate(want, cachedObject(t, virtualService(ours, "60"))) {
 		t.Error("a hand-edited spec counts as up to date")
 	}
-	foreign := cached(virtualService(map[string]string{"app": "x"}, int64(50)))
-	if _, ok := foreign.Object["spec"].(map[string]any)["http"]; !ok || foreign.GetAnnotations()[SpecHashAnnotation] != "" {
-		t.Errorf("someone else's VirtualService was trimmed: %v", foreign.Object)
+	if upToDate(want, cachedObject(t, virtualService(`{"app":"x"}`, "50"))) {
+		t.Error("an object without our label counts as up to date")
+	}
+	want.SetOwnerReferences(nil)
+	if upToDate(want, cachedObject(t, virtualService(ours, "50"))) {
+		t.Error("an object with other owners counts as up to date")
+	}
+}
+
+// Compact Istio objects share their label and owner strings once cached, and keep no managed fields.
+func TestStripTransformInternsMetadata(t *testing.T) {
+	doc := strings.Replace(virtualService(`{"app.kubernetes.io/managed-by":"smi2istio"}`, "50"), `"namespace":"bookstore",`,
+		`"namespace":"bookstore","managedFields":[{"manager":"smi2istio","operation":"Apply"}],`, 1)
+	a, b := cachedObject(t, doc), cachedObject(t, doc)
+	if a.GetManagedFields() != nil {
+		t.Error("managed fields kept")
+	}
+	if unsafe.StringData(a.GetLabels()["app.kubernetes.io/managed-by"]) != unsafe.StringData(b.GetLabels()["app.kubernetes.io/managed-by"]) ||
+		unsafe.StringData(a.GetOwnerReferences()[0].Kind) != unsafe.StringData(b.GetOwnerReferences()[0].Kind) {
+		t.Error("label values or owner kinds not shared between two cached objects")
 	}
 }
 

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -123,7 +124,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "install the ServiceMeshMemberRoll CRD:", err)
 		return 1
 	}
-	if err := v1alpha1.AddToScheme(env.Scheme); err != nil {
+	if err := errors.Join(v1alpha1.AddToScheme(env.Scheme), controllers.AddToScheme(env.Scheme)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -32,8 +33,8 @@ import (
 var (
 	TrafficSplitGVK    = schema.GroupVersionKind{Group: "split.smi-spec.io", Version: "v1alpha4", Kind: "TrafficSplit"}
 	HTTPRouteGroupGVK  = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "HTTPRouteGroup"}
-	VirtualServiceGVK  = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1beta1", Kind: "VirtualService"}
-	DestinationRuleGVK = schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1beta1", Kind: "DestinationRule"}
+	VirtualServiceGVK  = cached.VirtualService{}.GVK()
+	DestinationRuleGVK = cached.DestinationRule{}.GVK()
 )
 
 // Field indexes.
@@ -118,8 +119,8 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit route groups: %w", err)
 	}
-	if err := idx.IndexField(ctx, newObj(VirtualServiceGVK), indexVirtualServiceHost, func(o client.Object) []string {
-		hosts, _, _ := unstructured.NestedStringSlice(o.(*unstructured.Unstructured).Object, "spec", "hosts")
+	if err := idx.IndexField(ctx, cached.New(VirtualServiceGVK), indexVirtualServiceHost, func(o client.Object) []string {
+		hosts := o.(cached.Object).Hosts()
 		out := make([]string, 0, len(hosts))
 		for _, h := range hosts {
 			out = append(out, qualifyHost(h, o.GetNamespace(), r.Mesh))
@@ -166,30 +167,24 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	return b.
 		For(newObj(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(newObj(VirtualServiceGVK)).
-		Owns(newObj(DestinationRuleGVK)).
+		Owns(cached.New(VirtualServiceGVK)).
+		Owns(cached.New(DestinationRuleGVK)).
 		Watches(&corev1.Service{}, splitsBy(indexSplitServices, byName)).
 		Watches(newObj(HTTPRouteGroupGVK), splitsBy(indexSplitRouteGroups, byName)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
 		Watches(newObj(TrafficSplitGVK), splitsBy(indexSplitRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a
 		// sibling's not yet garbage collected): its change or removal concerns every split of that root.
-		Watches(newObj(VirtualServiceGVK), r.splitsOfHosts("spec", "hosts")).
-		Watches(newObj(DestinationRuleGVK), r.splitsOfHosts("spec", "host")).
+		Watches(cached.New(VirtualServiceGVK), r.splitsOfHosts()).
+		Watches(cached.New(DestinationRuleGVK), r.splitsOfHosts()).
 		Complete(r)
 }
 
-// splitsOfHosts maps an Istio object to the splits whose root is one of its hosts (the field at
-// path is a host or a list of hosts).
-func (r *TrafficSplitReconciler) splitsOfHosts(path ...string) handler.EventHandler {
+// splitsOfHosts maps an Istio object to the splits whose root is one of its hosts.
+func (r *TrafficSplitReconciler) splitsOfHosts() handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-		obj := o.(*unstructured.Unstructured).Object
-		hosts, _, _ := unstructured.NestedStringSlice(obj, path...)
-		if h, ok, _ := unstructured.NestedString(obj, path...); ok {
-			hosts = append(hosts, h)
-		}
 		var out []reconcile.Request
-		for _, h := range hosts {
+		for _, h := range o.(cached.Object).Hosts() {
 			if name, ns, ok := serviceOfHost(qualifyHost(h, o.GetNamespace(), r.Mesh), r.Mesh); ok {
 				out = append(out, r.splitsByIndex(ctx, ns, indexSplitRoot, []string{name})...)
 			}
@@ -336,7 +331,7 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 	}
 
 	// Check every output before writing any, so that a conflict writes nothing.
-	haves := make([]*unstructured.Unstructured, len(want))
+	haves := make([]cached.Object, len(want))
 	for i, w := range want {
 		have, err := a.check(ctx, w)
 		if errors.As(err, &conflict) {
@@ -367,7 +362,7 @@ func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger,
 	}
 	// Prune in reverse order: the VirtualService before the DestinationRule it names.
 	for _, gvk := range []schema.GroupVersionKind{VirtualServiceGVK, DestinationRuleGVK} {
-		n, err := a.prune(ctx, newList(gvk), u.GetNamespace(), "TrafficSplit", u.GetName(), keep[gvk])
+		n, err := a.prune(ctx, gvk, u.GetNamespace(), "TrafficSplit", u.GetName(), keep[gvk])
 		if err != nil {
 			return st, err
 		}
@@ -398,12 +393,12 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		return nil, &ConflictError{Message: fmt.Sprintf("TrafficSplit %s is older and splits the same root Service %s: this one is not applied", winner.GetName(), root)}
 	}
 	host := translate.ServiceFQDN(root, ts.Namespace, r.Mesh)
-	others := newList(VirtualServiceGVK)
+	others := cached.NewList(VirtualServiceGVK)
 	if err := r.Client.List(ctx, others, client.MatchingFields{indexVirtualServiceHost: host}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list VirtualServices for host %s: %w", host, err)
 	}
-	for _, vs := range others.Items {
-		if !controlledBy(&vs, ts.UID) {
+	for _, vs := range others.Objects() {
+		if !controlledBy(vs, ts.UID) {
 			return nil, &ConflictError{Message: fmt.Sprintf("VirtualService %s/%s already routes %s and is not managed by this TrafficSplit: nothing is applied", vs.GetNamespace(), vs.GetName(), host)}
 		}
 	}

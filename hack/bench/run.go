@@ -165,8 +165,8 @@ func run(ctx context.Context, cfg config) result {
 	waitFor("the baselines of every namespace", 2*time.Minute, func() bool { return w.baselines() == s.namespaces() })
 
 	before := writes(metricsAddr)
-	var peakHeap atomic.Uint64
-	stopSampling := sampleHeap(metricsAddr, &peakHeap)
+	peaks := newPeaks("go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
+	stopSampling := peaks.sample(metricsAddr)
 	cpuDone := make(chan struct{})
 	go func() {
 		defer close(cpuDone)
@@ -180,6 +180,8 @@ func run(ctx context.Context, cfg config) result {
 	res.Convergence = time.Since(t0)
 	stopSampling()
 	res.WritesConverge = writes(metricsAddr) - before
+	logf("%s: while converging, peak goroutines %.0f, peak stack %s", s.Name,
+		float64(peaks.get("go_goroutines")), mib(peaks.get("go_memstats_stack_inuse_bytes")))
 	logf("%s: converged in %s with %.0f operator writes", s.Name, res.Convergence.Round(time.Millisecond), res.WritesConverge)
 	if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
 		for _, c := range ms["smi2istio_conversions_total"] {
@@ -194,14 +196,20 @@ func run(ctx context.Context, cfg config) result {
 	// The configuration's status counts are refreshed every minute: idle starts once they are current.
 	waitFor("the SMI2IstioConfig status counts", 3*time.Minute, func() bool { return countsCurrent(ctx, c, s) })
 	before = writes(metricsAddr)
+	beforeByResource := writesByResource(metricsAddr)
 	time.Sleep(cfg.idle)
 	res.WritesIdle = writes(metricsAddr) - before
 	logf("%s: %.0f writes in %s idle", s.Name, res.WritesIdle, cfg.idle)
+	for r, n := range writesByResource(metricsAddr) {
+		if d := n - beforeByResource[r]; d > 0 {
+			logf("%s: while idle, %.0f writes of %s", s.Name, d, r)
+		}
+	}
 
 	lat := changeLatency(ctx, c, w, us, cfg.samples)
 	res.LatP50, res.LatP99 = percentile(lat, 50), percentile(lat, 99)
 	res.PeakRSS = peakRSS(op.PID())
-	res.PeakHeap = peakHeap.Load()
+	res.PeakHeap = peaks.get("go_memstats_heap_inuse_bytes")
 
 	// A restart with nothing changed: the new process reconciles everything and must write nothing.
 	op.Stop()
@@ -215,6 +223,9 @@ func run(ctx context.Context, cfg config) result {
 		res.PeakRSS = r
 	}
 	logf("%s: %.0f writes after a restart", s.Name, res.WritesRestart)
+	for r, n := range writesByResource(metricsAddr) {
+		logf("%s: after the restart, %.0f writes of %s", s.Name, n, r)
+	}
 	return res
 }
 
@@ -300,6 +311,17 @@ func writes(metricsAddr string) float64 {
 	return n
 }
 
+// writesByResource is the operator's smi2istio_apiserver_writes_total by method and resource.
+func writesByResource(metricsAddr string) map[string]float64 {
+	ms, err := proc.Metrics("http://" + metricsAddr + "/metrics")
+	check(err)
+	out := map[string]float64{}
+	for _, s := range ms["smi2istio_apiserver_writes_total"] {
+		out[s.Labels] += s.Value
+	}
+	return out
+}
+
 func metricSum(metricsAddr, name, labelPart string) float64 {
 	ms, err := proc.Metrics("http://" + metricsAddr + "/metrics")
 	check(err)
@@ -312,16 +334,32 @@ func metricSum(metricsAddr, name, labelPart string) float64 {
 	return n
 }
 
-func sampleHeap(metricsAddr string, peak *atomic.Uint64) func() {
+// peaks holds the highest value seen of each of a few gauges of the operator's metrics.
+type peaks map[string]*atomic.Uint64
+
+func newPeaks(names ...string) peaks {
+	p := peaks{}
+	for _, n := range names {
+		p[n] = new(atomic.Uint64)
+	}
+	return p
+}
+
+func (p peaks) get(name string) uint64 { return p[name].Load() }
+
+// sample reads the gauges every second until the returned function is called.
+func (p peaks) sample(metricsAddr string) func() {
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		for {
 			if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
-				for _, s := range ms["go_memstats_heap_inuse_bytes"] {
-					if v := uint64(s.Value); v > peak.Load() {
-						peak.Store(v)
+				for name, peak := range p {
+					for _, s := range ms[name] {
+						if v := uint64(s.Value); v > peak.Load() {
+							peak.Store(v)
+						}
 					}
 				}
 			}

@@ -1,0 +1,234 @@
+// Package cached defines the compact Go types the operator's cache holds Istio objects in: their
+// metadata, the hosts their spec routes and a hash of the whole spec, never the spec itself.
+//
+// A generated VirtualService cached as an unstructured object is a tree of maps (about 2.9 KB); as
+// a Generated it is about a third of that, and decoding it allocates no map for the spec. The
+// hash is of the spec as it is in the cluster, so an edit by hand still shows as a difference from
+// the spec the operator wants (SpecHash).
+package cached
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Kind names the Istio kind a Generated holds: one Go type per kind, so that the scheme maps each
+// type to exactly one GroupVersionKind.
+type Kind interface {
+	GVK() schema.GroupVersionKind
+}
+
+// The Istio kinds the operator generates, in the API versions it writes (DESIGN §6).
+type (
+	VirtualService      struct{}
+	DestinationRule     struct{}
+	AuthorizationPolicy struct{}
+	PeerAuthentication  struct{}
+	EnvoyFilter         struct{}
+)
+
+func (VirtualService) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1beta1", Kind: "VirtualService"}
+}
+
+func (DestinationRule) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1beta1", Kind: "DestinationRule"}
+}
+
+func (AuthorizationPolicy) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "AuthorizationPolicy"}
+}
+
+func (PeerAuthentication) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "security.istio.io", Version: "v1beta1", Kind: "PeerAuthentication"}
+}
+
+func (EnvoyFilter) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}
+}
+
+// Object is a cached Istio object of any kind.
+type Object interface {
+	client.Object
+	// Hosts are the spec's hosts (a VirtualService's spec.hosts, a DestinationRule's spec.host).
+	Hosts() []string
+	// SpecHash is the hash of the spec as the cluster has it (SpecHash of the decoded spec).
+	SpecHash() string
+}
+
+// ObjectList is a list of cached Istio objects of one kind.
+type ObjectList interface {
+	client.ObjectList
+	Objects() []Object
+}
+
+// Generated is the cached form of an Istio object of kind K.
+type Generated[K Kind] struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              Spec `json:"spec"`
+}
+
+// Spec is what the cache keeps of a spec. It is only ever decoded: it has no JSON form of its own
+// and a Generated is never written to the apiserver.
+type Spec struct {
+	Hosts []string
+	Hash  string
+}
+
+// UnmarshalJSON keeps the hosts and the hash of the spec.
+func (s *Spec) UnmarshalJSON(raw []byte) error {
+	var spec any
+	// Numbers decode as int64 or float64, like an unstructured object's: the hash is the one of the
+	// same spec decoded as unstructured.
+	if err := utiljson.Unmarshal(raw, &spec); err != nil {
+		return fmt.Errorf("decode spec: %w", err)
+	}
+	h, err := SpecHash(spec)
+	if err != nil {
+		return err
+	}
+	*s = Spec{Hash: h}
+	m, _ := spec.(map[string]any)
+	if hosts, ok := m["hosts"].([]any); ok {
+		for _, h := range hosts {
+			if h, ok := h.(string); ok {
+				s.Hosts = append(s.Hosts, h)
+			}
+		}
+	}
+	if h, ok := m["host"].(string); ok {
+		s.Hosts = append(s.Hosts, h)
+	}
+	return nil
+}
+
+// MarshalJSON refuses: a cached object holds no spec to write.
+func (s Spec) MarshalJSON() ([]byte, error) {
+	return nil, fmt.Errorf("a cached spec (hash %s) cannot be encoded", s.Hash)
+}
+
+// SpecHash is the SHA-256 (first 128 bits, hex) of a spec's JSON; encoding/json sorts map keys, so
+// equal content hashes equally whatever the numeric types it was decoded into.
+func SpecHash(spec any) (string, error) {
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return "", fmt.Errorf("encode spec: %w", err)
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+func (g *Generated[K]) Hosts() []string  { return g.Spec.Hosts }
+func (g *Generated[K]) SpecHash() string { return g.Spec.Hash }
+
+// DeepCopyInto copies g into out.
+func (g *Generated[K]) DeepCopyInto(out *Generated[K]) {
+	*out = Generated[K]{TypeMeta: g.TypeMeta, Spec: Spec{Hash: g.Spec.Hash}}
+	g.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
+	if g.Spec.Hosts != nil {
+		out.Spec.Hosts = append([]string(nil), g.Spec.Hosts...)
+	}
+}
+
+// DeepCopy copies g.
+func (g *Generated[K]) DeepCopy() *Generated[K] {
+	if g == nil {
+		return nil
+	}
+	out := new(Generated[K])
+	g.DeepCopyInto(out)
+	return out
+}
+
+// DeepCopyObject implements runtime.Object.
+func (g *Generated[K]) DeepCopyObject() runtime.Object { return g.DeepCopy() }
+
+// GeneratedList is a list of cached Istio objects of kind K.
+type GeneratedList[K Kind] struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Generated[K] `json:"items"`
+}
+
+// Objects are the list's items.
+func (l *GeneratedList[K]) Objects() []Object {
+	out := make([]Object, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out
+}
+
+// DeepCopyInto copies l into out.
+func (l *GeneratedList[K]) DeepCopyInto(out *GeneratedList[K]) {
+	*out = GeneratedList[K]{TypeMeta: l.TypeMeta}
+	l.ListMeta.DeepCopyInto(&out.ListMeta)
+	if l.Items != nil {
+		out.Items = make([]Generated[K], len(l.Items))
+		for i := range l.Items {
+			l.Items[i].DeepCopyInto(&out.Items[i])
+		}
+	}
+}
+
+// DeepCopyObject implements runtime.Object.
+func (l *GeneratedList[K]) DeepCopyObject() runtime.Object {
+	out := new(GeneratedList[K])
+	l.DeepCopyInto(out)
+	return out
+}
+
+// kinds are the cached kinds: an empty object and an empty list of each.
+var kinds = map[schema.GroupVersionKind]struct {
+	obj  func() Object
+	list func() ObjectList
+}{
+	VirtualService{}.GVK():      {func() Object { return &Generated[VirtualService]{} }, func() ObjectList { return &GeneratedList[VirtualService]{} }},
+	DestinationRule{}.GVK():     {func() Object { return &Generated[DestinationRule]{} }, func() ObjectList { return &GeneratedList[DestinationRule]{} }},
+	AuthorizationPolicy{}.GVK(): {func() Object { return &Generated[AuthorizationPolicy]{} }, func() ObjectList { return &GeneratedList[AuthorizationPolicy]{} }},
+	PeerAuthentication{}.GVK():  {func() Object { return &Generated[PeerAuthentication]{} }, func() ObjectList { return &GeneratedList[PeerAuthentication]{} }},
+	EnvoyFilter{}.GVK():         {func() Object { return &Generated[EnvoyFilter]{} }, func() ObjectList { return &GeneratedList[EnvoyFilter]{} }},
+}
+
+// New is an empty cached object of the kind gvk; it panics on a kind that is not cached this way
+// (a programming error: the kinds are fixed).
+func New(gvk schema.GroupVersionKind) Object {
+	k, ok := kinds[gvk]
+	if !ok {
+		panic("cached: no compact type for " + gvk.String())
+	}
+	return k.obj()
+}
+
+// NewList is an empty list of cached objects of the kind gvk; it panics like New.
+func NewList(gvk schema.GroupVersionKind) ObjectList {
+	k, ok := kinds[gvk]
+	if !ok {
+		panic("cached: no compact type for " + gvk.String())
+	}
+	return k.list()
+}
+
+// AddToScheme registers the compact types as the Go types of the Istio kinds (and the meta types
+// of their group versions). A scheme holding them must not also hold Istio's own Go types.
+func AddToScheme(s *runtime.Scheme) error {
+	groupVersions := map[schema.GroupVersion]bool{}
+	for gvk, k := range kinds {
+		s.AddKnownTypeWithName(gvk, k.obj())
+		s.AddKnownTypeWithName(gvk.GroupVersion().WithKind(gvk.Kind+"List"), k.list())
+		groupVersions[gvk.GroupVersion()] = true
+	}
+	for gv := range groupVersions {
+		metav1.AddToGroupVersion(s, gv)
+	}
+	return nil
+}

@@ -1,0 +1,121 @@
+package cached
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+)
+
+const virtualService = `{"apiVersion":"networking.istio.io/v1beta1","kind":"VirtualService",
+ "metadata":{"name":"bookstore","namespace":"bookstore","uid":"u1","labels":{"app.kubernetes.io/managed-by":"smi2istio"},
+  "ownerReferences":[{"apiVersion":"split.smi-spec.io/v1alpha4","kind":"TrafficSplit","name":"bookstore-split","uid":"u0","controller":true}]},
+ "spec":{"hosts":["bookstore.bookstore.svc.cluster.local"],"http":[{"route":[
+  {"destination":{"host":"bookstore","subset":"v1"},"weight":WEIGHT}]}]}}`
+
+func scheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// decode reads JSON the way the cache's informers do: through the scheme's codecs.
+func decode(t *testing.T, s *runtime.Scheme, doc string) runtime.Object {
+	t.Helper()
+	obj, _, err := serializer.NewCodecFactory(s).UniversalDeserializer().Decode([]byte(doc), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj
+}
+
+// The hash of a cached spec is the hash of the same spec as the operator renders it (an
+// unstructured object with int64 numbers); a changed value changes it; the hosts are kept.
+func TestGeneratedKeepsHostsAndHash(t *testing.T) {
+	s := scheme(t)
+	obj, ok := decode(t, s, strings.Replace(virtualService, "WEIGHT", "50", 1)).(*Generated[VirtualService])
+	if !ok {
+		t.Fatalf("decoded a %T, want a *Generated[VirtualService]", obj)
+	}
+	if got := obj.Hosts(); len(got) != 1 || got[0] != "bookstore.bookstore.svc.cluster.local" {
+		t.Errorf("hosts %v", got)
+	}
+	if obj.GetName() != "bookstore" || obj.GetLabels()["app.kubernetes.io/managed-by"] != "smi2istio" || len(obj.GetOwnerReferences()) != 1 {
+		t.Errorf("metadata not kept: %+v", obj.ObjectMeta)
+	}
+
+	want := &unstructured.Unstructured{}
+	if err := want.UnmarshalJSON([]byte(strings.Replace(virtualService, "WEIGHT", "50", 1))); err != nil {
+		t.Fatal(err)
+	}
+	// What the controllers compare against: an int64 weight, as runtime's converter renders it.
+	want.Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any)["route"].([]any)[0].(map[string]any)["weight"] = int64(50)
+	h, err := SpecHash(want.Object["spec"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obj.SpecHash() != h {
+		t.Errorf("cached hash %s, the rendered spec's %s", obj.SpecHash(), h)
+	}
+	edited := decode(t, s, strings.Replace(virtualService, "WEIGHT", "60", 1)).(*Generated[VirtualService])
+	if edited.SpecHash() == h {
+		t.Error("a changed weight hashes like the original")
+	}
+}
+
+func TestDestinationRuleHost(t *testing.T) {
+	obj := decode(t, scheme(t), `{"apiVersion":"networking.istio.io/v1beta1","kind":"DestinationRule","metadata":{"name":"d","namespace":"n"},
+		"spec":{"host":"bookstore.bookstore.svc.cluster.local","subsets":[{"name":"v1","labels":{"version":"v1"}}]}}`).(Object)
+	if got := obj.Hosts(); len(got) != 1 || got[0] != "bookstore.bookstore.svc.cluster.local" {
+		t.Errorf("hosts %v", got)
+	}
+}
+
+// Lists decode item by item into the compact type; a deep copy shares nothing mutable.
+func TestListAndDeepCopy(t *testing.T) {
+	doc := `{"apiVersion":"security.istio.io/v1beta1","kind":"PeerAuthenticationList","metadata":{"resourceVersion":"7"},"items":[
+		{"metadata":{"name":"a","namespace":"n","labels":{"k":"v"}},"spec":{"mtls":{"mode":"STRICT"}}},
+		{"metadata":{"name":"b","namespace":"n"},"spec":{"mtls":{"mode":"PERMISSIVE"}}}]}`
+	l, ok := decode(t, scheme(t), doc).(*GeneratedList[PeerAuthentication])
+	if !ok {
+		t.Fatal("not a GeneratedList[PeerAuthentication]")
+	}
+	objs := l.Objects()
+	if len(objs) != 2 || objs[0].GetName() != "a" || objs[0].SpecHash() == objs[1].SpecHash() {
+		t.Fatalf("items %v", objs)
+	}
+	c := l.DeepCopyObject().(*GeneratedList[PeerAuthentication])
+	c.Items[0].Labels["k"] = "changed"
+	if l.Items[0].Labels["k"] != "v" || c.Items[0].SpecHash() != l.Items[0].SpecHash() || c.GetResourceVersion() != "7" {
+		t.Error("the deep copy shares labels or lost the hash or list metadata")
+	}
+}
+
+// Each compact type maps to exactly one kind, so the client can name it without a TypeMeta.
+func TestSchemeKinds(t *testing.T) {
+	s := scheme(t)
+	for gvk := range kinds {
+		got, err := apiutil.GVKForObject(New(gvk), s)
+		if err != nil || got != gvk {
+			t.Errorf("GVKForObject(New(%s)) = %s, %v", gvk, got, err)
+		}
+		got, err = apiutil.GVKForObject(NewList(gvk), s)
+		if err != nil || got.Kind != gvk.Kind+"List" {
+			t.Errorf("GVKForObject(NewList(%s)) = %s, %v", gvk, got, err)
+		}
+	}
+}
+
+// A cached object is never sent back: encoding its spec fails instead of writing an empty one.
+func TestSpecDoesNotEncode(t *testing.T) {
+	if _, err := json.Marshal(New(VirtualService{}.GVK())); err == nil {
+		t.Error("a cached object encoded")
+	}
+}
