@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -40,6 +41,7 @@ import (
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/offline"
+	smirecorder "github.com/smi2istio/smi2istio/internal/recorder"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/writes"
@@ -50,6 +52,9 @@ import (
 var version = "dev"
 
 var scheme = runtime.NewScheme()
+
+// eventQueue is how many Events may wait to be written; more are dropped (and counted).
+const eventQueue = 4096
 
 func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -201,7 +206,7 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	for _, c := range []prometheus.Collector{conversion.Conversions, writes.Requests} {
+	for _, c := range []prometheus.Collector{conversion.Conversions, writes.Requests, smirecorder.Dropped} {
 		if err := metrics.Registry.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return fmt.Errorf("register metrics: %w", err)
 		}
@@ -257,7 +262,16 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	// The SMI2IstioConfig singleton (or its defaults) decides mode, regex policy, trust domain and
 	// membership; the config reconciler publishes them and the others wait for the first resolution.
 	shared := controllers.NewShared(o.clusterDomain)
-	recorder := mgr.GetEventRecorder("smi2istio")
+	// Events are written from a bounded queue (internal/recorder): client-go's broadcaster would keep
+	// a copy of each for six minutes.
+	events, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("create events client: %w", err)
+	}
+	recorder := smirecorder.New(events.EventsV1(), mgr.GetScheme(), "smi2istio", eventQueue, log.WithName("events"))
+	if err := mgr.Add(recorder); err != nil {
+		return fmt.Errorf("add event recorder: %w", err)
+	}
 	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: time.Minute}
 	if err := cfgR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up config controller: %w", err)

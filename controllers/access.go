@@ -37,9 +37,9 @@ import (
 // converted in process to the hub v1alpha2 (the only version with both the spec wrapper and
 // destination.port, which v1alpha3 keeps in the conversion annotation) by normalize.
 var (
-	TrafficTargetGVK       = schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha3", Kind: "TrafficTarget"}
-	TCPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "TCPRoute"}
-	UDPRouteGVK            = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "UDPRoute"}
+	TrafficTargetGVK       = cached.TrafficTarget{}.GVK()
+	TCPRouteGVK            = cached.TCPRoute{}.GVK()
+	UDPRouteGVK            = cached.UDPRoute{}.GVK()
 	AuthorizationPolicyGVK = cached.AuthorizationPolicy{}.GVK()
 	PeerAuthenticationGVK  = cached.PeerAuthentication{}.GVK()
 	EnvoyFilterGVK         = cached.EnvoyFilter{}.GVK()
@@ -95,7 +95,7 @@ type AccessReconciler struct {
 func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	targetIndex := func(f func(*accessv1alpha2.TrafficTarget) []string) client.IndexerFunc {
 		return func(o client.Object) []string {
-			tt, err := normalize.ReadTrafficTarget(o.(*unstructured.Unstructured))
+			tt, err := normalize.ReadTrafficTarget(o)
 			if err != nil {
 				return nil
 			}
@@ -103,12 +103,12 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		}
 	}
 	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, newObj(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+	if err := idx.IndexField(ctx, cached.NewSMI(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
 		return []string{tt.Spec.Destination.Name}
 	})); err != nil {
 		return fmt.Errorf("index TrafficTarget destination: %w", err)
 	}
-	if err := idx.IndexField(ctx, newObj(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+	if err := idx.IndexField(ctx, cached.NewSMI(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
 		var out []string
 		for _, rule := range tt.Spec.Rules {
 			out = append(out, rule.Kind+"/"+rule.Name)
@@ -119,7 +119,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 
 	destOfTarget := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		tt, err := normalize.ReadTrafficTarget(o.(*unstructured.Unstructured))
+		tt, err := normalize.ReadTrafficTarget(o)
 		if err != nil {
 			return nil
 		}
@@ -152,10 +152,10 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		}))
 	}
 	return b.
-		Watches(newObj(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(newObj(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
-		Watches(newObj(TCPRouteGVK), routeFanIn("TCPRoute")).
-		Watches(newObj(UDPRouteGVK), routeFanIn("UDPRoute")).
+		Watches(cached.NewSMI(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(cached.NewSMI(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
+		Watches(cached.NewSMI(TCPRouteGVK), routeFanIn("TCPRoute")).
+		Watches(cached.NewSMI(UDPRouteGVK), routeFanIn("UDPRoute")).
 		Watches(&corev1.ServiceAccount{}, saFanIn).
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
@@ -169,15 +169,15 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 // destinations lists the destination ServiceAccounts of a namespace's TrafficTargets (optionally
 // filtered).
 func (r *AccessReconciler) destinations(ctx context.Context, ns string, opts ...client.ListOption) []reconcile.Request {
-	list := newList(TrafficTargetGVK)
+	list := cached.NewSMIList(TrafficTargetGVK)
 	if err := r.Client.List(ctx, list, append(opts, client.InNamespace(ns), client.UnsafeDisableDeepCopy)...); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "list TrafficTargets for fan-in", "namespace", ns)
 		return nil
 	}
 	seen := map[string]bool{}
 	var out []reconcile.Request
-	for i := range list.Items {
-		tt, err := normalize.ReadTrafficTarget(&list.Items[i])
+	for _, o := range list.Objects() {
+		tt, err := normalize.ReadTrafficTarget(o)
 		if err != nil || seen[tt.Spec.Destination.Name] {
 			continue
 		}
@@ -195,14 +195,13 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
 	}
-	list := newList(TrafficTargetGVK)
+	list := cached.NewSMIList(TrafficTargetGVK)
 	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return reconcile.Result{}, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
 	}
-	var items []*unstructured.Unstructured
+	var items []cached.SMIObject
 	var targets []*accessv1alpha2.TrafficTarget
-	for i := range list.Items {
-		u := &list.Items[i]
+	for _, u := range list.Objects() {
 		if !u.GetDeletionTimestamp().IsZero() {
 			continue
 		}
@@ -238,7 +237,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	inMesh := state.InMesh(req.Namespace)
 	enforcing := state.Mode == Enforcing && inMesh
 
-	byName := map[string]*unstructured.Unstructured{}
+	byName := map[string]cached.SMIObject{}
 	for _, u := range items {
 		byName[u.GetName()] = u
 	}
@@ -324,7 +323,12 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 				}
 			}
 		}
-		fidelityRungs.WithLabelValues(req.Namespace, req.Name, rung).Set(float64(n))
+		// No series for a rung without values: at most one or two per destination, not three.
+		if n == 0 {
+			fidelityRungs.DeleteLabelValues(req.Namespace, req.Name, rung)
+		} else {
+			fidelityRungs.WithLabelValues(req.Namespace, req.Name, rung).Set(float64(n))
+		}
 	}
 	for _, tr := range res.Targets {
 		st := targetStatus(tr, res, state.Mode == Enforcing, inMesh, conflicts[tr.Name])
@@ -338,7 +342,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 
 // check returns the live object, or a ConflictError when it exists and is not ours (its controller
 // is none of the destination's TrafficTargets).
-func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []*unstructured.Unstructured) (cached.Object, error) {
+func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []cached.SMIObject) (cached.Object, error) {
 	have := cached.New(want.GroupVersionKind())
 	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
@@ -394,7 +398,7 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 			default:
 				continue
 			}
-			u := newObj(gvk)
+			u := cached.NewSMI(gvk)
 			err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rule.Name}, u, client.UnsafeDisableDeepCopy)
 			if apierrors.IsNotFound(err) {
 				continue

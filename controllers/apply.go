@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
@@ -56,7 +57,7 @@ var reconcileOutcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
 
 var fidelityRungs = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 	Name: "smi2istio_fidelity_rung_values",
-	Help: "Regex values of a destination's TrafficTargets by the fidelity rung that enforces them (ExactRung, EnvoyRung, Rejected).",
+	Help: "Regex values of a destination's TrafficTargets by the fidelity rung that enforces them (ExactRung, EnvoyRung, Rejected); no series for a rung without values.",
 }, []string{"namespace", "destination", "rung"})
 
 var objectsByCondition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -203,23 +204,16 @@ func setConditions(existing *[]metav1.Condition, generation int64, conds ...meta
 
 // writeStatus merges conds into an SMI object's status and patches the status subresource only when
 // a condition or observedGeneration changed; it emits an Event (note) only when Ready changed.
-func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u *unstructured.Unstructured, note string, conds ...metav1.Condition) error {
-	var current []metav1.Condition
-	if raw, ok, _ := unstructured.NestedSlice(u.Object, "status", "conditions"); ok {
-		for _, rc := range raw {
-			var mc metav1.Condition
-			if m, ok := rc.(map[string]any); ok && runtime.DefaultUnstructuredConverter.FromUnstructured(m, &mc) == nil {
-				current = append(current, mc)
-			}
-		}
-	}
+func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u cached.SMIObject, note string, conds ...metav1.Condition) error {
+	// A copy: the object may be the cache's own.
+	current := slices.Clone(u.GetStatus().Conditions)
 	before := meta.FindStatusCondition(current, ConditionReady)
 	var beforeStatus metav1.ConditionStatus
 	var beforeReason string
 	if before != nil {
 		beforeStatus, beforeReason = before.Status, before.Reason
 	}
-	observed, _, _ := unstructured.NestedInt64(u.Object, "status", "observedGeneration")
+	observed := u.GetStatus().ObservedGeneration
 	if !setConditions(&current, u.GetGeneration(), conds...) && observed == u.GetGeneration() {
 		return nil
 	}
@@ -232,12 +226,12 @@ func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder,
 		raw = append(raw, m)
 	}
 	patch := &unstructured.Unstructured{}
-	patch.SetGroupVersionKind(u.GroupVersionKind())
+	patch.SetGroupVersionKind(u.DefaultGVK())
 	patch.SetNamespace(u.GetNamespace())
 	patch.SetName(u.GetName())
 	patch.Object["status"] = map[string]any{"observedGeneration": u.GetGeneration(), "conditions": raw}
 	if err := c.Status().Patch(ctx, patch, client.Merge); err != nil {
-		return fmt.Errorf("update status of %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		return fmt.Errorf("update status of %s %s/%s: %w", u.DefaultGVK().Kind, u.GetNamespace(), u.GetName(), err)
 	}
 	ready := meta.FindStatusCondition(current, ConditionReady)
 	if ready != nil && (ready.Status != beforeStatus || ready.Reason != beforeReason) {

@@ -15,9 +15,10 @@ import (
 )
 
 // CacheOptions is the manager cache the reconcilers are built for: no managedFields anywhere,
-// Services trimmed to what translation reads, and of ConfigMaps only Istio's mesh config. Istio
-// objects are read through the compact types of internal/cached (metadata, hosts, a hash of the
-// spec: AddToScheme registers them). Pods and pod templates are not in it: the access reconciler
+// Services trimmed to what translation reads, and of ConfigMaps only Istio's mesh config. SMI and
+// Istio objects are read through the compact types of internal/cached (AddToScheme registers
+// them): Istio objects as metadata, hosts and a hash of the spec, SMI objects with their spec as
+// JSON. Pods and pod templates are not in it: the access reconciler
 // has its own compact index of them (internal/workloads).
 func CacheOptions() cache.Options {
 	// No ByObject entries for Istio's kinds: those need Istio's CRDs to be served when the manager
@@ -33,7 +34,7 @@ func CacheOptions() cache.Options {
 }
 
 // AddToScheme registers the Go types the reconcilers read from the cache with: the compact types
-// of the Istio kinds (their objects are written as unstructured, never in these types).
+// of the SMI and Istio kinds (objects are written as unstructured, never in these types).
 func AddToScheme(s *runtime.Scheme) error { return cached.AddToScheme(s) }
 
 // lastApplied is where client-side `kubectl apply` (how the OSM guides apply SMI manifests) keeps a
@@ -44,13 +45,24 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // kubectl's last-applied copy (which doubles an object's size in memory). It also interns strings:
 // every decoded object has its own copy of each key ("metadata", "apiVersion", "type", ...) and of
 // the values objects share (kinds, labels, condition types and reasons) — all of an unstructured
-// object (SMI objects), the labels and owner references of a compact Istio object.
+// object, the labels, owner references and condition types and reasons of a compact one
+// (internal/cached: SMI and Istio objects).
 func StripTransform(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *unstructured.Unstructured:
 		intern(o.Object)
-	case cached.Object:
+	case cached.Compact:
+		// Decoding a typed object leaves its TypeMeta empty: normalize and writeStatus read the kind.
+		o.GetObjectKind().SetGroupVersionKind(o.DefaultGVK())
 		internMeta(o)
+		if s, ok := o.(cached.SMIObject); ok {
+			conds := s.GetStatus().Conditions
+			for i := range conds {
+				conds[i].Type = unique.Make(conds[i].Type).Value()
+				conds[i].Reason = unique.Make(conds[i].Reason).Value()
+				conds[i].Status = metav1.ConditionStatus(unique.Make(string(conds[i].Status)).Value())
+			}
+		}
 	}
 	obj, err := cache.TransformStripManagedFields()(obj)
 	if err != nil {

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
+	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/membership"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -130,7 +131,12 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return o.GetName() == "istio"
 		})))
 	if _, err := mgr.GetRESTMapper().RESTMapping(membership.MemberRollGVK.GroupKind(), membership.MemberRollGVK.Version); err == nil {
-		b = b.Watches(newObj(membership.MemberRollGVK), one)
+		// Unstructured: no Go type of OSSM's is fetchable here (DESIGN §8). SMI and Istio kinds are
+		// read only through internal/cached's types: an unstructured read of one would start a
+		// second informer holding every object of the kind again.
+		roll := &unstructured.Unstructured{}
+		roll.SetGroupVersionKind(membership.MemberRollGVK)
+		b = b.Watches(roll, one)
 	}
 	return b.Complete(r)
 }
@@ -278,15 +284,15 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 		if gvk.kind == "TrafficTarget" {
 			g = TrafficTargetGVK
 		}
-		list := newList(g)
+		list := cached.NewSMIList(g)
 		if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("list %s: %w", gvk.kind, err)
 		}
 		c := v1alpha1.ObjectCounts{Kind: gvk.kind}
-		for i := range list.Items {
-			status, reason := readyOf(&list.Items[i])
+		for _, o := range list.Objects() {
+			status, reason := readyOf(o)
 			switch {
-			case !st.InMesh(list.Items[i].GetNamespace()) || reason == ReasonNotInMesh:
+			case !st.InMesh(o.GetNamespace()) || reason == ReasonNotInMesh:
 				c.NotInMesh++
 			case status == string(metav1.ConditionTrue):
 				c.Ready++
@@ -303,14 +309,9 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 	return out, nil
 }
 
-func readyOf(u *unstructured.Unstructured) (status, reason string) {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		if m, ok := c.(map[string]any); ok && m["type"] == ConditionReady {
-			s, _ := m["status"].(string)
-			rs, _ := m["reason"].(string)
-			return s, rs
-		}
+func readyOf(o cached.SMIObject) (status, reason string) {
+	if c := meta.FindStatusCondition(o.GetStatus().Conditions, ConditionReady); c != nil {
+		return string(c.Status), c.Reason
 	}
 	return "", ""
 }

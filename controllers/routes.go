@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -17,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate/regex"
 )
@@ -42,16 +42,17 @@ type RouteReconciler struct {
 func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("route-"+r.GVK.Kind).
-		For(newObj(r.GVK), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+		For(cached.NewSMI(r.GVK), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			list := newList(r.GVK)
-			if err := r.Client.List(ctx, list); err != nil {
+			list := cached.NewSMIList(r.GVK)
+			if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 				ctrl.LoggerFrom(ctx).Error(err, "list routes for resync", "kind", r.GVK.Kind)
 				return nil
 			}
-			out := make([]reconcile.Request, 0, len(list.Items))
-			for _, o := range list.Items {
+			objs := list.Objects()
+			out := make([]reconcile.Request, 0, len(objs))
+			for _, o := range objs {
 				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}})
 			}
 			return out
@@ -66,7 +67,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if !ok {
 		return reconcile.Result{}, nil
 	}
-	u := newObj(r.GVK)
+	u := cached.NewSMI(r.GVK)
 	if err := r.Client.Get(ctx, req.NamespacedName, u); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
@@ -92,8 +93,8 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 }
 
 // validateRoute checks what the schema cannot: the header shape and the regexes.
-func validateRoute(u *unstructured.Unstructured) error {
-	if u.GetKind() != "HTTPRouteGroup" {
+func validateRoute(u cached.SMIObject) error {
+	if u.DefaultGVK().Kind != "HTTPRouteGroup" {
 		return nil
 	}
 	g, err := normalize.ReadHTTPRouteGroup(u)

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/recorder"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 	"github.com/smi2istio/smi2istio/translate"
@@ -138,7 +140,11 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "create manager:", err)
 		return 1
 	}
-	rec := mgr.GetEventRecorder("smi2istio")
+	rec := recorder.New(kubernetes.NewForConfigOrDie(env.Config).EventsV1(), env.Scheme, "smi2istio", 4096, log)
+	if err := mgr.Add(rec); err != nil {
+		fmt.Fprintln(os.Stderr, "add event recorder:", err)
+		return 1
+	}
 	shared := controllers.NewShared("")
 	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: 2 * time.Second}
 	if err := cfgR.SetupWithManager(mgr); err != nil {

@@ -31,8 +31,8 @@ import (
 
 // GVKs the TrafficSplit reconciler reads and writes. SMI objects are read in their hub version.
 var (
-	TrafficSplitGVK    = schema.GroupVersionKind{Group: "split.smi-spec.io", Version: "v1alpha4", Kind: "TrafficSplit"}
-	HTTPRouteGroupGVK  = schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "HTTPRouteGroup"}
+	TrafficSplitGVK    = cached.TrafficSplit{}.GVK()
+	HTTPRouteGroupGVK  = cached.HTTPRouteGroup{}.GVK()
 	VirtualServiceGVK  = cached.VirtualService{}.GVK()
 	DestinationRuleGVK = cached.DestinationRule{}.GVK()
 )
@@ -44,18 +44,6 @@ const (
 	indexSplitRouteGroups   = "smi2istio.split.routeGroups"    // HTTPRouteGroup names in spec.matches
 	indexVirtualServiceHost = "smi2istio.virtualservice.hosts" // FQDN hosts of any VirtualService
 )
-
-func newObj(gvk schema.GroupVersionKind) *unstructured.Unstructured {
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(gvk)
-	return u
-}
-
-func newList(gvk schema.GroupVersionKind) *unstructured.UnstructuredList {
-	l := &unstructured.UnstructuredList{}
-	l.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-	return l
-}
 
 // TrafficSplitReconciler makes Istio route as TrafficSplits say.
 type TrafficSplitReconciler struct {
@@ -83,14 +71,14 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	idx := mgr.GetFieldIndexer()
 	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) client.IndexerFunc {
 		return func(o client.Object) []string {
-			ts, err := normalize.ReadTrafficSplit(o.(*unstructured.Unstructured))
+			ts, err := normalize.ReadTrafficSplit(o)
 			if err != nil {
 				return nil
 			}
 			return f(ts)
 		}
 	}
-	if err := idx.IndexField(ctx, newObj(TrafficSplitGVK), indexSplitServices, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if err := idx.IndexField(ctx, cached.NewSMI(TrafficSplitGVK), indexSplitServices, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		var out []string
 		if root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh); err == nil {
 			out = append(out, root)
@@ -102,7 +90,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit services: %w", err)
 	}
-	if err := idx.IndexField(ctx, newObj(TrafficSplitGVK), indexSplitRoot, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if err := idx.IndexField(ctx, cached.NewSMI(TrafficSplitGVK), indexSplitRoot, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		if root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh); err == nil {
 			return []string{root}
 		}
@@ -110,7 +98,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit root: %w", err)
 	}
-	if err := idx.IndexField(ctx, newObj(TrafficSplitGVK), indexSplitRouteGroups, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if err := idx.IndexField(ctx, cached.NewSMI(TrafficSplitGVK), indexSplitRouteGroups, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		var out []string
 		for _, m := range ts.Spec.Matches {
 			out = append(out, m.Name)
@@ -138,7 +126,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	byName := func(o client.Object) (string, []string) { return o.GetNamespace(), []string{o.GetName()} }
 	rootOf := func(o client.Object) (string, []string) {
-		ts, err := normalize.ReadTrafficSplit(o.(*unstructured.Unstructured))
+		ts, err := normalize.ReadTrafficSplit(o)
 		if err != nil {
 			return "", nil
 		}
@@ -153,26 +141,27 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Named("trafficsplit")
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			list := newList(TrafficSplitGVK)
-			if err := r.Client.List(ctx, list); err != nil {
+			list := cached.NewSMIList(TrafficSplitGVK)
+			if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 				ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for resync")
 				return nil
 			}
-			out := make([]reconcile.Request, 0, len(list.Items))
-			for _, ts := range list.Items {
+			objs := list.Objects()
+			out := make([]reconcile.Request, 0, len(objs))
+			for _, ts := range objs {
 				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ts.GetNamespace(), Name: ts.GetName()}})
 			}
 			return out
 		}))
 	}
 	return b.
-		For(newObj(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		For(cached.NewSMI(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(cached.New(VirtualServiceGVK)).
 		Owns(cached.New(DestinationRuleGVK)).
 		Watches(&corev1.Service{}, splitsBy(indexSplitServices, byName)).
-		Watches(newObj(HTTPRouteGroupGVK), splitsBy(indexSplitRouteGroups, byName)).
+		Watches(cached.NewSMI(HTTPRouteGroupGVK), splitsBy(indexSplitRouteGroups, byName)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
-		Watches(newObj(TrafficSplitGVK), splitsBy(indexSplitRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(cached.NewSMI(TrafficSplitGVK), splitsBy(indexSplitRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a
 		// sibling's not yet garbage collected): its change or removal concerns every split of that root.
 		Watches(cached.New(VirtualServiceGVK), r.splitsOfHosts()).
@@ -198,12 +187,12 @@ func (r *TrafficSplitReconciler) splitsByIndex(ctx context.Context, ns, index st
 	seen := map[types.NamespacedName]bool{}
 	var out []reconcile.Request
 	for _, v := range values {
-		list := newList(TrafficSplitGVK)
+		list := cached.NewSMIList(TrafficSplitGVK)
 		if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingFields{index: v}, client.UnsafeDisableDeepCopy); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for fan-in", "index", index, "value", v)
 			continue
 		}
-		for _, ts := range list.Items {
+		for _, ts := range list.Objects() {
 			key := types.NamespacedName{Namespace: ts.GetNamespace(), Name: ts.GetName()}
 			if !seen[key] {
 				seen[key] = true
@@ -249,7 +238,7 @@ func serviceOfHost(fqdn string, mesh translate.Mesh) (name, namespace string, ok
 // Reconcile: fetch -> translate -> check ownership -> apply -> prune -> status.
 func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
-	u := newObj(TrafficSplitGVK)
+	u := cached.NewSMI(TrafficSplitGVK)
 	if err := r.Client.Get(ctx, req.NamespacedName, u); err != nil {
 		// Deleted: the garbage collector removes what it owned.
 		return reconcile.Result{}, client.IgnoreNotFound(err)
@@ -270,7 +259,7 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	return reconcile.Result{}, r.report(ctx, u, st)
 }
 
-func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u *unstructured.Unstructured, inMesh bool) (conditionSet, error) {
+func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u cached.SMIObject, inMesh bool) (conditionSet, error) {
 	st := applied()
 	a := applier{c: r.Client, owner: ownerRef(u, TrafficSplitGVK.GroupVersion().String(), TrafficSplitGVK.Kind)}
 	ts, err := normalize.ReadTrafficSplit(u)
@@ -385,11 +374,11 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 	if err != nil {
 		return nil, &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "InvalidService", Message: err.Error()}}
 	}
-	siblings := newList(TrafficSplitGVK)
+	siblings := cached.NewSMIList(TrafficSplitGVK)
 	if err := r.Client.List(ctx, siblings, client.InNamespace(ts.Namespace), client.MatchingFields{indexSplitRoot: root}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list TrafficSplits for root %s: %w", root, err)
 	}
-	if winner := oldest(siblings.Items); winner != nil && winner.GetUID() != ts.UID {
+	if winner := oldest(siblings.Objects()); winner != nil && winner.GetUID() != ts.UID {
 		return nil, &ConflictError{Message: fmt.Sprintf("TrafficSplit %s is older and splits the same root Service %s: this one is not applied", winner.GetName(), root)}
 	}
 	host := translate.ServiceFQDN(root, ts.Namespace, r.Mesh)
@@ -421,7 +410,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		in.Services[n] = svc
 	}
 	for _, m := range ts.Spec.Matches {
-		g := newObj(HTTPRouteGroupGVK)
+		g := cached.NewSMI(HTTPRouteGroupGVK)
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: m.Name}, g, client.UnsafeDisableDeepCopy)
 		if apierrors.IsNotFound(err) {
 			continue
@@ -444,7 +433,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 }
 
 // oldest is the split created first (name breaks ties).
-func oldest(items []unstructured.Unstructured) *unstructured.Unstructured {
+func oldest(items []cached.SMIObject) cached.SMIObject {
 	if len(items) == 0 {
 		return nil
 	}
@@ -455,7 +444,7 @@ func oldest(items []unstructured.Unstructured) *unstructured.Unstructured {
 		}
 		return items[i].GetName() < items[j].GetName()
 	})
-	return &items[0]
+	return items[0]
 }
 
 func joinFindings(fs []translate.Finding) string {
@@ -467,7 +456,7 @@ func joinFindings(fs []translate.Finding) string {
 }
 
 // report writes the conditions when they changed, and an Event when Ready changed.
-func (r *TrafficSplitReconciler) report(ctx context.Context, u *unstructured.Unstructured, st conditionSet) error {
+func (r *TrafficSplitReconciler) report(ctx context.Context, u cached.SMIObject, st conditionSet) error {
 	return writeStatus(ctx, r.Client, r.Recorder, u, readyNote(st), st.accepted, st.resolved, st.ready)
 }
 

@@ -102,11 +102,12 @@ func TestListAndDeepCopy(t *testing.T) {
 func TestSchemeKinds(t *testing.T) {
 	s := scheme(t)
 	for gvk := range kinds {
-		got, err := apiutil.GVKForObject(New(gvk), s)
-		if err != nil || got != gvk {
-			t.Errorf("GVKForObject(New(%s)) = %s, %v", gvk, got, err)
+		obj, list := kind(gvk)
+		got, err := apiutil.GVKForObject(obj(), s)
+		if err != nil || got != gvk || obj().DefaultGVK() != gvk {
+			t.Errorf("GVKForObject(New(%s)) = %s, %v; DefaultGVK %s", gvk, got, err, obj().DefaultGVK())
 		}
-		got, err = apiutil.GVKForObject(NewList(gvk), s)
+		got, err = apiutil.GVKForObject(list(), s)
 		if err != nil || got.Kind != gvk.Kind+"List" {
 			t.Errorf("GVKForObject(NewList(%s)) = %s, %v", gvk, got, err)
 		}

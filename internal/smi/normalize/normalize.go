@@ -11,7 +11,7 @@ import (
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 )
@@ -49,26 +49,34 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
+// Object is an SMI object as read: unstructured, or in a compact type of the cache
+// (internal/cached); either way with its apiVersion and kind set, and encoding into its JSON.
+type Object interface {
+	metav1.Object
+	runtime.Object
+}
+
 // toHub converts an object of any served version to apiVersion and decodes it into out.
-func toHub(u *unstructured.Unstructured, apiVersion string, out any) error {
-	raw, err := json.Marshal(u.Object)
+func toHub(u Object, apiVersion string, out any) error {
+	gvk := u.GetObjectKind().GroupVersionKind()
+	raw, err := json.Marshal(u)
 	if err != nil {
-		return fmt.Errorf("encode %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		return fmt.Errorf("encode %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 	}
-	if u.GetAPIVersion() != apiVersion {
+	if gvk.GroupVersion().String() != apiVersion {
 		if raw, err = conversion.Convert(raw, apiVersion); err != nil {
 			return err
 		}
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("decode %s %s/%s as %s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), apiVersion, err)
+		return fmt.Errorf("decode %s %s/%s as %s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), apiVersion, err)
 	}
 	return nil
 }
 
 // ReadTrafficSplit reads a TrafficSplit of any version. v1alpha1 weights arrive in milli-units, so
 // weights stay relative to each other.
-func ReadTrafficSplit(u *unstructured.Unstructured) (*splitv1alpha4.TrafficSplit, error) {
+func ReadTrafficSplit(u Object) (*splitv1alpha4.TrafficSplit, error) {
 	ts := &splitv1alpha4.TrafficSplit{}
 	if err := toHub(u, TrafficSplitAPIVersion, ts); err != nil {
 		return nil, err
@@ -89,7 +97,7 @@ type rawHTTPRouteGroup struct {
 }
 
 // ReadHTTPRouteGroup reads an HTTPRouteGroup of any version, accepting both header shapes.
-func ReadHTTPRouteGroup(u *unstructured.Unstructured) (*HTTPRouteGroup, error) {
+func ReadHTTPRouteGroup(u Object) (*HTTPRouteGroup, error) {
 	var raw rawHTTPRouteGroup
 	if err := toHub(u, HTTPRouteGroupAPIVersion, &raw); err != nil {
 		return nil, err
@@ -151,7 +159,7 @@ const (
 
 // ReadTrafficTarget reads a TrafficTarget of any version (v1alpha1's flat layout and
 // destination.port included).
-func ReadTrafficTarget(u *unstructured.Unstructured) (*accessv1alpha2.TrafficTarget, error) {
+func ReadTrafficTarget(u Object) (*accessv1alpha2.TrafficTarget, error) {
 	tt := &accessv1alpha2.TrafficTarget{}
 	if err := toHub(u, TrafficTargetAPIVersion, tt); err != nil {
 		return nil, err
@@ -167,7 +175,7 @@ type PortRoute struct {
 }
 
 // ReadPortRoute reads a TCPRoute of any version, or a UDPRoute.
-func ReadPortRoute(u *unstructured.Unstructured) (*PortRoute, error) {
+func ReadPortRoute(u Object) (*PortRoute, error) {
 	var raw struct {
 		metav1.ObjectMeta `json:"metadata"`
 		Spec              struct {
@@ -176,12 +184,13 @@ func ReadPortRoute(u *unstructured.Unstructured) (*PortRoute, error) {
 			} `json:"matches"`
 		} `json:"spec"`
 	}
+	gvk := u.GetObjectKind().GroupVersionKind()
 	apiVersion := TCPRouteAPIVersion
-	if u.GetKind() == "UDPRoute" {
-		apiVersion = u.GetAPIVersion()
+	if gvk.Kind == "UDPRoute" {
+		apiVersion = gvk.GroupVersion().String()
 	}
 	if err := toHub(u, apiVersion, &raw); err != nil {
 		return nil, err
 	}
-	return &PortRoute{ObjectMeta: raw.ObjectMeta, Kind: u.GetKind(), Ports: raw.Spec.Matches.Ports}, nil
+	return &PortRoute{ObjectMeta: raw.ObjectMeta, Kind: gvk.Kind, Ports: raw.Spec.Matches.Ports}, nil
 }
