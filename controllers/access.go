@@ -343,8 +343,11 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 // check returns the live object, or a ConflictError when it exists and is not ours (its controller
 // is none of the destination's TrafficTargets).
 func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []cached.SMIObject) (cached.Object, error) {
-	have := cached.New(want.GroupVersionKind())
-	err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
+	have, err := cached.NewFor(want.GroupVersionKind())
+	if err != nil {
+		return nil, err
+	}
+	err = r.Client.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

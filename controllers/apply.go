@@ -105,8 +105,11 @@ func (a applier) desired(obj runtime.Object) (*unstructured.Unstructured, error)
 
 // check fails with a ConflictError when an object of that name exists and is not ours.
 func (a applier) check(ctx context.Context, want *unstructured.Unstructured) (cached.Object, error) {
-	have := cached.New(want.GroupVersionKind())
-	err := a.c.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
+	have, err := cached.NewFor(want.GroupVersionKind())
+	if err != nil {
+		return nil, err
+	}
+	err = a.c.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}

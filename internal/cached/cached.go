@@ -258,6 +258,20 @@ func kind(gvk schema.GroupVersionKind) (obj func() Compact, list func() client.O
 	return k.obj, k.list
 }
 
+// NewFor is an empty cached Istio object of the kind of a rendered object: an error, not a panic,
+// for a kind (or version) this package has no type for.
+func NewFor(gvk schema.GroupVersionKind) (Object, error) {
+	k, ok := kinds[gvk]
+	if !ok {
+		return nil, fmt.Errorf("no cached type for %s", gvk)
+	}
+	obj, ok := k.obj().(Object)
+	if !ok {
+		return nil, fmt.Errorf("%s is not a generated Istio kind", gvk)
+	}
+	return obj, nil
+}
+
 // New is an empty cached Istio object of the kind gvk (one of the Generated kinds).
 func New(gvk schema.GroupVersionKind) Object {
 	obj, _ := kind(gvk)

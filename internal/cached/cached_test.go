@@ -120,3 +120,21 @@ func TestSpecDoesNotEncode(t *testing.T) {
 		t.Error("a cached object encoded")
 	}
 }
+
+// A rendered object of a kind or version without a cached type is an error, not a panic.
+func TestNewForUnknownKind(t *testing.T) {
+	if _, err := NewFor(VirtualService{}.GVK().GroupVersion().WithKind("Gateway")); err == nil {
+		t.Error("no error for a Gateway")
+	}
+	v1 := VirtualService{}.GVK()
+	v1.Version = "v1"
+	if _, err := NewFor(v1); err == nil {
+		t.Error("no error for networking.istio.io/v1")
+	}
+	if _, err := NewFor(TrafficSplit{}.GVK()); err == nil {
+		t.Error("no error for an SMI kind")
+	}
+	if o, err := NewFor(EnvoyFilter{}.GVK()); err != nil || o.DefaultGVK() != (EnvoyFilter{}).GVK() {
+		t.Errorf("NewFor(EnvoyFilter) = %v, %v", o, err)
+	}
+}
