@@ -18,8 +18,8 @@ import (
 // Services trimmed to what translation reads, and of ConfigMaps only Istio's mesh config. SMI and
 // Istio objects are read through the compact types of internal/cached (AddToScheme registers
 // them): Istio objects as metadata, hosts and a hash of the spec, SMI objects with their spec as
-// JSON. Pods and pod templates are not in it: the access reconciler
-// has its own compact index of them (internal/workloads).
+// JSON. Pods and pod templates are not in it: the access reconciler has its own compact index of
+// them (internal/workloads).
 func CacheOptions() cache.Options {
 	// No ByObject entries for Istio's kinds: those need Istio's CRDs to be served when the manager
 	// is made, and the operator may start before Istio.

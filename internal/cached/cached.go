@@ -272,10 +272,13 @@ func NewFor(gvk schema.GroupVersionKind) (Object, error) {
 	return obj, nil
 }
 
-// New is an empty cached Istio object of the kind gvk (one of the Generated kinds).
+// New is NewFor for the fixed kinds the controllers watch: it panics where NewFor fails.
 func New(gvk schema.GroupVersionKind) Object {
-	obj, _ := kind(gvk)
-	return obj().(Object)
+	obj, err := NewFor(gvk)
+	if err != nil {
+		panic("cached: " + err.Error())
+	}
+	return obj
 }
 
 // NewList is an empty list of cached Istio objects of the kind gvk.
@@ -296,8 +299,9 @@ func NewSMIList(gvk schema.GroupVersionKind) SMIObjectList {
 	return list().(SMIObjectList)
 }
 
-// AddToScheme registers the compact types as the Go types of the Istio kinds (and the meta types
-// of their group versions). A scheme holding them must not also hold Istio's own Go types.
+// AddToScheme registers the compact types as the Go types of the SMI and Istio kinds (and the meta
+// types of their group versions). A scheme holding them must not also hold Istio's or smi-sdk-go's
+// own Go types for the same kinds.
 func AddToScheme(s *runtime.Scheme) error {
 	groupVersions := map[schema.GroupVersion]bool{}
 	for gvk, k := range kinds {
