@@ -1,13 +1,19 @@
 package controllers
 
 import (
+	"context"
+	"fmt"
+	"time"
 	"unique"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,12 +31,82 @@ func CacheOptions() cache.Options {
 	// is made, and the operator may start before Istio.
 	return cache.Options{
 		DefaultTransform: StripTransform,
+		NewInformer:      pagedInformer,
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Istio's mesh config is read: never cache other ConfigMaps.
 			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
 			&corev1.Service{}:   {Transform: ServiceTransform},
 		},
 	}
+}
+
+// listPageSize is how many objects an informer's initial list asks for at a time.
+const listPageSize = 500
+
+// pagedInformer is client-go's shared informer whose initial list comes page by page, each page
+// reduced by the cache's transform before the next is fetched. The reflector asks for its first
+// list at resourceVersion 0, which the apiserver's watch cache answers with every object in one
+// response, whatever the limit: at 15,000 objects of a kind, the response and its decoded objects
+// — managed fields included — would all be in memory at once before the transform ran. Asked for
+// the current state instead (resourceVersion ""), the apiserver honours the limit; the reflector
+// follows the continue tokens and starts its watch at the list's resourceVersion, as always.
+func pagedInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
+	transform := StripTransform
+	if _, ok := obj.(*corev1.Service); ok {
+		transform = ServiceTransform
+	}
+	return toolscache.NewSharedIndexInformer(&pagedLister{lw: toolscache.ToListerWatcherWithContext(lw), transform: transform}, obj, resync, indexers)
+}
+
+type pagedLister struct {
+	lw        toolscache.ListerWatcherWithContext
+	transform toolscache.TransformFunc
+}
+
+func (p *pagedLister) List(opts metav1.ListOptions) (runtime.Object, error) {
+	return p.ListWithContext(context.Background(), opts)
+}
+
+func (p *pagedLister) Watch(opts metav1.ListOptions) (watch.Interface, error) {
+	return p.WatchWithContext(context.Background(), opts)
+}
+
+func (p *pagedLister) WatchWithContext(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	return p.lw.WatchWithContext(ctx, opts)
+}
+
+func (p *pagedLister) ListWithContext(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+	if opts.ResourceVersion == "0" && opts.Continue == "" {
+		opts.ResourceVersion = ""
+		if opts.Limit == 0 {
+			opts.Limit = listPageSize
+		}
+	}
+	list, err := p.lw.ListWithContext(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	// Only the reduced objects are kept while the next page is fetched; the informer runs the
+	// transform again on each (it is idempotent).
+	var items []runtime.Object
+	if err := meta.EachListItem(list, func(item runtime.Object) error {
+		out, err := p.transform(item)
+		if err != nil {
+			return err
+		}
+		o, ok := out.(runtime.Object)
+		if !ok {
+			return fmt.Errorf("transform of a %T returned a %T", item, out)
+		}
+		items = append(items, o)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := meta.SetList(list, items); err != nil {
+		return nil, err
+	}
+	return list, nil
 }
 
 // AddToScheme registers the Go types the reconcilers read from the cache with: the compact types

@@ -45,7 +45,8 @@ type result struct {
 	WritesConverge             float64
 	WritesIdle, WritesRestart  float64
 	LatP50, LatP99             time.Duration
-	PeakRSS, PeakHeap          uint64
+	PeakRSS, PeakHeap          uint64 // the first process: converging, idle, changes
+	RestartRSS, RestartHeap    uint64 // the restarted process: listing everything, resync
 }
 
 var (
@@ -165,8 +166,7 @@ func run(ctx context.Context, cfg config) result {
 	waitFor("the baselines of every namespace", 2*time.Minute, func() bool { return w.baselines() == s.namespaces() })
 
 	before := writes(metricsAddr)
-	peaks := newPeaks("go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes", "go_goroutines")
-	stopSampling := peaks.sample(metricsAddr)
+	mem := sampleMemory(op.PID(), metricsAddr)
 	cpuDone := make(chan struct{})
 	go func() {
 		defer close(cpuDone)
@@ -178,10 +178,7 @@ func run(ctx context.Context, cfg config) result {
 	check(createAll(ctx, c, cfg.workers, smi))
 	waitFor("convergence", time.Hour, func() bool { return w.converged(s) })
 	res.Convergence = time.Since(t0)
-	stopSampling()
 	res.WritesConverge = writes(metricsAddr) - before
-	logf("%s: while converging, peak goroutines %.0f, peak stack %s", s.Name,
-		float64(peaks.get("go_goroutines")), mib(peaks.get("go_memstats_stack_inuse_bytes")))
 	logf("%s: converged in %s with %.0f operator writes", s.Name, res.Convergence.Round(time.Millisecond), res.WritesConverge)
 	if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
 		for _, c := range ms["smi2istio_conversions_total"] {
@@ -208,20 +205,22 @@ func run(ctx context.Context, cfg config) result {
 
 	lat := changeLatency(ctx, c, w, us, cfg.samples)
 	res.LatP50, res.LatP99 = percentile(lat, 50), percentile(lat, 99)
-	res.PeakRSS = peakRSS(op.PID())
-	res.PeakHeap = peaks.get("go_memstats_heap_inuse_bytes")
+	mem.finish(op.PID())
+	res.PeakRSS, res.PeakHeap = mem.hw, mem.heap
+	logf("%s: converging, idle and changing weights: %s", s.Name, mem)
 
 	// A restart with nothing changed: the new process reconciles everything and must write nothing.
 	op.Stop()
 	check(op.Start())
+	mem = sampleMemory(op.PID(), metricsAddr)
 	waitFor("every split and target reconciled after the restart", 30*time.Minute, func() bool {
 		return metricSum(metricsAddr, "smi2istio_reconcile_outcomes_total", "") >= float64(2*s.Units)
 	})
 	time.Sleep(5 * time.Second)
 	res.WritesRestart = writes(metricsAddr)
-	if r := peakRSS(op.PID()); r > res.PeakRSS {
-		res.PeakRSS = r
-	}
+	mem.finish(op.PID())
+	res.RestartRSS, res.RestartHeap = mem.hw, mem.heap
+	logf("%s: restarted, until everything is reconciled: %s", s.Name, mem)
 	logf("%s: %.0f writes after a restart", s.Name, res.WritesRestart)
 	for r, n := range writesByResource(metricsAddr) {
 		logf("%s: after the restart, %.0f writes of %s", s.Name, n, r)
@@ -332,60 +331,6 @@ func metricSum(metricsAddr, name, labelPart string) float64 {
 		}
 	}
 	return n
-}
-
-// peaks holds the highest value seen of each of a few gauges of the operator's metrics.
-type peaks map[string]*atomic.Uint64
-
-func newPeaks(names ...string) peaks {
-	p := peaks{}
-	for _, n := range names {
-		p[n] = new(atomic.Uint64)
-	}
-	return p
-}
-
-func (p peaks) get(name string) uint64 { return p[name].Load() }
-
-// sample reads the gauges every second until the returned function is called.
-func (p peaks) sample(metricsAddr string) func() {
-	done := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
-				for name, peak := range p {
-					for _, s := range ms[name] {
-						if v := uint64(s.Value); v > peak.Load() {
-							peak.Store(v)
-						}
-					}
-				}
-			}
-			select {
-			case <-done:
-				return
-			case <-time.After(time.Second):
-			}
-		}
-	}()
-	return func() { close(done); <-stopped }
-}
-
-// peakRSS is the process's high-water resident set size (VmHWM), in bytes.
-func peakRSS(pid int) uint64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	check(err)
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			kb, err := strconv.ParseUint(f[1], 10, 64)
-			check(err)
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 // changeLatency changes the weights of one TrafficSplit at a time and times until the watch sees
