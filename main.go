@@ -40,6 +40,7 @@ import (
 	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/internal/memlimit"
 	"github.com/smi2istio/smi2istio/internal/offline"
 	smirecorder "github.com/smi2istio/smi2istio/internal/recorder"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
@@ -132,6 +133,13 @@ func defaultStateDir() string {
 }
 
 func run(ctx context.Context, log logr.Logger, o options) error {
+	soft, err := memlimit.FromEnv()
+	if err != nil {
+		return err
+	}
+	if soft > 0 {
+		log.Info("Go soft memory limit set below the container's", "softLimitMiB", soft>>20, "reserveMiB", memlimit.Reserve>>20)
+	}
 	local, err := wantLocal(o.localControlPlane)
 	if err != nil {
 		return err

@@ -49,6 +49,7 @@ var (
 // by: the stored one, so that the garbage collector's lookups of owners need no conversion either.
 var trafficTargetOwnerAPIVersion = TrafficTargetGVK.GroupVersion().String()
 
+// Field indexes, within one namespace only (indexInNamespace).
 const (
 	indexTargetDestination = "smi2istio.target.destination" // destination ServiceAccount name
 	indexTargetRoutes      = "smi2istio.target.routes"      // "<Kind>/<name>" of each rule
@@ -102,13 +103,13 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 			return f(tt)
 		}
 	}
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, cached.NewSMI(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+	c := mgr.GetCache()
+	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
 		return []string{tt.Spec.Destination.Name}
 	})); err != nil {
 		return fmt.Errorf("index TrafficTarget destination: %w", err)
 	}
-	if err := idx.IndexField(ctx, cached.NewSMI(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
 		var out []string
 		for _, rule := range tt.Spec.Rules {
 			out = append(out, rule.Kind+"/"+rule.Name)

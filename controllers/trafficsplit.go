@@ -37,7 +37,8 @@ var (
 	DestinationRuleGVK = cached.DestinationRule{}.GVK()
 )
 
-// Field indexes.
+// Field indexes: the split ones within one namespace only (indexInNamespace); the VirtualService
+// hosts across namespaces (a host may be claimed from any namespace).
 const (
 	indexSplitServices      = "smi2istio.split.services"       // root and backend Service names
 	indexSplitRoot          = "smi2istio.split.root"           // root Service name
@@ -68,7 +69,7 @@ type TrafficSplitReconciler struct {
 
 // SetupWithManager registers the field indexes and watches.
 func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	idx := mgr.GetFieldIndexer()
+	c := mgr.GetCache()
 	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) client.IndexerFunc {
 		return func(o client.Object) []string {
 			ts, err := normalize.ReadTrafficSplit(o)
@@ -78,7 +79,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			return f(ts)
 		}
 	}
-	if err := idx.IndexField(ctx, cached.NewSMI(TrafficSplitGVK), indexSplitServices, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficSplitGVK), indexSplitServices, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		var out []string
 		if root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh); err == nil {
 			out = append(out, root)
@@ -90,7 +91,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit services: %w", err)
 	}
-	if err := idx.IndexField(ctx, cached.NewSMI(TrafficSplitGVK), indexSplitRoot, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficSplitGVK), indexSplitRoot, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		if root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh); err == nil {
 			return []string{root}
 		}
@@ -98,7 +99,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit root: %w", err)
 	}
-	if err := idx.IndexField(ctx, cached.NewSMI(TrafficSplitGVK), indexSplitRouteGroups, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficSplitGVK), indexSplitRouteGroups, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		var out []string
 		for _, m := range ts.Spec.Matches {
 			out = append(out, m.Name)
@@ -107,7 +108,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit route groups: %w", err)
 	}
-	if err := idx.IndexField(ctx, cached.New(VirtualServiceGVK), indexVirtualServiceHost, func(o client.Object) []string {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, cached.New(VirtualServiceGVK), indexVirtualServiceHost, func(o client.Object) []string {
 		hosts := o.(cached.Object).Hosts()
 		out := make([]string, 0, len(hosts))
 		for _, h := range hosts {

@@ -37,7 +37,7 @@ func main() {
 	samples := flag.Int("samples", 100, "weight changes timed for the change latency")
 	workers := flag.Int("workers", 8, "concurrent writers of the harness (the same for the baseline and the SMI apply)")
 	pprofDir := flag.String("pprof", "", "directory for the operator's CPU profile of the convergence and heap profile after it (enables its --pprof-bind-address)")
-	memlimit := flag.String("memlimit", manifestMemLimit, "GOMEMLIMIT of the operator: the install manifest sets it to the container's memory limit ("+manifestMemLimit+"); \"off\" runs without one")
+	memlimit := flag.String("memlimit", manifestMemLimit, "the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit 64 MiB below it; the manifest's is "+manifestMemLimit+"); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead")
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
 	if *pprofDir != "" {
@@ -84,7 +84,7 @@ func main() {
 		rows = append(rows, r)
 		fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", s.Name, r)
 	}
-	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers, operator GOMEMLIMIT %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers, *memlimit)
+	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers, operator memory limit %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers, *memlimit)
 	printTable(os.Stdout, rows)
 }
 
@@ -101,6 +101,6 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-// manifestMemLimit is the GOMEMLIMIT the install manifest gives the operator: its container's memory
-// limit (config/manager/manager.yaml, checked by TestMemLimitMatchesManifest), in Go's notation.
-const manifestMemLimit = "256MiB"
+// manifestMemLimit is the install manifest's container memory limit for the operator
+// (config/manager/manager.yaml, checked by TestMemLimitMatchesManifest).
+const manifestMemLimit = "256Mi"

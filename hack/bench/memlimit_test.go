@@ -9,10 +9,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
+
+	"github.com/smi2istio/smi2istio/internal/memlimit"
 )
 
-// The benchmark runs the operator with the GOMEMLIMIT the install manifest gives it: the manifest
-// derives GOMEMLIMIT from the container's memory limit, and that limit is manifestMemLimit.
+// The benchmark runs the operator with the memory limit the install manifest gives it: the
+// manifest passes the container's memory limit in memlimit.Env, and that limit is manifestMemLimit.
 func TestMemLimitMatchesManifest(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "manager", "manager.yaml"))
 	if err != nil {
@@ -31,15 +33,23 @@ func TestMemLimitMatchesManifest(t *testing.T) {
 	c := dep.Spec.Template.Spec.Containers[0]
 	fromLimit := false
 	for _, e := range c.Env {
-		if e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" {
+		if e.Name == memlimit.Env && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory" {
 			fromLimit = true
 		}
 	}
 	if !fromLimit {
-		t.Error("the manifest does not set GOMEMLIMIT from limits.memory")
+		t.Errorf("the manifest does not set %s from limits.memory", memlimit.Env)
 	}
-	want := resource.MustParse(strings.TrimSuffix(manifestMemLimit, "B"))
+	want := resource.MustParse(manifestMemLimit)
 	if got := c.Resources.Limits.Memory(); got.Cmp(want) != 0 {
-		t.Errorf("manifest memory limit %s, the benchmark's GOMEMLIMIT %s", got, manifestMemLimit)
+		t.Errorf("manifest memory limit %s, the benchmark's %s", got, manifestMemLimit)
+	}
+}
+
+func TestMemoryEnv(t *testing.T) {
+	for in, want := range map[string]string{"256Mi": memlimit.Env + "=268435456", "128MiB": "GOMEMLIMIT=128MiB", "off": ""} {
+		if got := strings.Join(memoryEnv(in), ","); got != want {
+			t.Errorf("memoryEnv(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

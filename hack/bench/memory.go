@@ -43,15 +43,16 @@ type memPeaks struct {
 	atRSS                       memSample
 	heap, stack, goroutines, hw uint64
 	stop, stopped               chan struct{}
+	onPeak                      func() // called (from the sampler) at each new highest RSS
 }
 
-func sampleMemory(pid int, metricsAddr string) *memPeaks {
-	p := &memPeaks{stop: make(chan struct{}), stopped: make(chan struct{})}
+func sampleMemory(pid int, metricsAddr string, onPeak func()) *memPeaks {
+	p := &memPeaks{stop: make(chan struct{}), stopped: make(chan struct{}), onPeak: onPeak}
 	go func() {
 		defer close(p.stopped)
 		for {
-			if s, ok := readMemory(pid, metricsAddr); ok {
-				p.add(s)
+			if s, ok := readMemory(pid, metricsAddr); ok && p.add(s) && p.onPeak != nil {
+				p.onPeak()
 			}
 			select {
 			case <-p.stop:
@@ -63,15 +64,18 @@ func sampleMemory(pid int, metricsAddr string) *memPeaks {
 	return p
 }
 
-func (p *memPeaks) add(s memSample) {
+// add records a sample; true if its RSS is the highest yet.
+func (p *memPeaks) add(s memSample) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if s.RSS > p.atRSS.RSS {
-		p.atRSS = s
-	}
 	p.heap = max(p.heap, s.HeapInuse)
 	p.stack = max(p.stack, s.Stack)
 	p.goroutines = max(p.goroutines, s.Goroutines)
+	if s.RSS > p.atRSS.RSS {
+		p.atRSS = s
+		return true
+	}
+	return false
 }
 
 // finish stops sampling and records the process's high-water RSS (VmHWM), which also covers the

@@ -35,10 +35,17 @@ func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 // saveProfile stores one of the operator's pprof profiles (heap, or profile?seconds=N for CPU).
 func saveProfile(addr, file, which string) {
+	if fetchProfile(addr, file, which) {
+		logf("saved %s", file)
+	}
+}
+
+// fetchProfile is saveProfile without the log line; false if the profile could not be fetched.
+func fetchProfile(addr, file, which string) bool {
 	resp, err := http.Get("http://" + addr + "/debug/pprof/" + which) //nolint:noctx // local pprof endpoint
 	if err != nil {
 		logf("profile %s: %v", which, err)
-		return
+		return false
 	}
 	defer func() { _ = resp.Body.Close() }()
 	f, err := os.Create(file)
@@ -46,5 +53,5 @@ func saveProfile(addr, file, which string) {
 	defer func() { _ = f.Close() }()
 	_, err = io.Copy(f, resp.Body)
 	check(err)
-	logf("saved %s", file)
+	return true
 }

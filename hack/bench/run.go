@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/internal/memlimit"
 	"github.com/smi2istio/smi2istio/internal/proc"
 )
 
@@ -149,9 +151,7 @@ func run(ctx context.Context, cfg config) result {
 	probeAddr, err := proc.FreeAddr()
 	check(err)
 	op := proc.Operator(cfg.bin, filepath.Join(cfg.dir, "smi2istio.log"), cp.Kubeconfig, webhook, certDir, metricsAddr, probeAddr)
-	if cfg.memLimit != "off" {
-		op.Env = append(op.Env, "GOMEMLIMIT="+cfg.memLimit)
-	}
+	op.Env = append(op.Env, memoryEnv(cfg.memLimit)...)
 	pprofAddr := ""
 	if cfg.pprofDir != "" {
 		pprofAddr, err = proc.FreeAddr()
@@ -166,7 +166,7 @@ func run(ctx context.Context, cfg config) result {
 	waitFor("the baselines of every namespace", 2*time.Minute, func() bool { return w.baselines() == s.namespaces() })
 
 	before := writes(metricsAddr)
-	mem := sampleMemory(op.PID(), metricsAddr)
+	mem := sampleMemory(op.PID(), metricsAddr, nil)
 	cpuDone := make(chan struct{})
 	go func() {
 		defer close(cpuDone)
@@ -212,7 +212,12 @@ func run(ctx context.Context, cfg config) result {
 	// A restart with nothing changed: the new process reconciles everything and must write nothing.
 	op.Stop()
 	check(op.Start())
-	mem = sampleMemory(op.PID(), metricsAddr)
+	var atPeak func()
+	if cfg.pprofDir != "" {
+		// What the restarted process holds when its RSS peaks (the heap as of its last GC).
+		atPeak = func() { fetchProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-restart-heap.pb.gz"), "heap") }
+	}
+	mem = sampleMemory(op.PID(), metricsAddr, atPeak)
 	waitFor("every split and target reconciled after the restart", 30*time.Minute, func() bool {
 		return metricSum(metricsAddr, "smi2istio_reconcile_outcomes_total", "") >= float64(2*s.Units)
 	})
@@ -226,6 +231,20 @@ func run(ctx context.Context, cfg config) result {
 		logf("%s: after the restart, %.0f writes of %s", s.Name, n, r)
 	}
 	return res
+}
+
+// memoryEnv is the operator's environment for a -memlimit value: a container limit (256Mi) as
+// the Deployment passes it, a Go soft limit (128MiB) as GOMEMLIMIT, or nothing ("off").
+func memoryEnv(limit string) []string {
+	switch {
+	case limit == "off":
+		return nil
+	case strings.HasSuffix(limit, "B"):
+		return []string{"GOMEMLIMIT=" + limit}
+	default:
+		q := resource.MustParse(limit)
+		return []string{memlimit.Env + "=" + strconv.FormatInt(q.Value(), 10)}
+	}
 }
 
 func interleave(a, b []*unstructured.Unstructured) []*unstructured.Unstructured {
