@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/smi2istio/smi2istio/internal/memlimit"
 	"github.com/smi2istio/smi2istio/internal/proc"
 )
 
@@ -37,7 +38,7 @@ func main() {
 	samples := flag.Int("samples", 100, "weight changes timed for the change latency")
 	workers := flag.Int("workers", 8, "concurrent writers of the harness (the same for the baseline and the SMI apply)")
 	pprofDir := flag.String("pprof", "", "directory for the operator's CPU profile of the convergence and heap profile after it (enables its --pprof-bind-address)")
-	memlimit := flag.String("memlimit", manifestMemLimit, "the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit 64 MiB below it; the manifest's is "+manifestMemLimit+"); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead")
+	memlimits := flag.String("memlimit", manifestMemLimit, fmt.Sprintf("the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit %d MiB below it, or at half of it if that is more; the manifest's is %s); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead. Comma-separated: each size runs once per value, one after the other", memlimit.Reserve>>20, manifestMemLimit))
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
 	if *pprofDir != "" {
@@ -68,9 +69,13 @@ func main() {
 		fail(fmt.Errorf("hack/istio-crds.sh: %w", err))
 	}
 	istioCRDs := strings.TrimSpace(string(out))
-	if *memlimit != "off" {
-		if _, err := resource.ParseQuantity(strings.TrimSuffix(*memlimit, "B")); err != nil {
-			fail(fmt.Errorf("-memlimit %q: %w", *memlimit, err))
+	limits := strings.Split(*memlimits, ",")
+	for i, l := range limits {
+		limits[i] = strings.TrimSpace(l)
+		if l := limits[i]; l != "off" {
+			if _, err := resource.ParseQuantity(strings.TrimSuffix(l, "B")); err != nil {
+				fail(fmt.Errorf("-memlimit %q: %w", l, err))
+			}
 		}
 	}
 	var rows []result
@@ -79,12 +84,18 @@ func main() {
 		if !ok {
 			fail(fmt.Errorf("unknown size %q", n))
 		}
-		r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, s.Name), bin: bin, istioCRDs: istioCRDs,
-			idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, memLimit: *memlimit})
-		rows = append(rows, r)
-		fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", s.Name, r)
+		for i, l := range limits {
+			sub := s.Name
+			if len(limits) > 1 {
+				sub = fmt.Sprintf("%s-%d", s.Name, i)
+			}
+			r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, sub), bin: bin, istioCRDs: istioCRDs,
+				idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, profilePrefix: sub, memLimit: l})
+			rows = append(rows, r)
+			fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", sub, r)
+		}
 	}
-	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers, operator memory limit %s\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers, *memlimit)
+	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers)
 	printTable(os.Stdout, rows)
 }
 

@@ -10,12 +10,12 @@ import (
 
 // printTable writes the results as a markdown table, with the ratios the targets are about.
 func printTable(out io.Writer, rows []result) {
-	fmt.Fprintln(out, "| size | SMI objects | pods | Istio objects | baseline: Istio objects only | baseline: SMI + Istio objects | convergence | ratio to Istio-only / SMI+Istio | operator writes per SMI object | writes idle | writes after restart | change latency p50 / p99 | peak RSS / after restart | peak Go heap / after restart |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| size | memory limit | SMI objects | pods | Istio objects | baseline: Istio objects only | baseline: SMI + Istio objects | convergence | ratio to Istio-only / SMI+Istio | operator CPU converging | operator writes per SMI object | writes idle | writes after restart | change latency p50 / p99 | peak RSS / after restart | peak Go heap / after restart |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(out, "| %s | %d | %d | %d | %s | %s | %s | %.2f× / %.2f× | %.2f | %.0f | %.0f | %s / %s | %s / %s | %s / %s |\n",
-			r.Size, r.SMI, r.Pods, r.Istio, dur(r.BaselineIstio), dur(r.BaselineAll), dur(r.Convergence),
-			r.Convergence.Seconds()/r.BaselineIstio.Seconds(), r.Convergence.Seconds()/r.BaselineAll.Seconds(),
+		fmt.Fprintf(out, "| %s | %s | %d | %d | %d | %s | %s | %s | %.2f× / %.2f× | %.1f s | %.2f | %.0f | %.0f | %s / %s | %s / %s | %s / %s |\n",
+			r.Size, r.MemLimit, r.SMI, r.Pods, r.Istio, dur(r.BaselineIstio), dur(r.BaselineAll), dur(r.Convergence),
+			r.Convergence.Seconds()/r.BaselineIstio.Seconds(), r.Convergence.Seconds()/r.BaselineAll.Seconds(), r.CPUConverge,
 			r.WritesConverge/float64(r.SMI), r.WritesIdle, r.WritesRestart, dur(r.LatP50), dur(r.LatP99), mib(r.PeakRSS), mib(r.RestartRSS), mib(r.PeakHeap), mib(r.RestartHeap))
 	}
 }

@@ -36,14 +36,17 @@ type config struct {
 	idle             time.Duration
 	samples, workers int
 	pprofDir         string
+	profilePrefix    string // profiles are <prefix>-cpu.pb.gz etc.: the size, and the limit's index when there are several
 	memLimit         string
 }
 
 type result struct {
 	Size                       string
+	MemLimit                   string // the -memlimit value the operator ran with
 	SMI, Pods, Istio           int
 	BaselineIstio, BaselineAll time.Duration
 	Convergence                time.Duration
+	CPUConverge                float64 // the operator's CPU seconds while converging
 	WritesConverge             float64
 	WritesIdle, WritesRestart  float64
 	LatP50, LatP99             time.Duration
@@ -78,7 +81,7 @@ func check(err error) {
 
 func run(ctx context.Context, cfg config) result {
 	s := cfg.size
-	res := result{Size: s.Name, SMI: s.smiObjects(), Pods: s.Pods, Istio: s.istioObjects()}
+	res := result{Size: s.Name, MemLimit: cfg.memLimit, SMI: s.smiObjects(), Pods: s.Pods, Istio: s.istioObjects()}
 	check(os.MkdirAll(cfg.dir, 0o700))
 	cp, err := localcp.Start(filepath.Join(cfg.dir, "kubeconfig"))
 	check(err)
@@ -166,12 +169,13 @@ func run(ctx context.Context, cfg config) result {
 	waitFor("the baselines of every namespace", 2*time.Minute, func() bool { return w.baselines() == s.namespaces() })
 
 	before := writes(metricsAddr)
+	cpuBefore := metricSum(metricsAddr, "process_cpu_seconds_total", "")
 	mem := sampleMemory(op.PID(), metricsAddr, nil)
 	cpuDone := make(chan struct{})
 	go func() {
 		defer close(cpuDone)
 		if cfg.pprofDir != "" {
-			saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-cpu.pb.gz"), "profile?seconds=20")
+			saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-cpu.pb.gz"), "profile?seconds=20")
 		}
 	}()
 	t0 = time.Now()
@@ -179,7 +183,9 @@ func run(ctx context.Context, cfg config) result {
 	waitFor("convergence", time.Hour, func() bool { return w.converged(s) })
 	res.Convergence = time.Since(t0)
 	res.WritesConverge = writes(metricsAddr) - before
-	logf("%s: converged in %s with %.0f operator writes", s.Name, res.Convergence.Round(time.Millisecond), res.WritesConverge)
+	res.CPUConverge = metricSum(metricsAddr, "process_cpu_seconds_total", "") - cpuBefore
+	logf("%s: converged in %s with %.0f operator writes and %.1f s of operator CPU", s.Name, res.Convergence.Round(time.Millisecond),
+		res.WritesConverge, res.CPUConverge)
 	if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
 		for _, c := range ms["smi2istio_conversions_total"] {
 			logf("%s: %.0f objects through the conversion webhook %s", s.Name, c.Value, c.Labels)
@@ -187,7 +193,7 @@ func run(ctx context.Context, cfg config) result {
 	}
 	<-cpuDone
 	if cfg.pprofDir != "" {
-		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-heap.pb.gz"), "heap")
+		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-heap.pb.gz"), "heap")
 	}
 
 	// The configuration's status counts are refreshed every minute: idle starts once they are current.
@@ -215,7 +221,9 @@ func run(ctx context.Context, cfg config) result {
 	var atPeak func()
 	if cfg.pprofDir != "" {
 		// What the restarted process holds when its RSS peaks (the heap as of its last GC).
-		atPeak = func() { fetchProfile(pprofAddr, filepath.Join(cfg.pprofDir, s.Name+"-restart-heap.pb.gz"), "heap") }
+		atPeak = func() {
+			fetchProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-restart-heap.pb.gz"), "heap")
+		}
 	}
 	mem = sampleMemory(op.PID(), metricsAddr, atPeak)
 	waitFor("every split and target reconciled after the restart", 30*time.Minute, func() bool {

@@ -230,6 +230,7 @@ type entry struct {
 	serviceAccount  string
 	labels          map[string]string
 	deleting        bool
+	stable          bool // labels are stable labels already (a compacted entry's), serviceAccount set
 }
 
 // compacted is the form a workload takes between the apiserver and the index — a listed page, the
@@ -265,7 +266,9 @@ func entryOf(obj any) (entry, bool) {
 		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Spec.ServiceAccountName, labels: o.Labels,
 			deleting: o.DeletionTimestamp != nil}, true
 	case *compacted:
-		return o.entry, true
+		e := o.entry
+		e.stable = true
+		return e, true
 	case *appsv1.Deployment:
 		meta, tmpl = &o.ObjectMeta, &o.Spec.Template
 	case *appsv1.StatefulSet:
@@ -302,11 +305,13 @@ func (ix *Index) set(kind int, e entry) {
 		ix.remove(kind, e.namespace, e.name)
 		return
 	}
-	sa := e.serviceAccount
-	if sa == "" {
-		sa = "default"
+	sa, labels := e.serviceAccount, e.labels
+	if !e.stable {
+		if sa == "" {
+			sa = "default"
+		}
+		labels = translate.StableLabels(labels)
 	}
-	labels := translate.StableLabels(e.labels)
 	key := identityKey(sa, labels)
 	n := ix.namespaces[e.namespace]
 	if n == nil {
