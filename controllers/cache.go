@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 	"unique"
 
@@ -29,15 +30,33 @@ import (
 func CacheOptions() cache.Options {
 	// No ByObject entries for Istio's kinds: those need Istio's CRDs to be served when the manager
 	// is made, and the operator may start before Istio.
-	return cache.Options{
-		DefaultTransform: StripTransform,
-		NewInformer:      pagedInformer,
-		ByObject: map[client.Object]cache.ByObject{
-			// Only Istio's mesh config is read: never cache other ConfigMaps.
-			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
-			&corev1.Service{}:   {Transform: ServiceTransform},
-		},
+	byObject := map[client.Object]cache.ByObject{
+		// Only Istio's mesh config is read: never cache other ConfigMaps.
+		&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
 	}
+	for _, t := range kindTransforms {
+		byObject[t.obj] = cache.ByObject{Transform: t.transform}
+	}
+	return cache.Options{DefaultTransform: StripTransform, NewInformer: pagedInformer, ByObject: byObject}
+}
+
+// kindTransforms are the kinds cached with a transform of their own instead of StripTransform: the
+// one table CacheOptions and pagedInformer both read.
+var kindTransforms = []struct {
+	obj       client.Object
+	transform toolscache.TransformFunc
+}{
+	{&corev1.Service{}, ServiceTransform},
+}
+
+// transformFor is the transform the cache applies to objects of obj's type.
+func transformFor(obj runtime.Object) toolscache.TransformFunc {
+	for _, t := range kindTransforms {
+		if reflect.TypeOf(t.obj) == reflect.TypeOf(obj) {
+			return t.transform
+		}
+	}
+	return StripTransform
 }
 
 // listPageSize is how many objects an informer's initial list asks for at a time.
@@ -51,11 +70,7 @@ const listPageSize = 500
 // the current state instead (resourceVersion ""), the apiserver honours the limit; the reflector
 // follows the continue tokens and starts its watch at the list's resourceVersion, as always.
 func pagedInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
-	transform := StripTransform
-	if _, ok := obj.(*corev1.Service); ok {
-		transform = ServiceTransform
-	}
-	return toolscache.NewSharedIndexInformer(&pagedLister{lw: toolscache.ToListerWatcherWithContext(lw), transform: transform}, obj, resync, indexers)
+	return toolscache.NewSharedIndexInformer(&pagedLister{lw: toolscache.ToListerWatcherWithContext(lw), transform: transformFor(obj)}, obj, resync, indexers)
 }
 
 type pagedLister struct {
