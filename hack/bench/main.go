@@ -114,4 +114,4 @@ func fail(err error) {
 
 // manifestMemLimit is the install manifest's container memory limit for the operator
 // (config/manager/manager.yaml, checked by TestMemLimitMatchesManifest).
-const manifestMemLimit = "256Mi"
+const manifestMemLimit = "176Mi"

@@ -241,7 +241,7 @@ func run(ctx context.Context, cfg config) result {
 	return res
 }
 
-// memoryEnv is the operator's environment for a -memlimit value: a container limit (256Mi) as
+// memoryEnv is the operator's environment for a -memlimit value: a container limit (176Mi) as
 // the Deployment passes it, a Go soft limit (128MiB) as GOMEMLIMIT, or nothing ("off").
 func memoryEnv(limit string) []string {
 	switch {
