@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // printTable writes the results as a markdown table, with the ratios the targets are about.
@@ -54,4 +59,35 @@ func fetchProfile(addr, file, which string) bool {
 	_, err = io.Copy(f, resp.Body)
 	check(err)
 	return true
+}
+
+// apiserverProfileSeconds is the length of each of the apiserver's CPU profiles taken while the
+// operator converges.
+const apiserverProfileSeconds = 30
+
+// profileAPIServer saves the kube-apiserver's CPU profile in consecutive windows
+// (<prefix>-00.pb.gz, -01, ...) until ctx ends, the window under way when it ends included: together
+// they cover the whole convergence (go tool pprof merges them). The channel closes after the last.
+func profileAPIServer(ctx context.Context, rc *rest.Config, prefix string) <-chan struct{} {
+	done := make(chan struct{})
+	cfg := rest.CopyConfig(rc)
+	cfg.Timeout = 2 * apiserverProfileSeconds * time.Second
+	cs, err := kubernetes.NewForConfig(cfg)
+	check(err)
+	go func() {
+		defer close(done)
+		for i := 0; ctx.Err() == nil; i++ {
+			// Not cancelled with ctx: a profile cut short is no profile.
+			data, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+				Param("seconds", strconv.Itoa(apiserverProfileSeconds)).DoRaw(context.Background())
+			if err != nil {
+				logf("apiserver profile: %v", err)
+				return
+			}
+			file := fmt.Sprintf("%s-%02d.pb.gz", prefix, i)
+			check(os.WriteFile(file, data, 0o600))
+			logf("saved %s", file)
+		}
+	}()
+	return done
 }

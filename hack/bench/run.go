@@ -178,10 +178,17 @@ func run(ctx context.Context, cfg config) result {
 			saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-cpu.pb.gz"), "profile?seconds=20")
 		}
 	}()
+	var apiserverDone <-chan struct{}
+	stopProfiling := func() {}
+	if cfg.pprofDir != "" {
+		pctx, cancel := context.WithCancel(ctx)
+		apiserverDone, stopProfiling = profileAPIServer(pctx, rc, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-apiserver-cpu")), cancel
+	}
 	t0 = time.Now()
 	check(createAll(ctx, c, cfg.workers, smi))
 	waitFor("convergence", time.Hour, func() bool { return w.converged(s) })
 	res.Convergence = time.Since(t0)
+	stopProfiling()
 	res.WritesConverge = writes(metricsAddr) - before
 	res.CPUConverge = metricSum(metricsAddr, "process_cpu_seconds_total", "") - cpuBefore
 	logf("%s: converged in %s with %.0f operator writes and %.1f s of operator CPU", s.Name, res.Convergence.Round(time.Millisecond),
@@ -192,6 +199,9 @@ func run(ctx context.Context, cfg config) result {
 		}
 	}
 	<-cpuDone
+	if apiserverDone != nil {
+		<-apiserverDone
+	}
 	if cfg.pprofDir != "" {
 		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-heap.pb.gz"), "heap")
 	}
