@@ -230,12 +230,25 @@ type entry struct {
 	serviceAccount  string
 	labels          map[string]string
 	deleting        bool
-	stable          bool // labels are stable labels already (a compacted entry's), serviceAccount set
+	normal          bool // already normalized (a compacted entry)
+}
+
+// normalized is e as identities hold it: the ServiceAccount defaulted, the stable labels only.
+func (e entry) normalized() entry {
+	if e.normal {
+		return e
+	}
+	if e.serviceAccount == "" {
+		e.serviceAccount = "default"
+	}
+	e.labels = translate.StableLabels(e.labels)
+	e.normal = true
+	return e
 }
 
 // compacted is the form a workload takes between the apiserver and the index — a listed page, the
-// reflector's temporary store while a watch streams the initial list: its key and identity in about
-// a hundred bytes (BenchmarkCompactedRetained), where a decoded Pod is kilobytes. Listing 50,000 pods
+// reflector's temporary store while a watch streams the initial list: its key and identity in 64
+// bytes (BenchmarkCompactedRetained), where a decoded Pod is kilobytes. Listing 50,000 pods
 // holds every one of them in this form until the list is complete.
 type compacted struct{ entry }
 
@@ -266,9 +279,7 @@ func entryOf(obj any) (entry, bool) {
 		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Spec.ServiceAccountName, labels: o.Labels,
 			deleting: o.DeletionTimestamp != nil}, true
 	case *compacted:
-		e := o.entry
-		e.stable = true
-		return e, true
+		return o.entry, true
 	case *appsv1.Deployment:
 		meta, tmpl = &o.ObjectMeta, &o.Spec.Template
 	case *appsv1.StatefulSet:
@@ -305,13 +316,8 @@ func (ix *Index) set(kind int, e entry) {
 		ix.remove(kind, e.namespace, e.name)
 		return
 	}
+	e = e.normalized()
 	sa, labels := e.serviceAccount, e.labels
-	if !e.stable {
-		if sa == "" {
-			sa = "default"
-		}
-		labels = translate.StableLabels(labels)
-	}
 	key := identityKey(sa, labels)
 	n := ix.namespaces[e.namespace]
 	if n == nil {
@@ -372,10 +378,7 @@ func (ix *Index) compact(obj any) (any, error) {
 	if !ok {
 		return obj, nil
 	}
-	if e.serviceAccount == "" {
-		e.serviceAccount = "default"
-	}
-	e.labels = translate.StableLabels(e.labels)
+	e = e.normalized()
 	key := identityKey(e.serviceAccount, e.labels)
 	ix.mu.Lock()
 	if id := ix.identities[key]; id != nil {
