@@ -37,7 +37,7 @@ func main() {
 	idle := flag.Duration("idle", 5*time.Minute, "how long to count writes while nothing changes")
 	samples := flag.Int("samples", 100, "weight changes timed for the change latency")
 	workers := flag.Int("workers", 8, "concurrent writers of the harness (the same for the baseline and the SMI apply)")
-	pprofDir := flag.String("pprof", "", "directory for the operator's CPU profile of the convergence and heap profile after it (enables its --pprof-bind-address)")
+	pprofDir := flag.String("pprof", "", "directory for profiles: the operator's CPU (first 20 s of convergence) and heap after it, the kube-apiserver's CPU over the whole convergence (30 s windows), the restarted operator's heap at its highest RSS (enables the operator's --pprof-bind-address)")
 	memlimits := flag.String("memlimit", manifestMemLimit, fmt.Sprintf("the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit %d MiB below it, or at half of it if that is more; the manifest's is %s); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead. Comma-separated: each size runs once per value, one after the other", memlimit.Reserve>>20, manifestMemLimit))
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
