@@ -36,6 +36,8 @@ type Pattern struct {
 	Kind Kind
 	// Literal is the exact value, the prefix, the suffix, or the template; empty for Presence.
 	Literal string
+	// IgnoreCase: Istio compares the literal ignoring ASCII case (as it does for hosts).
+	IgnoreCase bool
 }
 
 // String renders the pattern as AuthorizationPolicy writes it.
@@ -55,13 +57,18 @@ func (p Pattern) String() string {
 
 // Match applies Istio's matching rules for the pattern to s.
 func (p Pattern) Match(s string) bool {
+	lit := p.Literal
+	if p.IgnoreCase {
+		// Envoy's ignore_case folds ASCII letters only.
+		s, lit = asciiLower(s), asciiLower(lit)
+	}
 	switch p.Kind {
 	case Exact:
-		return s == p.Literal
+		return s == lit
 	case Prefix:
-		return strings.HasPrefix(s, p.Literal)
+		return strings.HasPrefix(s, lit)
 	case Suffix:
-		return strings.HasSuffix(s, p.Literal)
+		return strings.HasSuffix(s, lit)
 	case Presence:
 		return true
 	case Template:
@@ -70,10 +77,15 @@ func (p Pattern) Match(s string) bool {
 	return false
 }
 
-// Options says what the target Istio supports.
+// Options says what the target Istio supports and how it compares the value.
 type Options struct {
 	// Templates allows {*} path templates (Istio >= 1.22; paths only).
 	Templates bool
+	// IgnoreCase: the AuthorizationPolicy compares values ignoring ASCII case (Istio's hosts),
+	// while RE2 does not. Exact is then set only when that comparison allows no string the regex
+	// does not: every literal of the regex is free of ASCII letters or case-insensitive ((?i)).
+	// The Superset stays a superset under case-insensitive comparison.
+	IgnoreCase bool
 }
 
 // Result is the classification of one regex.
@@ -105,14 +117,17 @@ func Classify(expr string, opts Options) (Result, error) {
 		return Result{}, fmt.Errorf("%q is not an RE2 regex: %w", expr, err)
 	}
 	re = re.Simplify()
-	ps, ok := pieces(re)
+	sup := superset(expr)
+	sup.IgnoreCase = opts.IgnoreCase
+	ps, ok := pieces(re, opts.IgnoreCase)
 	if !ok {
-		return Result{Superset: superset(expr)}, nil
+		return Result{Superset: sup}, nil
 	}
 	if p, ok := shape(ps, opts); ok {
+		p.IgnoreCase = opts.IgnoreCase
 		return Result{Exact: p, Superset: p}, nil
 	}
-	return Result{Superset: superset(expr)}, nil
+	return Result{Superset: sup}, nil
 }
 
 // piece is a literal, "any string" or (for templates) one path segment.
@@ -122,8 +137,12 @@ type piece struct {
 	segment bool
 }
 
-// pieces flattens a regex into literals and wildcards, or fails for anything else.
-func pieces(re *syntax.Regexp) ([]piece, bool) {
+// pieces flattens a regex into literals and wildcards, or fails for anything else. With
+// ignoreCase (the pattern will be compared ignoring ASCII case), a case-sensitive literal holding an
+// ASCII letter fails (the comparison would allow its other cases), and a case-insensitive literal
+// ((?i)) is accepted, lower-cased: Istio then allows the ASCII case variants RE2 allows, and not
+// the few non-ASCII ones RE2's folding adds (U+212A KELVIN SIGN for k, U+017F for s): narrower.
+func pieces(re *syntax.Regexp, ignoreCase bool) ([]piece, bool) {
 	var subs []*syntax.Regexp
 	if re.Op == syntax.OpConcat {
 		subs = re.Sub
@@ -136,7 +155,12 @@ func pieces(re *syntax.Regexp) ([]piece, bool) {
 		case s.Op == syntax.OpBeginText && i == 0, s.Op == syntax.OpEndText && i == len(subs)-1, s.Op == syntax.OpEmptyMatch:
 			// Anchors at the ends are implied by full match.
 		case s.Op == syntax.OpLiteral && s.Flags&syntax.FoldCase == 0:
+			if ignoreCase && hasASCIILetter(string(s.Rune)) {
+				return nil, false
+			}
 			out = appendLit(out, string(s.Rune))
+		case s.Op == syntax.OpLiteral && ignoreCase:
+			out = appendLit(out, asciiLower(string(s.Rune)))
 		case s.Op == syntax.OpStar && anyChar(s.Sub[0]):
 			if len(out) == 0 || !out[len(out)-1].any {
 				out = append(out, piece{any: true})
@@ -185,6 +209,25 @@ func classIs(runes []rune, ranges [][2]rune) bool {
 		}
 	}
 	return true
+}
+
+func hasASCIILetter(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i] | 0x20; c >= 'a' && c <= 'z' {
+			return true
+		}
+	}
+	return false
+}
+
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // reserved characters have a meaning in AuthorizationPolicy strings: a literal holding one
@@ -237,7 +280,23 @@ func template(ps []piece) (string, bool) {
 			b.WriteString(p.lit)
 		}
 	}
-	return b.String(), hasSegment && strings.HasPrefix(b.String(), "/")
+	t := b.String()
+	return t, hasSegment && strings.HasPrefix(t, "/") && validTemplate(t)
+}
+
+// pchar is what Istio accepts as a literal segment of a path template (RFC 3986 pchar; Istio's
+// security.IsValidLiteral); Envoy's {*} matches one segment of these characters only.
+var pchar = regexp.MustCompile(`^[a-zA-Z0-9-._~%!$&'()+,;:@=]+$`)
+
+// validTemplate: every segment between slashes (leading and trailing slashes aside) is {*} or a
+// non-empty pchar literal, as Istio's validation requires of a path holding a template.
+func validTemplate(t string) bool {
+	for _, seg := range strings.Split(strings.Trim(t, "/"), "/") {
+		if seg != "{*}" && !pchar.MatchString(seg) {
+			return false
+		}
+	}
+	return true
 }
 
 func matchTemplate(t, s string) bool {
@@ -263,12 +322,18 @@ func matchTemplate(t, s string) bool {
 // prefix, when the regex must start with one, else presence. (Compiled unanchored: every full
 // match is a match at 0, so it starts with the prefix of any match; Go computes no prefix for
 // some anchored programs.)
+//
+// A literal holding a character reserved in AuthorizationPolicy strings is cut before it: the
+// prefix up to there is still a superset, and the pattern stays one Istio reads as written.
 func superset(expr string) Pattern {
 	prefix, complete := regexp.MustCompile(expr).LiteralPrefix()
+	if i := strings.IndexAny(prefix, "*{}"); i >= 0 {
+		prefix, complete = prefix[:i], false
+	}
 	if complete {
 		return Pattern{Kind: Exact, Literal: prefix}
 	}
-	if prefix == "" || reserved(prefix) {
+	if prefix == "" {
 		return Pattern{Kind: Presence}
 	}
 	return Pattern{Kind: Prefix, Literal: prefix}

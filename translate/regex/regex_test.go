@@ -10,9 +10,11 @@ func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		expr      string
 		templates bool
-		exact     string // "" when inexpressible: then superset is checked
-		kind      Kind
-		superset  string
+		// ignoreCase: the pattern is compared ignoring ASCII case (hosts).
+		ignoreCase bool
+		exact      string // "" when inexpressible: then superset is checked
+		kind       Kind
+		superset   string
 	}{
 		{expr: "/books-bought", kind: Exact, exact: "/books-bought"},
 		{expr: "^/books-bought$", kind: Exact, exact: "/books-bought"},
@@ -40,8 +42,26 @@ func TestClassify(t *testing.T) {
 		{expr: "/a*", superset: "/*"},
 		{expr: "/x{2}", superset: "/xx"},
 		{expr: "/users/[^/]+x", templates: true, superset: "/users/*"},
+		// Istio rejects a template whose literal segments are empty or hold non-pchar characters.
+		{expr: "/users//[^/]+", templates: true, superset: "/users//*"},
+		{expr: "/a b/[^/]+", templates: true, superset: "/a b/*"},
+		// A reserved character ends the superset's literal (Istio would read it, or reject "{").
+		{expr: `/a\{b\}`, superset: "/a*"},
+		{expr: `/a\{b\}.*`, superset: "/a*"},
+		{expr: `\*b`, superset: "*"},
+		{expr: `/a\*b`, superset: "/a*"},
+		// Hosts are compared ignoring case: a literal with letters is exact only when the regex is
+		// case-insensitive too.
+		{expr: `api\.shop`, ignoreCase: true, superset: "api.shop"},
+		{expr: `api.*`, ignoreCase: true, superset: "api*"},
+		{expr: `(?i)api\.shop`, ignoreCase: true, kind: Exact, exact: "api.shop"},
+		{expr: `(?i)API\.Shop(?::[0-9]+)?`, ignoreCase: true, superset: "*"},
+		{expr: `(?i).*\.SHOP`, ignoreCase: true, kind: Suffix, exact: "*.shop"},
+		{expr: `(?i:api)\.shop`, ignoreCase: true, superset: "*"},
+		{expr: `10\.0\.0\.1`, ignoreCase: true, kind: Exact, exact: "10.0.0.1"},
+		{expr: `10\.0\..*`, ignoreCase: true, kind: Prefix, exact: "10.0.*"},
 	} {
-		r, err := Classify(tc.expr, Options{Templates: tc.templates})
+		r, err := Classify(tc.expr, Options{Templates: tc.templates, IgnoreCase: tc.ignoreCase})
 		if err != nil {
 			t.Errorf("%q: %v", tc.expr, err)
 			continue
@@ -85,7 +105,13 @@ func checkSample(t *testing.T, expr, s string, opts Options) {
 		t.Fatalf("%q compiles but Classify fails: %v", expr, err)
 	}
 	full := re.MatchString(s)
-	if r.Exact.Kind != Inexpressible && r.Exact.Match(s) != full {
+	if opts.IgnoreCase {
+		// Under case-insensitive comparison an exact-rung pattern may be narrower than the regex
+		// (RE2 folds a few non-ASCII letters Envoy does not), never wider.
+		if r.Exact.Kind != Inexpressible && r.Exact.Match(s) && !full {
+			t.Fatalf("%q classified %v %q ignoring case: pattern matches %q, the regex does not", expr, r.Exact.Kind, r.Exact, s)
+		}
+	} else if r.Exact.Kind != Inexpressible && r.Exact.Match(s) != full {
 		t.Fatalf("%q classified %v %q: pattern matches %q = %v, regex = %v", expr, r.Exact.Kind, r.Exact, s, r.Exact.Match(s), full)
 	}
 	if full && !r.Superset.Match(s) {
@@ -105,6 +131,8 @@ func TestSamples(t *testing.T) {
 		for _, templates := range []bool{false, true} {
 			checkSample(t, s[0], s[1], Options{Templates: templates})
 		}
+		checkSample(t, s[0], s[1], Options{IgnoreCase: true})
+		checkSample(t, s[0], strings.ToUpper(s[1]), Options{IgnoreCase: true})
 	}
 }
 
@@ -119,13 +147,15 @@ func FuzzClassify(f *testing.F) {
 		if len(expr) > 64 {
 			return
 		}
-		checkSample(t, expr, s, Options{Templates: templates})
-		// Also probe strings built from the pattern's own literal, where a wrong
-		// classification would show.
-		if r, err := Classify(expr, Options{Templates: templates}); err == nil {
-			lit := r.Exact.Literal + r.Superset.Literal
-			for _, probe := range []string{lit, lit + s, s + lit, r.Exact.Literal, r.Superset.Literal + "/x"} {
-				checkSample(t, expr, probe, Options{Templates: templates})
+		for _, opts := range []Options{{Templates: templates}, {IgnoreCase: true}} {
+			checkSample(t, expr, s, opts)
+			// Also probe strings built from the pattern's own literal (and its other cases), where
+			// a wrong classification would show.
+			if r, err := Classify(expr, opts); err == nil {
+				lit := r.Exact.Literal + r.Superset.Literal
+				for _, probe := range []string{lit, lit + s, s + lit, r.Exact.Literal, r.Superset.Literal + "/x", strings.ToUpper(lit), strings.ToLower(s)} {
+					checkSample(t, expr, probe, opts)
+				}
 			}
 		}
 	})
