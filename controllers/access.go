@@ -6,21 +6,22 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -28,31 +29,9 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
+	"github.com/smi2istio/smi2istio/internal/syncset"
 	"github.com/smi2istio/smi2istio/internal/workloads"
 	"github.com/smi2istio/smi2istio/translate"
-)
-
-// GVKs the access reconciler reads and writes. TrafficTargets are watched in their stored version
-// (v1alpha3), so that no watch event or status write goes through the conversion webhook, and
-// converted in process to the hub v1alpha2 (the only version with both the spec wrapper and
-// destination.port, which v1alpha3 keeps in the conversion annotation) by normalize.
-var (
-	TrafficTargetGVK       = cached.TrafficTarget{}.GVK()
-	TCPRouteGVK            = cached.TCPRoute{}.GVK()
-	UDPRouteGVK            = cached.UDPRoute{}.GVK()
-	AuthorizationPolicyGVK = cached.AuthorizationPolicy{}.GVK()
-	PeerAuthenticationGVK  = cached.PeerAuthentication{}.GVK()
-	EnvoyFilterGVK         = cached.EnvoyFilter{}.GVK()
-)
-
-// trafficTargetOwnerAPIVersion is the apiVersion generated objects name their TrafficTarget owner
-// by: the stored one, so that the garbage collector's lookups of owners need no conversion either.
-var trafficTargetOwnerAPIVersion = TrafficTargetGVK.GroupVersion().String()
-
-// Field indexes, within one namespace only (indexInNamespace).
-const (
-	indexTargetDestination = "smi2istio.target.destination" // destination ServiceAccount name
-	indexTargetRoutes      = "smi2istio.target.routes"      // "<Kind>/<name>" of each rule
 )
 
 // AccessMode mirrors OSM's permissive switch.
@@ -63,11 +42,6 @@ const (
 	Enforcing AccessMode = "Enforcing"
 	// Permissive: no baseline, TrafficTargets are not enforced.
 	Permissive AccessMode = "Permissive"
-)
-
-// Condition reasons specific to access.
-const (
-	ReasonNotEnforced = "NotEnforced"
 )
 
 // AccessReconciler makes Istio enforce the TrafficTargets of one destination ServiceAccount
@@ -81,6 +55,8 @@ type AccessReconciler struct {
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
 	// Workloads is the index of pods and pod templates; SetupWithManager makes one when nil.
 	Workloads *workloads.Index
+
+	syncer *syncset.Syncer
 }
 
 // +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets,verbs=get;list;watch
@@ -119,13 +95,28 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		return fmt.Errorf("index TrafficTarget routes: %w", err)
 	}
 
-	destOfTarget := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		tt, err := normalize.ReadTrafficTarget(o)
-		if err != nil {
-			return nil
+	// A TrafficTarget whose destination changes concerns its old destination too (whose outputs
+	// it held), not only the new one.
+	destOf := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		if tt, err := normalize.ReadTrafficTarget(o); err == nil {
+			q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: tt.Namespace, Name: tt.Spec.Destination.Name}})
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: tt.Namespace, Name: tt.Spec.Destination.Name}}}
-	})
+	}
+	destOfTarget := handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			destOf(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			destOf(e.ObjectOld, q)
+			destOf(e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			destOf(e.Object, q)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			destOf(e.Object, q)
+		},
+	}
 	routeFanIn := func(kind string) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return r.destinations(ctx, o.GetNamespace(), client.MatchingFields{indexTargetRoutes: kind + "/" + o.GetName()})
@@ -144,6 +135,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if r.Workloads == nil {
 		r.Workloads = workloads.New()
 	}
+	r.syncer = newSyncer(r.Client)
 
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("access")
@@ -188,17 +180,69 @@ func (r *AccessReconciler) destinations(ctx context.Context, ns string, opts ...
 	return out
 }
 
-// Reconcile: fetch every TrafficTarget of the destination -> translate -> check ownership ->
-// apply -> prune -> status of each TrafficTarget.
+// Reconcile: fetch the destination's TrafficTargets → translate them together → sync the
+// destination's set (all or nothing; when it cannot be written exactly, nothing is allowed) →
+// status of each TrafficTarget.
 func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	log := ctrl.LoggerFrom(ctx).WithValues("destination", req.Name)
 	state, ok := r.State()
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
 	}
+	items, targets, err := r.targets(ctx, req)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	scope := accessScopeOf(state, req.Namespace)
+	var res *translate.AccessResult
+	if len(items) > 0 {
+		in, err := r.fetch(ctx, req.Namespace, req.Name, targets, state.Mesh)
+		if err != nil {
+			reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
+			return reconcile.Result{}, err
+		}
+		if res, err = translate.TranslateAccess(in); err != nil {
+			reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
+			return reconcile.Result{}, err
+		}
+	}
+	set, err := accessSet(req, items, res, scope.enforcing())
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	synced, err := r.syncer.Sync(ctx, set)
+	if err != nil {
+		reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
+		return reconcile.Result{}, err
+	}
+	if synced.Wrote() {
+		ctrl.LoggerFrom(ctx).Info("synced", "destination", req.Name, "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
+	}
+	recordRungs(req.Namespace, req.Name, res)
+	if res == nil {
+		return reconcile.Result{}, nil
+	}
+	byName := map[string]cached.SMIObject{}
+	for _, u := range items {
+		byName[u.GetName()] = u
+	}
+	for _, tr := range res.Targets {
+		st := targetConditions(tr, res, scope, synced)
+		reconcileOutcomes.WithLabelValues("TrafficTarget", st.outcome).Inc()
+		if err := writeStatus(ctx, r.Client, r.Recorder, byName[tr.Name], st.ready.Message, st.conditions()...); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting {
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	return reconcile.Result{}, nil
+}
+
+// targets lists the destination's TrafficTargets that are not being deleted, by name.
+func (r *AccessReconciler) targets(ctx context.Context, req reconcile.Request) ([]cached.SMIObject, []*accessv1alpha2.TrafficTarget, error) {
 	list := cached.NewSMIList(TrafficTargetGVK)
 	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}, client.UnsafeDisableDeepCopy); err != nil {
-		return reconcile.Result{}, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
+		return nil, nil, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
 	}
 	var items []cached.SMIObject
 	var targets []*accessv1alpha2.TrafficTarget
@@ -208,113 +252,92 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		}
 		tt, err := normalize.ReadTrafficTarget(u)
 		if err != nil {
-			log.Error(err, "unreadable TrafficTarget", "name", u.GetName())
+			ctrl.LoggerFrom(ctx).Error(err, "unreadable TrafficTarget", "name", u.GetName())
 			continue
 		}
 		items, targets = append(items, u), append(targets, tt)
 	}
-	if len(items) == 0 {
-		// No TrafficTarget for this ServiceAccount (any more): remove what it had, nothing to read.
-		for _, gvk := range []schema.GroupVersionKind{EnvoyFilterGVK, AuthorizationPolicyGVK, PeerAuthenticationGVK} {
-			if err := r.prune(ctx, gvk, req.Namespace, req.Name, nil); err != nil {
-				return reconcile.Result{}, err
-			}
-		}
-		fidelityRungs.DeletePartialMatch(map[string]string{"namespace": req.Namespace, "destination": req.Name})
-		return reconcile.Result{}, nil
-	}
 	sort.Slice(items, func(i, j int) bool { return items[i].GetName() < items[j].GetName() })
 	sort.Slice(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
-	in, err := r.fetch(ctx, req.Namespace, req.Name, targets, state.Mesh)
-	if err != nil {
-		reconcileOutcomes.WithLabelValues("TrafficTarget", "error").Inc()
-		return reconcile.Result{}, err
-	}
-	res, err := translate.TranslateAccess(in)
-	if err != nil {
-		reconcileOutcomes.WithLabelValues("TrafficTarget", "error").Inc()
-		return reconcile.Result{}, err
-	}
-	inMesh := state.InMesh(req.Namespace)
-	enforcing := state.Mode == Enforcing && inMesh
+	return items, targets, nil
+}
 
+// accessScope is what the configuration in effect says about a destination's namespace.
+type accessScope struct {
+	inMesh, enforcingMode, rootNamespace bool
+}
+
+func accessScopeOf(state State, ns string) accessScope {
+	return accessScope{inMesh: state.InMesh(ns), enforcingMode: state.Mode == Enforcing, rootNamespace: !selectorOutputsAllowed(state, ns)}
+}
+
+// enforcing: outputs are written.
+func (s accessScope) enforcing() bool { return s.inMesh && s.enforcingMode && !s.rootNamespace }
+
+// accessKinds are the kinds of a destination's set in apply order: the Envoy rung's filter before
+// the policies that rely on it, removed after them; stale ALLOW policies go before anything else.
+var accessKinds = []syncset.Kind{
+	{GVK: EnvoyFilterGVK},
+	{GVK: PeerAuthenticationGVK},
+	{GVK: AuthorizationPolicyGVK, PruneFirst: true},
+}
+
+// accessSet is the complete desired set of one destination ServiceAccount: each TrafficTarget's
+// policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
+// (they hold their union; none is their controller, so deleting one TrafficTarget leaves them).
+// Nothing is desired when not enforcing. A set that cannot be written exactly is removed.
+func accessSet(req reconcile.Request, items []cached.SMIObject, res *translate.AccessResult, enforcing bool) (*syncset.Set, error) {
+	set := &syncset.Set{
+		Namespace: req.Namespace,
+		Kinds:     accessKinds,
+		Labels: map[string]string{
+			translate.ManagedByLabel: translate.ManagedByValue, translate.DestinationLabel: req.Name,
+		},
+		OwnerKinds: []string{TrafficTargetGVK.Kind},
+		OnBlocked:  syncset.Remove,
+	}
+	if !enforcing || res == nil {
+		return set, nil
+	}
 	byName := map[string]cached.SMIObject{}
 	for _, u := range items {
 		byName[u.GetName()] = u
 	}
-	type wanted struct {
-		obj    *unstructured.Unstructured
-		target string // TrafficTarget it belongs to; "" for the destination's EnvoyFilters
+	var all []metav1.OwnerReference
+	for _, u := range items {
+		ref := ownerRef(u, trafficTargetOwnerAPIVersion, TrafficTargetGVK.Kind)
+		ref.Controller = nil
+		all = append(all, ref)
 	}
-	var want []wanted
-	if enforcing {
-		for _, tr := range res.Targets {
-			owner := byName[tr.Name]
-			a := applier{c: r.Client, owner: ownerRef(owner, trafficTargetOwnerAPIVersion, TrafficTargetGVK.Kind)}
-			for _, o := range tr.Objects() {
-				d, err := a.desired(o)
-				if err != nil {
-					return reconcile.Result{}, err
-				}
-				want = append(want, wanted{obj: d, target: tr.Name})
-			}
+	for _, tr := range res.Targets {
+		owner, ok := byName[tr.Name]
+		if !ok {
+			return nil, fmt.Errorf("translation of %s returned TrafficTarget %s, which was not fetched", req, tr.Name)
 		}
-		if len(res.EnvoyFilters) > 0 {
-			// Owned by every TrafficTarget of the destination (it holds their union); the oldest
-			// by name is the controller.
-			for _, ef := range res.EnvoyFilters {
-				d, err := translate.ToUnstructured(ef)
-				if err != nil {
-					return reconcile.Result{}, err
-				}
-				var refs []metav1.OwnerReference
-				for i, u := range items {
-					ref := ownerRef(u, trafficTargetOwnerAPIVersion, TrafficTargetGVK.Kind)
-					ref.Controller = ptr.To(i == 0)
-					refs = append(refs, ref)
-				}
-				d.SetOwnerReferences(refs)
-				want = append(want, wanted{obj: d})
-			}
-		}
-	}
-
-	// Check every output before writing any: a conflict writes nothing for the destination.
-	conflicts := map[string]string{}
-	haves := make([]cached.Object, len(want))
-	for i, w := range want {
-		have, err := r.check(ctx, w.obj, items)
-		var ce *ConflictError
-		if errors.As(err, &ce) {
-			conflicts[w.target] = ce.Message
-			continue
-		}
+		objs, err := render(tr.Objects(), ownerRef(owner, trafficTargetOwnerAPIVersion, TrafficTargetGVK.Kind))
 		if err != nil {
-			return reconcile.Result{}, err
+			return nil, err
 		}
-		haves[i] = have
+		set.Objects = append(set.Objects, objs...)
 	}
-	keep := map[schema.GroupVersionKind]map[string]bool{AuthorizationPolicyGVK: {}, PeerAuthenticationGVK: {}, EnvoyFilterGVK: {}}
-	for i, w := range want {
-		if len(conflicts) > 0 && (w.target == "" || conflicts[w.target] != "") {
-			continue // an EnvoyFilter needs every part of the union; a conflicted target gets nothing
-		}
-		a := applier{c: r.Client}
-		did, err := a.apply(ctx, w.obj, haves[i])
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		keep[w.obj.GroupVersionKind()][w.obj.GetName()] = true
-		if did {
-			log.Info("applied", "kind", w.obj.GetKind(), "name", w.obj.GetName())
-		}
+	filters := make([]runtime.Object, 0, len(res.EnvoyFilters))
+	for _, ef := range res.EnvoyFilters {
+		filters = append(filters, ef)
 	}
-	for _, gvk := range []schema.GroupVersionKind{EnvoyFilterGVK, AuthorizationPolicyGVK, PeerAuthenticationGVK} {
-		if err := r.prune(ctx, gvk, req.Namespace, req.Name, keep[gvk]); err != nil {
-			return reconcile.Result{}, err
-		}
+	objs, err := render(filters, all...)
+	if err != nil {
+		return nil, err
 	}
+	set.Objects = append(set.Objects, objs...)
+	return set, nil
+}
 
+// recordRungs sets the fidelity gauge of a destination: no series for a rung without values.
+func recordRungs(ns, destination string, res *translate.AccessResult) {
+	if res == nil {
+		fidelityRungs.DeletePartialMatch(map[string]string{"namespace": ns, "destination": destination})
+		return
+	}
 	for _, rung := range []string{translate.RungExact, translate.RungEnvoy, translate.RungReject} {
 		n := 0
 		for _, tr := range res.Targets {
@@ -324,64 +347,12 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 				}
 			}
 		}
-		// No series for a rung without values: at most one or two per destination, not three.
 		if n == 0 {
-			fidelityRungs.DeleteLabelValues(req.Namespace, req.Name, rung)
+			fidelityRungs.DeleteLabelValues(ns, destination, rung)
 		} else {
-			fidelityRungs.WithLabelValues(req.Namespace, req.Name, rung).Set(float64(n))
+			fidelityRungs.WithLabelValues(ns, destination, rung).Set(float64(n))
 		}
 	}
-	for _, tr := range res.Targets {
-		st := targetStatus(tr, res, state.Mode == Enforcing, inMesh, conflicts[tr.Name])
-		reconcileOutcomes.WithLabelValues("TrafficTarget", st.outcome).Inc()
-		if err := writeStatus(ctx, r.Client, r.Recorder, byName[tr.Name], st.ready.Message, st.accepted, st.resolved, st.ready); err != nil {
-			return reconcile.Result{}, err
-		}
-	}
-	return reconcile.Result{}, nil
-}
-
-// check returns the live object, or a ConflictError when it exists and is not ours (its controller
-// is none of the destination's TrafficTargets).
-func (r *AccessReconciler) check(ctx context.Context, want *unstructured.Unstructured, targets []cached.SMIObject) (cached.Object, error) {
-	have, err := cached.NewFor(want.GroupVersionKind())
-	if err != nil {
-		return nil, err
-	}
-	err = r.Client.Get(ctx, client.ObjectKeyFromObject(want), have, client.UnsafeDisableDeepCopy)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
-	}
-	for _, t := range targets {
-		if controlledBy(have, t.GetUID()) {
-			return have, nil
-		}
-	}
-	return nil, &ConflictError{Message: fmt.Sprintf("%s %s/%s exists and is not managed by smi2istio for this destination: it is left untouched",
-		want.GetKind(), want.GetNamespace(), want.GetName())}
-}
-
-// prune deletes the destination's generated objects that are no longer wanted.
-func (r *AccessReconciler) prune(ctx context.Context, gvk schema.GroupVersionKind, ns, destination string, keep map[string]bool) error {
-	list := cached.NewList(gvk)
-	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy, client.MatchingLabels{
-		translate.ManagedByLabel: translate.ManagedByValue, translate.DestinationLabel: destination,
-	}); err != nil {
-		return fmt.Errorf("list %s: %w", gvk.Kind, err)
-	}
-	for _, obj := range list.Objects() {
-		c := metav1.GetControllerOfNoCopy(obj)
-		if keep[obj.GetName()] || c == nil || c.Kind != TrafficTargetGVK.Kind {
-			continue
-		}
-		if err := r.Client.Delete(ctx, obj, client.Preconditions{UID: ptr.To(obj.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
-		}
-	}
-	return nil
 }
 
 // fetch gathers what the destination's TrafficTargets reference, from the cache.
@@ -466,7 +437,8 @@ func (s *workloadSource) Start(ctx context.Context, queue workqueue.TypedRateLim
 
 func (s *workloadSource) WaitForSync(ctx context.Context) error { return s.index.WaitForSync(ctx) }
 
-func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforcing, inMesh bool, conflict string) conditionSet {
+// targetConditions is what a reconcile of its destination decided about one TrafficTarget.
+func targetConditions(tr translate.TargetResult, res *translate.AccessResult, scope accessScope, synced syncset.Result) conditionSet {
 	st := applied()
 	st.accepted.Message = rungSummary(tr)
 	var rejected []translate.Finding
@@ -482,37 +454,42 @@ func targetStatus(tr translate.TargetResult, res *translate.AccessResult, enforc
 	var inv *translate.InvalidError
 	if errors.As(tr.Err, &inv) {
 		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalid, Message: "nothing is allowed by this TrafficTarget"}
-		st.outcome = "invalid"
+		st.ready = notReady(ReasonInvalid, "nothing is allowed by this TrafficTarget")
+		st.outcome = OutcomeInvalid
 		return st
 	}
 	unresolved := append(append([]translate.Finding(nil), res.SelectorFindings...), tr.Unresolved...)
 	if len(unresolved) > 0 {
 		st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: unresolved[0].Reason, Message: joinFindings(unresolved)}
-		st.outcome = "unresolved"
+		st.outcome = OutcomeUnresolved
 	}
-	names := make([]string, 0)
+	mine := map[syncset.Ref]bool{}
+	var names []string
 	for _, o := range tr.Objects() {
 		if m, ok := o.(metav1.Object); ok {
+			mine[syncset.Ref{Kind: o.GetObjectKind().GroupVersionKind().Kind, Namespace: m.GetNamespace(), Name: m.GetName()}] = true
 			names = append(names, m.GetName())
 		}
 	}
+	for _, ef := range res.EnvoyFilters {
+		mine[syncset.Ref{Kind: EnvoyFilterGVK.Kind, Namespace: ef.Namespace, Name: ef.Name}] = true
+	}
 	sort.Strings(names)
 	switch {
-	case !inMesh:
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotInMesh,
-			Message: "the destination's namespace is not in the mesh: nothing is applied"}
-		st.outcome = "notinmesh"
-	case !enforcing:
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotEnforced,
-			Message: "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced"}
-		st.outcome = "permissive"
-	case conflict != "":
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonConflict, Message: conflict}
-		st.outcome = "conflict"
+	case !scope.inMesh:
+		st.ready = notReady(ReasonNotInMesh, "the destination's namespace is not in the mesh: nothing is applied")
+		st.outcome = OutcomeNotInMesh
+	case scope.rootNamespace:
+		st.ready = notReady(ReasonRootNamespace, "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, nothing is allowed")
+		st.outcome = OutcomeInvalid
+	case !scope.enforcingMode:
+		st.ready = notReady(ReasonNotEnforced, "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced")
+		st.outcome = OutcomePermissive
+	case synced.Blocked():
+		st.ready, st.outcome = blockedReady(synced.Problems, func(r syncset.Ref) bool { return mine[r] },
+			": the destination's outputs are applied together or not at all, so nothing is allowed to it")
 	case len(names) == 0:
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNothingToDo,
-			Message: "nothing is allowed: " + joinFindings(append(unresolved, tr.Warnings...))}
+		st.ready = notReady(ReasonNothingToDo, "nothing is allowed: "+joinFindings(append(unresolved, tr.Warnings...)))
 	default:
 		st.ready.Message = "applied " + strings.Join(names, ", ")
 		if len(tr.Warnings) > 0 {
@@ -539,3 +516,7 @@ func rungSummary(tr translate.TargetResult) string {
 	}
 	return "regexes by rung: " + strings.Join(parts, ", ")
 }
+
+// selectorOutputsAllowed: a selector-based output in Istio's root namespace applies to every
+// namespace. TODO(lead): State's root namespace from the mesh config.
+func selectorOutputsAllowed(state State, ns string) bool { return ns != state.IstioNamespace }

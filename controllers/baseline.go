@@ -2,14 +2,12 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 
 	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -17,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/syncset"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -32,12 +31,15 @@ type BaselineReconciler struct {
 	// set, re-reconciles every namespace when it changes.
 	State  StateSource
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
+
+	syncer *syncset.Syncer
 }
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // SetupWithManager watches namespaces and the baselines.
 func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.syncer = newSyncer(r.Client)
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("baseline")
 	if r.Resync != nil {
@@ -58,7 +60,8 @@ func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// Reconcile applies or removes the baseline of one namespace.
+// Reconcile applies or removes the baseline of one namespace: a set of one object, owned by the
+// config.
 func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	ns := &corev1.Namespace{}
 	if err := r.Client.Get(ctx, req.NamespacedName, ns); err != nil {
@@ -68,51 +71,49 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
 	}
-	want := state.Mode == Enforcing && state.InMesh(ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
-
-	have := cached.New(AuthorizationPolicyGVK)
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: BaselineName}, have)
-	if err != nil && !apierrors.IsNotFound(err) {
-		return reconcile.Result{}, fmt.Errorf("get baseline of %s: %w", ns.Name, err)
-	}
-	exists := err == nil
-	ours := exists && have.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue
-	if exists && !ours {
-		ctrl.LoggerFrom(ctx).Info("an AuthorizationPolicy we did not write has the baseline's name: left untouched", "namespace", ns.Name)
-		return reconcile.Result{}, nil
-	}
-	if !want {
-		if ours {
-			if err := r.Client.Delete(ctx, have, client.Preconditions{UID: ptr.To(have.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
-				return reconcile.Result{}, fmt.Errorf("delete baseline of %s: %w", ns.Name, err)
-			}
-			ctrl.LoggerFrom(ctx).Info("removed the deny-by-default baseline", "namespace", ns.Name)
-		}
-		return reconcile.Result{}, nil
-	}
-	ap := &securityv1beta1.AuthorizationPolicy{
-		TypeMeta: metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "AuthorizationPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: BaselineName, Namespace: ns.Name, Labels: map[string]string{
-			translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: "Namespace", translate.SourceNameLabel: ns.Name,
-		}},
-	}
-	if state.Config == nil {
+	want := state.Mode == Enforcing && state.InMesh(ns.Name) && selectorOutputsAllowed(state, ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
+	if want && state.Config == nil {
 		return reconcile.Result{}, nil // no owner yet: the config's creation resyncs every namespace
 	}
-	a := applier{c: r.Client, owner: *state.Config}
-	d, err := a.desired(ap)
+	set, err := baselineSet(ns.Name, want, state.Config)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if !exists {
-		have = nil
-	}
-	did, err := a.apply(ctx, d, have)
+	synced, err := r.syncer.Sync(ctx, set)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if did {
-		ctrl.LoggerFrom(ctx).Info("applied the deny-by-default baseline", "namespace", ns.Name)
+	log := ctrl.LoggerFrom(ctx)
+	if p, blocked := synced.Problem(syncset.ReasonConflict); blocked {
+		log.Info("an AuthorizationPolicy we did not write has the baseline's name: left untouched", "namespace", ns.Name, "problem", p.Message)
+	}
+	if synced.Wrote() {
+		log.Info("synced the deny-by-default baseline", "namespace", ns.Name, "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
 	}
 	return reconcile.Result{}, nil
+}
+
+// baselineSet is a namespace's baseline: the allow-nothing AuthorizationPolicy when wanted.
+func baselineSet(ns string, want bool, owner *metav1.OwnerReference) (*syncset.Set, error) {
+	labels := map[string]string{translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: "Namespace", translate.SourceNameLabel: ns}
+	set := &syncset.Set{
+		Namespace:  ns,
+		Kinds:      []syncset.Kind{{GVK: AuthorizationPolicyGVK}},
+		Labels:     labels,
+		OwnerKinds: []string{"SMI2IstioConfig"},
+		OnBlocked:  syncset.Keep,
+	}
+	if !want {
+		return set, nil
+	}
+	ap := &securityv1beta1.AuthorizationPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "AuthorizationPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: BaselineName, Namespace: ns, Labels: labels},
+	}
+	objs, err := render([]runtime.Object{ap}, *owner)
+	if err != nil {
+		return nil, err
+	}
+	set.Objects = objs
+	return set, nil
 }

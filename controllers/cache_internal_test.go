@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 
 	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/syncset"
 )
 
 // virtualService is a generated VirtualService as JSON (the weight as written).
@@ -47,20 +48,20 @@ func TestUpToDate(t *testing.T) {
 	}
 	route := want.Object["spec"].(map[string]any)["http"].([]any)[0].(map[string]any)["route"].([]any)[0].(map[string]any)
 	route["weight"] = int64(50)
-	if !upToDate(want, cachedObject(t, virtualService(ours, "50"))) {
+	if !syncset.UpToDate(want, cachedObject(t, virtualService(ours, "50"))) {
 		t.Error("the cached copy of the same object is not up to date")
 	}
-	if !upToDate(want, cachedObject(t, virtualService(ours, "50.0"))) {
+	if !syncset.UpToDate(want, cachedObject(t, virtualService(ours, "50.0"))) {
 		t.Error("a weight written 50.0 is not up to date with 50")
 	}
-	if upToDate(want, cachedObject(t, virtualService(ours, "60"))) {
+	if syncset.UpToDate(want, cachedObject(t, virtualService(ours, "60"))) {
 		t.Error("a hand-edited spec counts as up to date")
 	}
-	if upToDate(want, cachedObject(t, virtualService(`{"app":"x"}`, "50"))) {
+	if syncset.UpToDate(want, cachedObject(t, virtualService(`{"app":"x"}`, "50"))) {
 		t.Error("an object without our label counts as up to date")
 	}
 	want.SetOwnerReferences(nil)
-	if upToDate(want, cachedObject(t, virtualService(ours, "50"))) {
+	if syncset.UpToDate(want, cachedObject(t, virtualService(ours, "50"))) {
 		t.Error("an object with other owners counts as up to date")
 	}
 }

@@ -6,14 +6,12 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
-	"github.com/go-logr/logr"
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,24 +24,8 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
+	"github.com/smi2istio/smi2istio/internal/syncset"
 	"github.com/smi2istio/smi2istio/translate"
-)
-
-// GVKs the TrafficSplit reconciler reads and writes. SMI objects are read in their hub version.
-var (
-	TrafficSplitGVK    = cached.TrafficSplit{}.GVK()
-	HTTPRouteGroupGVK  = cached.HTTPRouteGroup{}.GVK()
-	VirtualServiceGVK  = cached.VirtualService{}.GVK()
-	DestinationRuleGVK = cached.DestinationRule{}.GVK()
-)
-
-// Field indexes: the split ones within one namespace only (indexInNamespace); the VirtualService
-// hosts across namespaces (a host may be claimed from any namespace).
-const (
-	indexSplitServices      = "smi2istio.split.services"       // root and backend Service names
-	indexSplitRoot          = "smi2istio.split.root"           // root Service name
-	indexSplitRouteGroups   = "smi2istio.split.routeGroups"    // HTTPRouteGroup names in spec.matches
-	indexVirtualServiceHost = "smi2istio.virtualservice.hosts" // FQDN hosts of any VirtualService
 )
 
 // TrafficSplitReconciler makes Istio route as TrafficSplits say.
@@ -56,6 +38,8 @@ type TrafficSplitReconciler struct {
 	// split when it changes.
 	State  StateSource
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
+
+	syncer *syncset.Syncer
 }
 
 // +kubebuilder:rbac:groups=split.smi-spec.io,resources=trafficsplits,verbs=get;list;watch
@@ -69,6 +53,7 @@ type TrafficSplitReconciler struct {
 
 // SetupWithManager registers the field indexes and watches.
 func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	r.syncer = newSyncer(r.Client)
 	c := mgr.GetCache()
 	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) client.IndexerFunc {
 		return func(o client.Object) []string {
@@ -236,9 +221,9 @@ func serviceOfHost(fqdn string, mesh translate.Mesh) (name, namespace string, ok
 	return name, namespace, ok && !strings.Contains(namespace, ".")
 }
 
-// Reconcile: fetch -> translate -> check ownership -> apply -> prune -> status.
+// Reconcile: fetch → translate → sync the split's set (a foreign object for the root host blocks
+// it and leaves what we applied) → status.
 func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	log := ctrl.LoggerFrom(ctx)
 	u := cached.NewSMI(TrafficSplitGVK)
 	if err := r.Client.Get(ctx, req.NamespacedName, u); err != nil {
 		// Deleted: the garbage collector removes what it owned.
@@ -251,145 +236,162 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs every split
 	}
-	st, err := r.reconcile(ctx, log, u, state.InMesh(u.GetNamespace()))
-	if err != nil {
-		reconcileOutcomes.WithLabelValues("TrafficSplit", "error").Inc()
-		return reconcile.Result{}, err
-	}
-	reconcileOutcomes.WithLabelValues("TrafficSplit", st.outcome).Inc()
-	return reconcile.Result{}, r.report(ctx, u, st)
-}
-
-func (r *TrafficSplitReconciler) reconcile(ctx context.Context, log logr.Logger, u cached.SMIObject, inMesh bool) (conditionSet, error) {
-	st := applied()
-	a := applier{c: r.Client, owner: ownerRef(u, TrafficSplitGVK.GroupVersion().String(), TrafficSplitGVK.Kind)}
 	ts, err := normalize.ReadTrafficSplit(u)
 	if err != nil {
-		return st, reconcile.TerminalError(fmt.Errorf("read TrafficSplit %s/%s: %w", u.GetNamespace(), u.GetName(), err))
+		return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("read TrafficSplit %s/%s: %w", u.GetNamespace(), u.GetName(), err))
 	}
+	inMesh := state.InMesh(u.GetNamespace())
+	var out splitTranslation
+	if inMesh { // outside the mesh nothing is read or translated: every output is pruned
+		if out, err = r.translate(ctx, ts); err != nil {
+			reconcileOutcomes.WithLabelValues("TrafficSplit", OutcomeError).Inc()
+			return reconcile.Result{}, err
+		}
+	}
+	set, err := splitSet(u, out)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	synced, err := r.syncer.Sync(ctx, set)
+	if err != nil {
+		reconcileOutcomes.WithLabelValues("TrafficSplit", OutcomeError).Inc()
+		return reconcile.Result{}, err
+	}
+	if synced.Wrote() {
+		ctrl.LoggerFrom(ctx).Info("synced", "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
+	}
+	st := splitConditions(u.GetNamespace(), inMesh, out, synced)
+	reconcileOutcomes.WithLabelValues("TrafficSplit", st.outcome).Inc()
+	if err := writeStatus(ctx, r.Client, r.Recorder, u, readyNote(st), st.conditions()...); err != nil {
+		return reconcile.Result{}, err
+	}
+	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting {
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	return reconcile.Result{}, nil
+}
 
-	// Outside the mesh nothing is read or translated: every output is pruned.
-	var res *translate.SplitResult
-	var terr error
-	if inMesh {
-		res, terr = r.translate(ctx, ts)
-	} else {
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNotInMesh,
-			Message: "namespace " + u.GetNamespace() + " is not in the mesh: nothing is applied"}
-		st.outcome = "notinmesh"
+// splitTranslation is what translating a split found: its result, or why there is none.
+type splitTranslation struct {
+	res *translate.SplitResult
+	// err is an *translate.InvalidError, or a *ConflictError when an older split has the same root.
+	err error
+	// blockers are foreign objects that route the root host for the same clients.
+	blockers []syncset.Problem
+}
+
+// ConflictError says another SMI object takes precedence for the same Istio objects.
+type ConflictError struct{ Message string }
+
+func (e *ConflictError) Error() string { return e.Message }
+
+// splitKinds: the DestinationRule before the VirtualService that names its subsets.
+var splitKinds = []syncset.Kind{{GVK: DestinationRuleGVK}, {GVK: VirtualServiceGVK}}
+
+// splitSet is the desired set of one split: its outputs owned by it; nothing when it is not
+// translated (outside the mesh, invalid, or an older split has the root).
+func splitSet(u cached.SMIObject, out splitTranslation) (*syncset.Set, error) {
+	set := &syncset.Set{
+		Namespace: u.GetNamespace(),
+		Kinds:     splitKinds,
+		Labels: map[string]string{
+			translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: TrafficSplitGVK.Kind, translate.SourceNameLabel: u.GetName(),
+		},
+		OwnerKinds: []string{TrafficSplitGVK.Kind},
+		Blockers:   out.blockers,
+		OnBlocked:  syncset.Keep,
 	}
+	if out.res == nil {
+		return set, nil
+	}
+	objs, err := render(out.res.Objects(), ownerRef(u, trafficSplitOwnerAPIVersion, TrafficSplitGVK.Kind))
+	if err != nil {
+		return nil, err
+	}
+	set.Objects = objs
+	return set, nil
+}
+
+// splitConditions is what a reconcile decided about a split.
+func splitConditions(ns string, inMesh bool, out splitTranslation, synced syncset.Result) conditionSet {
+	st := applied()
 	var inv *translate.InvalidError
 	var conflict *ConflictError
 	switch {
-	case errors.As(terr, &inv):
+	case !inMesh:
+		st.ready = notReady(ReasonNotInMesh, "namespace "+ns+" is not in the mesh: nothing is applied")
+		st.outcome = OutcomeNotInMesh
+		return st
+	case errors.As(out.err, &inv):
 		st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonInvalid,
-			Message: "not applied: traffic goes to the root Service as if there were no TrafficSplit"}
-		st.outcome = "invalid"
-	case errors.As(terr, &conflict):
-		st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonConflict, Message: conflict.Message}
-		st.outcome = "conflict"
-	case terr != nil:
-		return st, terr
+		st.ready = notReady(ReasonInvalid, "not applied: traffic goes to the root Service as if there were no TrafficSplit")
+		st.outcome = OutcomeInvalid
+		return st
+	case errors.As(out.err, &conflict):
+		st.ready = notReady(ReasonConflict, conflict.Message)
+		st.outcome = OutcomeConflict
+		return st
 	}
-
-	var want []*unstructured.Unstructured
-	if res != nil {
-		st.accepted.Message = fmt.Sprintf("%s mode for %s", res.Mode, res.Host)
-		if len(res.Unresolved) > 0 {
-			st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: res.Unresolved[0].Reason, Message: joinFindings(res.Unresolved)}
-			st.outcome = "unresolved"
+	res := out.res
+	st.accepted.Message = fmt.Sprintf("%s mode for %s", res.Mode, res.Host)
+	if len(res.Unresolved) > 0 {
+		st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: res.Unresolved[0].Reason, Message: joinFindings(res.Unresolved)}
+		st.outcome = OutcomeUnresolved
+	}
+	var names []string
+	for _, o := range res.Objects() {
+		if m, ok := o.(metav1.Object); ok {
+			names = append(names, o.GetObjectKind().GroupVersionKind().Kind+" "+m.GetName())
 		}
-		for _, o := range res.Objects() {
-			d, err := a.desired(o)
-			if err != nil {
-				return st, err
-			}
-			want = append(want, d)
-		}
-		names := make([]string, 0, len(want))
-		for _, w := range want {
-			names = append(names, w.GetKind()+" "+w.GetName())
-		}
+	}
+	switch {
+	case synced.Blocked():
+		st.ready, st.outcome = blockedReady(synced.Problems, func(syncset.Ref) bool { return true },
+			": what was applied before is left as it is")
+		return st
+	case len(names) == 0:
+		st.ready = notReady(ReasonNothingToDo, "nothing to route: "+joinFindings(res.Unresolved))
+	default:
 		st.ready.Message = "applied " + strings.Join(names, " and ")
-		if len(want) == 0 {
-			st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonNothingToDo, Message: "nothing to route: " + joinFindings(res.Unresolved)}
-		}
-		if len(res.Warnings) > 0 {
-			st.ready.Message += "; " + joinFindings(res.Warnings)
-		}
 	}
-
-	// Check every output before writing any, so that a conflict writes nothing.
-	haves := make([]cached.Object, len(want))
-	for i, w := range want {
-		have, err := a.check(ctx, w)
-		if errors.As(err, &conflict) {
-			st.ready = metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonConflict, Message: conflict.Message}
-			st.outcome = "conflict"
-			want = nil
-			break
-		}
-		if err != nil {
-			return st, err
-		}
-		haves[i] = have
+	if len(res.Warnings) > 0 {
+		st.ready.Message += "; " + joinFindings(res.Warnings)
 	}
-	wrote := false
-	for i, w := range want {
-		did, err := a.apply(ctx, w, haves[i])
-		if err != nil {
-			return st, err
-		}
-		if did {
-			wrote = true
-			log.Info("applied", "kind", w.GetKind(), "name", w.GetName())
-		}
+	if st.outcome == OutcomeApplied && !synced.Wrote() {
+		st.outcome = OutcomeUnchanged
 	}
-	keep := map[schema.GroupVersionKind]map[string]bool{VirtualServiceGVK: {}, DestinationRuleGVK: {}}
-	for _, w := range want {
-		keep[w.GroupVersionKind()][w.GetName()] = true
-	}
-	// Prune in reverse order: the VirtualService before the DestinationRule it names.
-	for _, gvk := range []schema.GroupVersionKind{VirtualServiceGVK, DestinationRuleGVK} {
-		n, err := a.prune(ctx, gvk, u.GetNamespace(), "TrafficSplit", u.GetName(), keep[gvk])
-		if err != nil {
-			return st, err
-		}
-		if n > 0 {
-			wrote = true
-			log.Info("pruned", "kind", gvk.Kind, "count", n)
-		}
-	}
-	if st.outcome == "applied" && !wrote {
-		st.outcome = "unchanged"
-	}
-	return st, nil
+	return st
 }
 
 // translate fetches what the split references and translates it. Two splits for one root: the
-// oldest wins and the others get a ConflictError; so does a VirtualService of someone else's for
-// the root host.
-func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha4.TrafficSplit) (*translate.SplitResult, error) {
+// oldest wins and the others get a ConflictError. A VirtualService of someone else's that routes
+// the root host for the same clients blocks the split without undoing what it applied.
+func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha4.TrafficSplit) (splitTranslation, error) {
 	root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh)
 	if err != nil {
-		return nil, &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "InvalidService", Message: err.Error()}}
+		return splitTranslation{err: &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "InvalidService", Message: err.Error()}}}, nil
 	}
 	siblings := cached.NewSMIList(TrafficSplitGVK)
 	if err := r.Client.List(ctx, siblings, client.InNamespace(ts.Namespace), client.MatchingFields{indexSplitRoot: root}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("list TrafficSplits for root %s: %w", root, err)
+		return splitTranslation{}, fmt.Errorf("list TrafficSplits for root %s: %w", root, err)
 	}
 	if winner := oldest(siblings.Objects()); winner != nil && winner.GetUID() != ts.UID {
-		return nil, &ConflictError{Message: fmt.Sprintf("TrafficSplit %s is older and splits the same root Service %s: this one is not applied", winner.GetName(), root)}
+		return splitTranslation{err: &ConflictError{Message: fmt.Sprintf("TrafficSplit %s is older and splits the same root Service %s: this one is not applied", winner.GetName(), root)}}, nil
 	}
 	host := translate.ServiceFQDN(root, ts.Namespace, r.Mesh)
 	others := cached.NewList(VirtualServiceGVK)
 	if err := r.Client.List(ctx, others, client.MatchingFields{indexVirtualServiceHost: host}, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("list VirtualServices for host %s: %w", host, err)
+		return splitTranslation{}, fmt.Errorf("list VirtualServices for host %s: %w", host, err)
 	}
+	var out splitTranslation
 	for _, vs := range others.Objects() {
-		if !controlledBy(vs, ts.UID) {
-			return nil, &ConflictError{Message: fmt.Sprintf("VirtualService %s/%s already routes %s and is not managed by this TrafficSplit: nothing is applied", vs.GetNamespace(), vs.GetName(), host)}
+		if vs.GetLabels()[translate.SourceKindLabel] == TrafficSplitGVK.Kind && vs.GetLabels()[translate.SourceNameLabel] == ts.Name &&
+			vs.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue && vs.GetNamespace() == ts.Namespace {
+			continue // ours
+		}
+		if sameClients(vs, ts.Namespace) {
+			out.blockers = append(out.blockers, syncset.Problem{Object: syncset.RefOf(VirtualServiceGVK.Kind, vs), Reason: syncset.ReasonConflict,
+				Message: fmt.Sprintf("VirtualService %s/%s already routes %s for the mesh's clients and is not managed by this TrafficSplit", vs.GetNamespace(), vs.GetName(), host)})
 		}
 	}
 
@@ -406,7 +408,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("get Service %s/%s: %w", ts.Namespace, n, err)
+			return out, fmt.Errorf("get Service %s/%s: %w", ts.Namespace, n, err)
 		}
 		in.Services[n] = svc
 	}
@@ -417,7 +419,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("get HTTPRouteGroup %s/%s: %w", ts.Namespace, m.Name, err)
+			return out, fmt.Errorf("get HTTPRouteGroup %s/%s: %w", ts.Namespace, m.Name, err)
 		}
 		hrg, err := normalize.ReadHTTPRouteGroup(g)
 		var fe *normalize.FieldError
@@ -426,11 +428,42 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return out, err
 		}
 		in.RouteGroups[m.Name] = hrg
 	}
-	return translate.TranslateSplit(in)
+	out.res, err = translate.TranslateSplit(in)
+	var inv *translate.InvalidError
+	if errors.As(err, &inv) {
+		out.res, out.err = nil, err
+		return out, nil
+	}
+	return out, err
+}
+
+// sameClients reports whether Istio would apply a VirtualService to the clients our split's
+// VirtualService serves: it is bound to the mesh (no gateways, or "mesh" among them) and it is
+// visible beyond its own namespace's private scope to those clients — in the split's namespace,
+// or exported to every namespace or to the split's. One in another namespace that is private to it
+// (exportTo ["."]) or exported elsewhere only concerns its own clients, not ours.
+func sameClients(vs cached.Object, ns string) bool {
+	gateways, exportTo := vs.Scope()
+	mesh := len(gateways) == 0
+	for _, g := range gateways {
+		mesh = mesh || g == "mesh"
+	}
+	if !mesh {
+		return false
+	}
+	if vs.GetNamespace() == ns || len(exportTo) == 0 {
+		return true
+	}
+	for _, e := range exportTo {
+		if e == "*" || e == ns {
+			return true
+		}
+	}
+	return false
 }
 
 // oldest is the split created first (name breaks ties).
@@ -446,19 +479,6 @@ func oldest(items []cached.SMIObject) cached.SMIObject {
 		return items[i].GetName() < items[j].GetName()
 	})
 	return items[0]
-}
-
-func joinFindings(fs []translate.Finding) string {
-	parts := make([]string, 0, len(fs))
-	for _, f := range fs {
-		parts = append(parts, f.String())
-	}
-	return strings.Join(parts, "; ")
-}
-
-// report writes the conditions when they changed, and an Event when Ready changed.
-func (r *TrafficSplitReconciler) report(ctx context.Context, u cached.SMIObject, st conditionSet) error {
-	return writeStatus(ctx, r.Client, r.Recorder, u, readyNote(st), st.accepted, st.resolved, st.ready)
 }
 
 func readyNote(st conditionSet) string {

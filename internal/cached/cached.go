@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -100,6 +101,8 @@ type Object interface {
 	Hosts() []string
 	// SpecHash is the hash of the spec as the cluster has it (SpecHash of the decoded spec).
 	SpecHash() string
+	// Scope is the spec's gateways and exportTo as written (nil when not set).
+	Scope() (gateways, exportTo []string)
 }
 
 // ObjectList is a list of cached Istio objects of one kind.
@@ -120,6 +123,9 @@ type Generated[K Kind] struct {
 type Spec struct {
 	Hosts []string
 	Hash  string
+	// Scope is where a VirtualService applies, when not everywhere: its gateways and exportTo
+	// (see Scope); "" for the default (the mesh gateway, exported to every namespace).
+	Scope string
 }
 
 // UnmarshalJSON keeps the hosts and the hash of the spec.
@@ -146,7 +152,37 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 	if h, ok := m["host"].(string); ok {
 		s.Hosts = append(s.Hosts, h)
 	}
+	gateways, exportTo := stringList(m["gateways"]), stringList(m["exportTo"])
+	if len(gateways)+len(exportTo) > 0 {
+		s.Scope = strings.Join(gateways, ",") + ";" + strings.Join(exportTo, ",")
+	}
 	return nil
+}
+
+func stringList(v any) []string {
+	l, _ := v.([]any)
+	out := make([]string, 0, len(l))
+	for _, x := range l {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Gateways reads a Spec's Scope: the gateways and exportTo as written (nil when not set).
+func (s Spec) Gateways() (gateways, exportTo []string) {
+	if s.Scope == "" {
+		return nil, nil
+	}
+	g, e, _ := strings.Cut(s.Scope, ";")
+	if g != "" {
+		gateways = strings.Split(g, ",")
+	}
+	if e != "" {
+		exportTo = strings.Split(e, ",")
+	}
+	return gateways, exportTo
 }
 
 // MarshalJSON refuses: a cached object holds no spec to write.
@@ -167,6 +203,9 @@ func SpecHash(spec any) (string, error) {
 
 func (g *Generated[K]) Hosts() []string { return g.Spec.Hosts }
 
+// Scope is the object's gateways and exportTo as written (nil when not set).
+func (g *Generated[K]) Scope() (gateways, exportTo []string) { return g.Spec.Gateways() }
+
 // DefaultGVK is the kind K.
 func (g *Generated[K]) DefaultGVK() schema.GroupVersionKind {
 	var k K
@@ -177,7 +216,7 @@ func (g *Generated[K]) SpecHash() string { return g.Spec.Hash }
 
 // DeepCopyInto copies g into out.
 func (g *Generated[K]) DeepCopyInto(out *Generated[K]) {
-	*out = Generated[K]{TypeMeta: g.TypeMeta, Spec: Spec{Hash: g.Spec.Hash}}
+	*out = Generated[K]{TypeMeta: g.TypeMeta, Spec: Spec{Hash: g.Spec.Hash, Scope: g.Spec.Scope}}
 	g.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	if g.Spec.Hosts != nil {
 		out.Spec.Hosts = append([]string(nil), g.Spec.Hosts...)

@@ -1,0 +1,39 @@
+package controllers
+
+import (
+	"github.com/smi2istio/smi2istio/internal/cached"
+)
+
+// The kinds the operator reads and writes, declared once. SMI objects are watched in their stored
+// version (no watch event or status write goes through the conversion webhook) and converted in
+// process to the hub types by internal/smi/normalize.
+var (
+	TrafficSplitGVK        = cached.TrafficSplit{}.GVK()
+	TrafficTargetGVK       = cached.TrafficTarget{}.GVK()
+	HTTPRouteGroupGVK      = cached.HTTPRouteGroup{}.GVK()
+	TCPRouteGVK            = cached.TCPRoute{}.GVK()
+	UDPRouteGVK            = cached.UDPRoute{}.GVK()
+	VirtualServiceGVK      = cached.VirtualService{}.GVK()
+	DestinationRuleGVK     = cached.DestinationRule{}.GVK()
+	AuthorizationPolicyGVK = cached.AuthorizationPolicy{}.GVK()
+	PeerAuthenticationGVK  = cached.PeerAuthentication{}.GVK()
+	EnvoyFilterGVK         = cached.EnvoyFilter{}.GVK()
+)
+
+// Owner apiVersions generated objects name their SMI owners by: the stored ones, so that the
+// garbage collector's lookups of owners need no conversion either.
+var (
+	trafficSplitOwnerAPIVersion  = TrafficSplitGVK.GroupVersion().String()
+	trafficTargetOwnerAPIVersion = TrafficTargetGVK.GroupVersion().String()
+)
+
+// Field indexes. The SMI ones hold values within one namespace only (indexInNamespace); the
+// VirtualService hosts are across namespaces (a host may be claimed from any namespace).
+const (
+	indexSplitServices      = "smi2istio.split.services"       // root and backend Service names
+	indexSplitRoot          = "smi2istio.split.root"           // root Service name
+	indexSplitRouteGroups   = "smi2istio.split.routeGroups"    // HTTPRouteGroup names in spec.matches
+	indexVirtualServiceHost = "smi2istio.virtualservice.hosts" // FQDN hosts of any VirtualService
+	indexTargetDestination  = "smi2istio.target.destination"   // destination ServiceAccount name
+	indexTargetRoutes       = "smi2istio.target.routes"        // "<Kind>/<name>" of each rule
+)

@@ -1,0 +1,184 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/syncset"
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// Condition types and reasons shared by the SMI reconcilers.
+const (
+	ConditionAccepted     = "Accepted"
+	ConditionResolvedRefs = "ResolvedRefs"
+	ConditionReady        = "Ready"
+
+	ReasonAccepted     = "Accepted"
+	ReasonResolvedRefs = "ResolvedRefs"
+	ReasonApplied      = "Applied"
+	ReasonConflict     = "Conflict"
+	ReasonInvalid      = "Invalid"
+	ReasonNotApplied   = "NotApplied"
+	ReasonNothingToDo  = "NothingToApply"
+	ReasonNotInMesh    = "NotInMesh"
+	ReasonNotEnforced  = "NotEnforced"
+	// ReasonInvalidOutput: a generated object failed validation; nothing of its set is applied.
+	ReasonInvalidOutput = syncset.ReasonInvalidOutput
+	// ReasonRootNamespace: the destination is in Istio's root namespace, where a selector-based
+	// policy would apply to every namespace: nothing is written there.
+	ReasonRootNamespace = "RootNamespace"
+	// ReasonApproximated: accepted, but some of it could not be enforced exactly and was left out
+	// (denied); the message names the fields.
+	ReasonApproximated = "Approximated"
+)
+
+// Outcomes of a reconcile, the values of smi2istio_reconcile_outcomes_total's outcome label.
+const (
+	OutcomeApplied    = "applied"
+	OutcomeUnchanged  = "unchanged"
+	OutcomeInvalid    = "invalid"
+	OutcomeConflict   = "conflict"
+	OutcomeUnresolved = "unresolved"
+	OutcomeNotInMesh  = "notinmesh"
+	OutcomePermissive = "permissive"
+	OutcomeError      = "error"
+)
+
+// conditionSet is what one reconcile decided about an SMI object: its conditions and the outcome
+// label of the reconcile metric.
+type conditionSet struct {
+	accepted, resolved, ready metav1.Condition
+	outcome                   string
+}
+
+// conditions lists the set's conditions in the order they are written.
+func (c conditionSet) conditions() []metav1.Condition {
+	return []metav1.Condition{c.accepted, c.resolved, c.ready}
+}
+
+// applied is the starting point of a reconcile: everything fine until found otherwise.
+func applied() conditionSet {
+	return conditionSet{
+		accepted: metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonAccepted},
+		resolved: metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionTrue, Reason: ReasonResolvedRefs, Message: "all references found"},
+		ready:    metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied},
+		outcome:  OutcomeApplied,
+	}
+}
+
+func notReady(reason, message string) metav1.Condition {
+	return metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message}
+}
+
+// blockedReady is the Ready condition of a source whose set a sync did not apply.
+func blockedReady(problems []syncset.Problem, mine func(syncset.Ref) bool, tail string) (metav1.Condition, string) {
+	var own, other []string
+	reason := ""
+	for _, p := range problems {
+		if mine(p.Object) {
+			own = append(own, p.Message)
+			if reason == "" || p.Reason != syncset.ReasonTerminating {
+				reason = p.Reason
+			}
+		} else {
+			other = append(other, p.Message)
+		}
+	}
+	if len(own) == 0 {
+		reason = problems[0].Reason
+		own = other
+	}
+	if reason == syncset.ReasonTerminating {
+		reason = ReasonNotApplied
+	}
+	outcome := OutcomeConflict
+	if reason == ReasonInvalidOutput {
+		outcome = OutcomeInvalid
+	}
+	return notReady(reason, strings.Join(own, "; ")+tail), outcome
+}
+
+func joinFindings(fs []translate.Finding) string {
+	parts := make([]string, 0, len(fs))
+	for _, f := range fs {
+		parts = append(parts, f.String())
+	}
+	return strings.Join(parts, "; ")
+}
+
+func refNames(refs []syncset.Ref, sep string) string {
+	names := make([]string, 0, len(refs))
+	for _, r := range refs {
+		names = append(names, r.Kind+" "+r.Name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, sep)
+}
+
+// setConditions merges conds into the object's status conditions (lastTransitionTime changes only
+// with the status) and reports whether anything changed.
+func setConditions(existing *[]metav1.Condition, generation int64, conds ...metav1.Condition) bool {
+	changed := false
+	for _, c := range conds {
+		c.ObservedGeneration = generation
+		if meta.SetStatusCondition(existing, c) {
+			changed = true
+		}
+	}
+	return changed
+}
+
+// writeStatus merges conds into an SMI object's status and patches the status subresource only when
+// a condition or observedGeneration changed; it emits an Event (note) only when Ready changed.
+func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u cached.SMIObject, note string, conds ...metav1.Condition) error {
+	// A copy: the object may be the cache's own.
+	current := slices.Clone(u.GetStatus().Conditions)
+	before := meta.FindStatusCondition(current, ConditionReady)
+	var beforeStatus metav1.ConditionStatus
+	var beforeReason string
+	if before != nil {
+		beforeStatus, beforeReason = before.Status, before.Reason
+	}
+	observed := u.GetStatus().ObservedGeneration
+	if !setConditions(&current, u.GetGeneration(), conds...) && observed == u.GetGeneration() {
+		return nil
+	}
+	raw := make([]any, 0, len(current))
+	for i := range current {
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&current[i])
+		if err != nil {
+			return err
+		}
+		raw = append(raw, m)
+	}
+	patch := &unstructured.Unstructured{}
+	patch.SetGroupVersionKind(u.DefaultGVK())
+	patch.SetNamespace(u.GetNamespace())
+	patch.SetName(u.GetName())
+	patch.Object["status"] = map[string]any{"observedGeneration": u.GetGeneration(), "conditions": raw}
+	if err := c.Status().Patch(ctx, patch, client.Merge); err != nil {
+		return fmt.Errorf("update status of %s %s/%s: %w", u.DefaultGVK().Kind, u.GetNamespace(), u.GetName(), err)
+	}
+	ready := meta.FindStatusCondition(current, ConditionReady)
+	if ready != nil && (ready.Status != beforeStatus || ready.Reason != beforeReason) {
+		kind := corev1.EventTypeNormal
+		if ready.Status != metav1.ConditionTrue {
+			kind = corev1.EventTypeWarning
+		}
+		rec.Eventf(u, nil, kind, ready.Reason, "Reconcile", "%s", note)
+	}
+	return nil
+}

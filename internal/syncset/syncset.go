@@ -1,0 +1,265 @@
+// Package syncset writes the complete desired set of generated objects of one source: it checks
+// the ownership and validity of every object first, applies them in dependency order all or
+// nothing (server-side apply, one field manager, only what changed), then prunes what the set no
+// longer holds — smi2istio's take on Flux's SSA manager and inventory. Deciding what to write is a
+// pure diff (Diff); Syncer carries it out against the apiserver.
+package syncset
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/smi2istio/smi2istio/internal/cached"
+)
+
+// Kind is a kind a set may hold.
+type Kind struct {
+	GVK schema.GroupVersionKind
+	// PruneFirst: removing objects of this kind can only narrow what is allowed (ALLOW policies),
+	// so stale ones are deleted before anything is applied rather than after.
+	PruneFirst bool
+}
+
+// OnBlocked says what becomes of the live set when a conflict or an invalid object blocks the
+// desired one.
+type OnBlocked int
+
+const (
+	// Keep leaves the live set as it is (routing: a foreign object never deletes our outputs).
+	Keep OnBlocked = iota
+	// Remove deletes the live set (access: when the exact set cannot be written, allow nothing).
+	Remove
+)
+
+// Set is the complete desired state of one source key.
+type Set struct {
+	// Namespace the set's objects live in.
+	Namespace string
+	// Kinds the set may hold, in apply order; pruning runs in reverse (PruneFirst kinds before
+	// anything is applied).
+	Kinds []Kind
+	// Labels identify the set: every desired object carries them, and the live objects that carry
+	// them (and are controlled by nothing but an OwnerKinds object) are the set's, to update or prune.
+	Labels map[string]string
+	// OwnerKinds are the kinds that may control the set's objects.
+	OwnerKinds []string
+	// Objects is the desired set, each with its labels and owner references.
+	Objects []*unstructured.Unstructured
+	// Blockers are problems found before the sync (e.g. a foreign object for the same host): the
+	// set is blocked as if an object conflicted.
+	Blockers  []Problem
+	OnBlocked OnBlocked
+}
+
+// Ref names an object.
+type Ref struct {
+	Kind, Namespace, Name string
+}
+
+func (r Ref) String() string { return r.Kind + " " + r.Namespace + "/" + r.Name }
+
+// RefOf names an object.
+func RefOf(kind string, o metav1.Object) Ref {
+	return Ref{Kind: kind, Namespace: o.GetNamespace(), Name: o.GetName()}
+}
+
+// Problem reasons.
+const (
+	// ReasonConflict: an object of the set's name exists and is not the set's.
+	ReasonConflict = "Conflict"
+	// ReasonInvalidOutput: a desired object failed validation.
+	ReasonInvalidOutput = "InvalidOutput"
+	// ReasonTerminating: an object of the set's name is being deleted; it can be written again
+	// once it is gone.
+	ReasonTerminating = "Terminating"
+)
+
+// Problem is why a desired object cannot be written.
+type Problem struct {
+	Object  Ref
+	Reason  string
+	Message string
+}
+
+func (p Problem) String() string { return p.Message }
+
+// Validator checks one desired object; nil accepts everything.
+type Validator func(*unstructured.Unstructured) error
+
+// Plan is what a sync writes, in order.
+type Plan struct {
+	// Problems block the whole desired set: nothing of it is applied.
+	Problems []Problem
+	// PruneFirst are deleted before anything is applied.
+	PruneFirst []cached.Object
+	// Apply are the desired objects that differ from the live ones, in apply order.
+	Apply []*unstructured.Unstructured
+	// Prune are deleted last, in reverse kind order.
+	Prune []cached.Object
+	// Unchanged counts desired objects the live set already holds.
+	Unchanged int
+}
+
+// Blocked reports whether problems keep the desired set from being applied.
+func (p Plan) Blocked() bool { return len(p.Problems) > 0 }
+
+// Owns reports whether a live object belongs to the set: it carries every label of the set, and
+// its controller, if it has one, is of one of the owner kinds.
+func (s *Set) Owns(o metav1.Object) bool {
+	labels := o.GetLabels()
+	for k, v := range s.Labels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	c := metav1.GetControllerOfNoCopy(o)
+	if c == nil {
+		return true
+	}
+	for _, k := range s.OwnerKinds {
+		if c.Kind == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Set) kindIndex(gvk schema.GroupVersionKind) int {
+	for i, k := range s.Kinds {
+		if k.GVK == gvk {
+			return i
+		}
+	}
+	return -1
+}
+
+type key struct {
+	gvk  schema.GroupVersionKind
+	name string
+}
+
+// Diff decides what a sync of set writes given the live objects: every object of the set's kinds
+// in its namespace that carries the set's labels, plus any live object that has the name of a
+// desired one. It is pure.
+func Diff(set *Set, live map[schema.GroupVersionKind][]cached.Object, validate Validator) Plan {
+	var plan Plan
+	plan.Problems = append(plan.Problems, set.Blockers...)
+	byKey := map[key]cached.Object{}
+	for gvk, objs := range live {
+		for _, o := range objs {
+			byKey[key{gvk, o.GetName()}] = o
+		}
+	}
+	desired := map[key]bool{}
+	objs := append([]*unstructured.Unstructured(nil), set.Objects...)
+	sort.SliceStable(objs, func(i, j int) bool {
+		ki, kj := set.kindIndex(objs[i].GroupVersionKind()), set.kindIndex(objs[j].GroupVersionKind())
+		if ki != kj {
+			return ki < kj
+		}
+		return objs[i].GetName() < objs[j].GetName()
+	})
+	for _, want := range objs {
+		gvk := want.GroupVersionKind()
+		ref := Ref{Kind: gvk.Kind, Namespace: want.GetNamespace(), Name: want.GetName()}
+		k := key{gvk, want.GetName()}
+		desired[k] = true
+		if set.kindIndex(gvk) < 0 || want.GetNamespace() != set.Namespace {
+			plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonInvalidOutput,
+				Message: fmt.Sprintf("%s is not of a kind or namespace the set may hold", ref)})
+			continue
+		}
+		if !set.Owns(want) {
+			plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonInvalidOutput,
+				Message: fmt.Sprintf("%s lacks the set's labels or owner", ref)})
+			continue
+		}
+		if validate != nil {
+			if err := validate(want); err != nil {
+				plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonInvalidOutput,
+					Message: fmt.Sprintf("%s is not valid: %v", ref, err)})
+				continue
+			}
+		}
+		have := byKey[k]
+		switch {
+		case have == nil:
+			plan.Apply = append(plan.Apply, want)
+		case !set.Owns(have):
+			plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonConflict,
+				Message: fmt.Sprintf("%s exists and is not managed by smi2istio for this %s: it is left untouched", ref, ownerWord(set))})
+		case !have.GetDeletionTimestamp().IsZero():
+			plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonTerminating,
+				Message: fmt.Sprintf("%s is being deleted: it is written again once it is gone", ref)})
+		case UpToDate(want, have):
+			plan.Unchanged++
+		default:
+			plan.Apply = append(plan.Apply, want)
+		}
+	}
+	if plan.Blocked() {
+		plan.Apply, plan.Unchanged = nil, 0
+		if set.OnBlocked == Keep {
+			return plan
+		}
+		desired = map[key]bool{} // Remove: every live object of the set goes
+	}
+	// Prune: the set's live objects that are not desired, in reverse kind order.
+	for i := len(set.Kinds) - 1; i >= 0; i-- {
+		k := set.Kinds[i]
+		stale := make([]cached.Object, 0)
+		for _, o := range live[k.GVK] {
+			if desired[key{k.GVK, o.GetName()}] || !set.Owns(o) || !o.GetDeletionTimestamp().IsZero() {
+				continue
+			}
+			stale = append(stale, o)
+		}
+		sort.Slice(stale, func(a, b int) bool { return stale[a].GetName() < stale[b].GetName() })
+		if k.PruneFirst {
+			plan.PruneFirst = append(plan.PruneFirst, stale...)
+		} else {
+			plan.Prune = append(plan.Prune, stale...)
+		}
+	}
+	return plan
+}
+
+func ownerWord(set *Set) string {
+	if len(set.OwnerKinds) == 0 {
+		return "set"
+	}
+	return strings.Join(set.OwnerKinds, "/")
+}
+
+// UpToDate reports whether have (as cached: a hash of its spec) already carries everything in want.
+func UpToDate(want *unstructured.Unstructured, have cached.Object) bool {
+	if h, err := cached.SpecHash(want.Object["spec"]); err != nil || h != have.SpecHash() {
+		return false
+	}
+	for k, v := range want.GetLabels() {
+		if have.GetLabels()[k] != v {
+			return false
+		}
+	}
+	for k, v := range want.GetAnnotations() {
+		if have.GetAnnotations()[k] != v {
+			return false
+		}
+	}
+	for _, f := range want.GetFinalizers() {
+		found := false
+		for _, g := range have.GetFinalizers() {
+			found = found || f == g
+		}
+		if !found {
+			return false
+		}
+	}
+	return reflect.DeepEqual(want.GetOwnerReferences(), have.GetOwnerReferences())
+}
