@@ -277,10 +277,15 @@ func (s accessScope) enforcing() bool { return s.inMesh && s.enforcingMode && !s
 // accessKinds are the kinds of a destination's set in apply order: the Envoy rung's filter before
 // the policies that rely on it, removed after them; stale ALLOW policies go before anything else.
 var accessKinds = []syncset.Kind{
-	{GVK: EnvoyFilterGVK},
+	{GVK: EnvoyFilterGVK, Guard: true},
 	{GVK: PeerAuthenticationGVK},
 	{GVK: AuthorizationPolicyGVK, PruneFirst: true},
 }
+
+// EnvoyRungFinalizer keeps the Envoy rung's filter in effect until the policies that rely on it
+// are gone, however it is deleted (the garbage collector deletes it and the policies of its last
+// TrafficTargets in no particular order).
+const EnvoyRungFinalizer = "smi2istio.io/envoy-rung"
 
 // accessSet is the complete desired set of one destination ServiceAccount: each TrafficTarget's
 // policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
@@ -295,6 +300,7 @@ func accessSet(req reconcile.Request, items []cached.SMIObject, res *translate.A
 		},
 		OwnerKinds: []string{TrafficTargetGVK.Kind},
 		OnBlocked:  syncset.Remove,
+		Finalizer:  EnvoyRungFinalizer,
 	}
 	if !enforcing || res == nil {
 		return set, nil

@@ -2,11 +2,13 @@ package syncset
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -19,13 +21,15 @@ type Result struct {
 	Problems []Problem
 	Applied  []Ref
 	Pruned   []Ref
+	// Released are guarded objects let go (their finalizer removed).
+	Released []Ref
 }
 
 // Blocked reports whether the desired set was not applied.
 func (r Result) Blocked() bool { return len(r.Problems) > 0 }
 
 // Wrote reports whether the sync wrote anything.
-func (r Result) Wrote() bool { return len(r.Applied)+len(r.Pruned) > 0 }
+func (r Result) Wrote() bool { return len(r.Applied)+len(r.Pruned)+len(r.Released) > 0 }
 
 // Problem returns the first problem of a reason, if any.
 func (r Result) Problem(reason string) (Problem, bool) {
@@ -70,7 +74,36 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
 	}
-	return res, s.delete(ctx, plan.Prune, &res)
+	if err := s.delete(ctx, plan.Prune, &res); err != nil {
+		return res, err
+	}
+	return res, s.release(ctx, plan.Release, set.Finalizer, &res)
+}
+
+// release removes the set's finalizer from guarded objects (a JSON patch that fails if their
+// finalizers changed meanwhile).
+func (s *Syncer) release(ctx context.Context, objs []cached.Object, finalizer string, res *Result) error {
+	for _, o := range objs {
+		old := o.GetFinalizers()
+		kept := make([]string, 0, len(old))
+		for _, f := range old {
+			if f != finalizer {
+				kept = append(kept, f)
+			}
+		}
+		patch, err := json.Marshal([]map[string]any{
+			{"op": "test", "path": "/metadata/finalizers", "value": old},
+			{"op": "replace", "path": "/metadata/finalizers", "value": kept},
+		})
+		if err != nil {
+			return err
+		}
+		if err := s.Client.Patch(ctx, o, client.RawPatch(types.JSONPatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("release %s %s/%s: %w", o.DefaultGVK().Kind, o.GetNamespace(), o.GetName(), err)
+		}
+		res.Released = append(res.Released, RefOf(o.DefaultGVK().Kind, o))
+	}
+	return nil
 }
 
 // removeAll deletes every live object of the set, in prune order.
@@ -82,7 +115,10 @@ func (s *Syncer) removeAll(ctx context.Context, set *Set, res *Result) error {
 	empty := *set
 	empty.Objects, empty.Blockers = nil, nil
 	plan := Diff(&empty, live, nil)
-	return s.delete(ctx, append(plan.PruneFirst, plan.Prune...), res)
+	if err := s.delete(ctx, append(plan.PruneFirst, plan.Prune...), res); err != nil {
+		return err
+	}
+	return s.release(ctx, plan.Release, set.Finalizer, res)
 }
 
 func (s *Syncer) delete(ctx context.Context, objs []cached.Object, res *Result) error {

@@ -24,6 +24,11 @@ type Kind struct {
 	// PruneFirst: removing objects of this kind can only narrow what is allowed (ALLOW policies),
 	// so stale ones are deleted before anything is applied rather than after.
 	PruneFirst bool
+	// Guard: objects of later kinds rely on objects of this kind (the Envoy rung's filter makes the
+	// policies after it exact). They carry the set's Finalizer, so that whoever deletes them —
+	// the garbage collector when their owners go, a user — they stay in effect until the sync has
+	// removed what relies on them and lets them go.
+	Guard bool
 }
 
 // OnBlocked says what becomes of the live set when a conflict or an invalid object blocks the
@@ -55,6 +60,8 @@ type Set struct {
 	// set is blocked as if an object conflicted.
 	Blockers  []Problem
 	OnBlocked OnBlocked
+	// Finalizer is carried by the objects of Guard kinds.
+	Finalizer string
 }
 
 // Ref names an object.
@@ -102,6 +109,9 @@ type Plan struct {
 	Apply []*unstructured.Unstructured
 	// Prune are deleted last, in reverse kind order.
 	Prune []cached.Object
+	// Release are guarded objects being deleted (or pruned by this plan) whose Finalizer is
+	// removed once the plan's prunes are done: nothing of the set that relies on them is left.
+	Release []cached.Object
 	// Unchanged counts desired objects the live set already holds.
 	Unchanged int
 }
@@ -165,7 +175,11 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cached.Object, validate V
 		}
 		return objs[i].GetName() < objs[j].GetName()
 	})
-	for _, want := range objs {
+	for i, want := range objs {
+		if ki := set.kindIndex(want.GroupVersionKind()); ki >= 0 && set.Kinds[ki].Guard && set.Finalizer != "" {
+			want = withFinalizer(want, set.Finalizer)
+			objs[i] = want
+		}
 		gvk := want.GroupVersionKind()
 		ref := Ref{Kind: gvk.Kind, Namespace: want.GetNamespace(), Name: want.GetName()}
 		k := key{gvk, want.GetName()}
@@ -215,7 +229,14 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cached.Object, validate V
 		k := set.Kinds[i]
 		stale := make([]cached.Object, 0)
 		for _, o := range live[k.GVK] {
-			if desired[key{k.GVK, o.GetName()}] || !set.Owns(o) || !o.GetDeletionTimestamp().IsZero() {
+			if !set.Owns(o) {
+				continue
+			}
+			dying := !o.GetDeletionTimestamp().IsZero()
+			if k.Guard && hasFinalizer(o, set.Finalizer) && (dying || !desired[key{k.GVK, o.GetName()}]) {
+				plan.Release = append(plan.Release, o)
+			}
+			if desired[key{k.GVK, o.GetName()}] || dying {
 				continue
 			}
 			stale = append(stale, o)
@@ -228,6 +249,29 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cached.Object, validate V
 		}
 	}
 	return plan
+}
+
+func withFinalizer(u *unstructured.Unstructured, f string) *unstructured.Unstructured {
+	for _, have := range u.GetFinalizers() {
+		if have == f {
+			return u
+		}
+	}
+	u = u.DeepCopy()
+	u.SetFinalizers(append(u.GetFinalizers(), f))
+	return u
+}
+
+func hasFinalizer(o metav1.Object, f string) bool {
+	if f == "" {
+		return false
+	}
+	for _, have := range o.GetFinalizers() {
+		if have == f {
+			return true
+		}
+	}
+	return false
 }
 
 func ownerWord(set *Set) string {
