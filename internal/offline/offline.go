@@ -11,11 +11,14 @@ import (
 
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
+	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
@@ -31,6 +34,8 @@ type Set struct {
 	Workloads        map[string][]translate.Workload
 	Splits           []*splitv1alpha4.TrafficSplit
 	Targets          []*accessv1alpha2.TrafficTarget
+	// Namespaces holding SMI objects (of any SMI kind): they get the Enforcing mode's baseline.
+	Namespaces map[string]bool
 }
 
 // Outcome is the translation of one SMI object.
@@ -41,7 +46,8 @@ type Outcome struct {
 	Target *translate.TargetResult
 	// Findings reported for the object besides its own result (e.g. about its destination's workloads).
 	Findings []translate.Finding
-	// Extra objects that belong to no single SMI object (EnvoyFilters of a destination).
+	// Extra objects that belong to no single SMI object (a destination's EnvoyFilters, a
+	// namespace's baseline).
 	Extra []runtime.Object
 	Err   error
 }
@@ -62,6 +68,7 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 		RouteGroupErrors: map[string]map[string]*normalize.FieldError{},
 		PortRoutes:       map[string]map[string]*normalize.PortRoute{},
 		Workloads:        map[string][]translate.Workload{},
+		Namespaces:       map[string]bool{},
 	}
 	splits := map[string]int{} // namespace/name -> index in s.Splits
 	targets := map[string]int{}
@@ -72,6 +79,9 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 		}
 		ns := u.GetNamespace()
 		gv := u.GroupVersionKind()
+		if smiGroups[gv.Group] {
+			s.Namespaces[ns] = true
+		}
 		switch {
 		case gv.Group == "" && gv.Kind == "Service":
 			svc := &corev1.Service{}
@@ -150,6 +160,8 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 	return s, nil
 }
 
+var smiGroups = map[string]bool{"split.smi-spec.io": true, "access.smi-spec.io": true, "specs.smi-spec.io": true}
+
 func isWorkload(group, kind string) bool {
 	switch {
 	case group == "" && kind == "Pod":
@@ -178,6 +190,12 @@ func workloadOf(u *unstructured.Unstructured) (translate.Workload, error) {
 		return w, err
 	}
 	if sa == "" {
+		// The deprecated alias: the apiserver copies it into serviceAccountName when that is empty.
+		if sa, _, err = unstructured.NestedString(u.Object, append(specPath, "serviceAccount")...); err != nil {
+			return w, err
+		}
+	}
+	if sa == "" {
 		sa = "default"
 	}
 	w.Labels, w.ServiceAccount = labels, sa
@@ -194,8 +212,87 @@ func replaceWorkload(ws []translate.Workload, w translate.Workload) []translate.
 	return append(ws, w)
 }
 
-// Translate translates every SMI object of the set.
+// Translate translates every SMI object of the set in Enforcing mode, without the namespaces'
+// baselines (TranslateWith adds them and the other settings of the operator's configuration).
 func (s *Set) Translate(mesh translate.Mesh) []Outcome {
+	return append(s.translateSplits(mesh), s.translateAccess(mesh, v1alpha1.Enforcing, "")...)
+}
+
+// Options are the settings of the operator's SMI2IstioConfig that the translation depends on.
+type Options struct {
+	Mesh translate.Mesh
+	// Mode: Enforcing (the default) or Permissive.
+	Mode v1alpha1.AccessMode
+	// RootNamespace is Istio's root namespace (default istio-system): no baseline there, and no
+	// access outputs, which would apply to every namespace.
+	RootNamespace string
+}
+
+func (o Options) withDefaults() Options {
+	if o.Mode == "" {
+		o.Mode = v1alpha1.Enforcing
+	}
+	if o.RootNamespace == "" {
+		o.RootNamespace = DefaultRootNamespace
+	}
+	return o
+}
+
+// DefaultRootNamespace is Istio's root namespace unless configured otherwise.
+const DefaultRootNamespace = "istio-system"
+
+// TranslateWith translates the set as the operator configured with o would: in Enforcing mode
+// the namespaces' allow-nothing baselines first, then every SMI object; in Permissive mode no
+// baseline and no access outputs (TrafficTargets are not enforced), which the report says.
+func (s *Set) TranslateWith(o Options) []Outcome {
+	o = o.withDefaults()
+	out := s.baselines(o)
+	out = append(out, s.translateSplits(o.Mesh)...)
+	return append(out, s.translateAccess(o.Mesh, o.Mode, o.RootNamespace)...)
+}
+
+// baselines are the Namespace outcomes: in Enforcing mode, the allow-nothing AuthorizationPolicy
+// of every namespace holding SMI objects, exactly as the operator writes it (without the owner
+// reference to the SMI2IstioConfig, which exists only in a cluster).
+func (s *Set) baselines(o Options) []Outcome {
+	namespaces := make([]string, 0, len(s.Namespaces))
+	for ns := range s.Namespaces {
+		namespaces = append(namespaces, ns)
+	}
+	sort.Strings(namespaces)
+	var out []Outcome
+	for _, ns := range namespaces {
+		src := "Namespace " + ns
+		switch {
+		case o.Mode != v1alpha1.Enforcing:
+			out = append(out, Outcome{Source: src, Findings: []translate.Finding{{Field: "spec.accessMode", Reason: "NotEnforced",
+				Message: "the access mode is Permissive: no allow-nothing baseline, every source may reach the namespace's workloads"}}})
+		case ns == o.RootNamespace:
+			out = append(out, Outcome{Source: src, Findings: []translate.Finding{{Field: "spec.istioNamespace", Reason: "RootNamespace",
+				Message: "Istio's root namespace gets no baseline: an allow-nothing policy there would deny every namespace"}}})
+		default:
+			out = append(out, Outcome{Source: src, Extra: []runtime.Object{Baseline(ns)}})
+		}
+	}
+	return out
+}
+
+// BaselineName is the name of a namespace's baseline: controllers.BaselineName (not imported, to
+// keep the operator's controllers out of the CLI's dependencies).
+const BaselineName = "smi2istio-default-deny"
+
+// Baseline is the allow-nothing AuthorizationPolicy the operator writes in a member namespace in
+// Enforcing mode (controllers.BaselineReconciler), without its owner reference.
+func Baseline(namespace string) *securityv1beta1.AuthorizationPolicy {
+	return &securityv1beta1.AuthorizationPolicy{
+		TypeMeta: metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "AuthorizationPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: BaselineName, Namespace: namespace, Labels: map[string]string{
+			translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: "Namespace", translate.SourceNameLabel: namespace,
+		}},
+	}
+}
+
+func (s *Set) translateSplits(mesh translate.Mesh) []Outcome {
 	var out []Outcome
 	for _, ts := range s.Splits {
 		res, err := translate.TranslateSplit(translate.SplitInput{
@@ -207,11 +304,15 @@ func (s *Set) Translate(mesh translate.Mesh) []Outcome {
 		})
 		out = append(out, Outcome{Source: fmt.Sprintf("TrafficSplit %s/%s", ts.Namespace, ts.Name), Split: res, Err: err})
 	}
-	return append(out, s.translateAccess(mesh)...)
+	return out
 }
 
-// translateAccess translates the TrafficTargets per destination ServiceAccount, as the operator does.
-func (s *Set) translateAccess(mesh translate.Mesh) []Outcome {
+// translateAccess translates the TrafficTargets per destination ServiceAccount, as the operator
+// does. The destination's EnvoyFilters are an outcome of their own ("ServiceAccount ns/name"),
+// before its TrafficTargets' outcomes: they are printed whenever the policies they make exact are,
+// whichever of the TrafficTargets fail, and applied before them. In the root namespace (when
+// given) no access output is written: it would apply to every namespace.
+func (s *Set) translateAccess(mesh translate.Mesh, mode v1alpha1.AccessMode, rootNamespace string) []Outcome {
 	byDest := map[[2]string][]*accessv1alpha2.TrafficTarget{}
 	var dests [][2]string
 	for _, tt := range s.Targets {
@@ -223,24 +324,40 @@ func (s *Set) translateAccess(mesh translate.Mesh) []Outcome {
 	}
 	var out []Outcome
 	for _, d := range dests {
+		sa := fmt.Sprintf("ServiceAccount %s/%s", d[0], d[1])
+		if rootNamespace != "" && d[0] == rootNamespace && mode == v1alpha1.Enforcing {
+			for _, tt := range byDest[d] {
+				out = append(out, Outcome{Source: fmt.Sprintf("TrafficTarget %s/%s", tt.Namespace, tt.Name),
+					Err: &translate.InvalidError{Finding: translate.Finding{Field: "metadata.namespace", Reason: "RootNamespace",
+						Message: "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, nothing is allowed"}}})
+			}
+			continue
+		}
 		res, err := translate.TranslateAccess(translate.AccessInput{
 			Namespace: d[0], ServiceAccount: d[1], Targets: byDest[d],
 			RouteGroups: s.RouteGroups[d[0]], RouteGroupErrors: s.RouteGroupErrors[d[0]], PortRoutes: s.PortRoutes[d[0]],
 			Workloads: s.Workloads[d[0]], Mesh: mesh,
 		})
 		if err != nil {
-			out = append(out, Outcome{Source: fmt.Sprintf("ServiceAccount %s/%s", d[0], d[1]), Err: err})
+			out = append(out, Outcome{Source: sa, Err: err})
 			continue
+		}
+		if len(res.EnvoyFilters) > 0 && mode == v1alpha1.Enforcing {
+			o := Outcome{Source: sa}
+			for _, ef := range res.EnvoyFilters {
+				o.Extra = append(o.Extra, ef)
+			}
+			out = append(out, o)
 		}
 		for i := range res.Targets {
 			tr := &res.Targets[i]
-			o := Outcome{Source: fmt.Sprintf("TrafficTarget %s/%s", d[0], tr.Name), Target: tr, Findings: res.SelectorFindings, Err: tr.Err}
-			if i == len(res.Targets)-1 {
-				for _, ef := range res.EnvoyFilters {
-					o.Extra = append(o.Extra, ef)
-				}
+			src := fmt.Sprintf("TrafficTarget %s/%s", d[0], tr.Name)
+			if mode != v1alpha1.Enforcing && tr.Err == nil {
+				out = append(out, Outcome{Source: src, Findings: []translate.Finding{{Field: "spec", Reason: "NotEnforced",
+					Message: "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced"}}})
+				continue
 			}
-			out = append(out, o)
+			out = append(out, Outcome{Source: src, Target: tr, Findings: res.SelectorFindings, Err: tr.Err})
 		}
 	}
 	return out
