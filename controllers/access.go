@@ -122,12 +122,16 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 			return r.destinations(ctx, o.GetNamespace(), client.MatchingFields{indexTargetRoutes: kind + "/" + o.GetName()})
 		})
 	}
-	byDestinationLabel := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-		d := o.GetLabels()[translate.DestinationLabel]
-		if d == "" || o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
-			return nil
+	// Our outputs map to their destination; anybody else's object of those kinds may hold (or
+	// release) the name of one of our outputs: every destination of its namespace takes another look.
+	byDestinationLabel := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		if o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
+			return r.destinations(ctx, o.GetNamespace())
 		}
-		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: d}}}
+		if d := o.GetLabels()[translate.DestinationLabel]; d != "" {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: d}}}
+		}
+		return nil
 	})
 	saFanIn := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
