@@ -132,6 +132,8 @@ func defaultStateDir() string {
 	return filepath.Join(os.TempDir(), "smi2istio-local")
 }
 
+// run is the operator: cluster (or local control plane) → webhook certificate → manager → CRDs →
+// reconcilers → start.
 func run(ctx context.Context, log logr.Logger, o options) error {
 	soft, err := memlimit.FromEnv()
 	if err != nil {
@@ -140,56 +142,93 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if soft > 0 {
 		log.Info("Go soft memory limit set below the container's", "softLimitMiB", soft>>20, "reserveMiB", memlimit.Reserve>>20)
 	}
-	local, err := wantLocal(o.localControlPlane)
+	cfg, stop, local, err := clusterConfig(log, &o)
 	if err != nil {
 		return err
 	}
-	var cfg *rest.Config
-	if local {
-		cp, err := localcp.Start(filepath.Join(o.localStateDir, "kubeconfig"))
-		if err != nil {
-			return err
-		}
-		defer func() {
-			log.Info("stopping local control plane (etcd, kube-apiserver)")
-			if err := cp.Stop(); err != nil {
-				log.Error(err, "stop local control plane")
-			}
-		}()
-		cfg = cp.Config
-		log.Info("local control plane running; point kubectl at it with: export KUBECONFIG="+cp.Kubeconfig,
-			"kubeconfig", cp.Kubeconfig, "host", cfg.Host)
-		if o.webhookHost == "" {
-			o.webhookHost = "127.0.0.1"
-		}
-		if o.webhookCertMode == "auto" {
-			o.webhookCertMode = "self-signed"
-		}
-	} else if cfg, err = config.GetConfig(); err != nil {
-		return fmt.Errorf("load cluster config: %w", err)
-	}
-
-	mode, err := certMode(o.webhookCertMode, o.webhookCertDir)
+	defer stop()
+	mode, caBundle, cleanup, err := webhookCert(&o)
 	if err != nil {
 		return err
 	}
-	var caBundle []byte
-	if mode == "self-signed" {
-		dir, err := os.MkdirTemp("", "smi2istio-webhook-certs-")
-		if err != nil {
-			return fmt.Errorf("create webhook certificate directory: %w", err)
-		}
-		defer func() { _ = os.RemoveAll(dir) }()
-		b, err := selfSignedWebhookCert(o.webhookHost)
-		if err != nil {
-			return err
-		}
-		if err := b.WriteServing(dir); err != nil {
-			return err
-		}
-		o.webhookCertDir, caBundle = dir, b.CAPEM
+	defer cleanup()
+	mgr, err := newManager(cfg, o)
+	if err != nil {
+		return err
 	}
+	if err := installCRDs(ctx, log, mgr, o, local, caBundle); err != nil {
+		return err
+	}
+	if err := setupReconcilers(ctx, log, mgr, o); err != nil {
+		return err
+	}
+	log.Info("starting manager", "version", version, "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
 
+// clusterConfig is the cluster to work on: the configured one, or a local control plane started
+// here (--local-control-plane; stop stops it).
+func clusterConfig(log logr.Logger, o *options) (cfg *rest.Config, stop func(), local bool, err error) {
+	stop = func() {}
+	if local, err = wantLocal(o.localControlPlane); err != nil {
+		return nil, stop, false, err
+	}
+	if !local {
+		if cfg, err = config.GetConfig(); err != nil {
+			return nil, stop, false, fmt.Errorf("load cluster config: %w", err)
+		}
+		return cfg, stop, false, nil
+	}
+	cp, err := localcp.Start(filepath.Join(o.localStateDir, "kubeconfig"))
+	if err != nil {
+		return nil, stop, false, err
+	}
+	stop = func() {
+		log.Info("stopping local control plane (etcd, kube-apiserver)")
+		if err := cp.Stop(); err != nil {
+			log.Error(err, "stop local control plane")
+		}
+	}
+	log.Info("local control plane running; point kubectl at it with: export KUBECONFIG="+cp.Kubeconfig,
+		"kubeconfig", cp.Kubeconfig, "host", cp.Config.Host)
+	if o.webhookHost == "" {
+		o.webhookHost = "127.0.0.1"
+	}
+	if o.webhookCertMode == "auto" {
+		o.webhookCertMode = "self-signed"
+	}
+	return cp.Config, stop, true, nil
+}
+
+// webhookCert decides where the conversion webhook's certificate comes from; in self-signed mode
+// it writes one (and returns its CA for the CRDs' caBundle).
+func webhookCert(o *options) (mode string, caBundle []byte, cleanup func(), err error) {
+	cleanup = func() {}
+	if mode, err = certMode(o.webhookCertMode, o.webhookCertDir); err != nil || mode != "self-signed" {
+		return mode, nil, cleanup, err
+	}
+	dir, err := os.MkdirTemp("", "smi2istio-webhook-certs-")
+	if err != nil {
+		return "", nil, cleanup, fmt.Errorf("create webhook certificate directory: %w", err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	b, err := selfSignedWebhookCert(o.webhookHost)
+	if err != nil {
+		return "", nil, cleanup, err
+	}
+	if err := b.WriteServing(dir); err != nil {
+		return "", nil, cleanup, err
+	}
+	o.webhookCertDir = dir
+	return mode, b.CAPEM, cleanup, nil
+}
+
+// newManager is the controller-runtime manager with the operator's cache, metrics, probes and
+// conversion webhook.
+func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
 	writes.Count(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
@@ -212,24 +251,28 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		}),
 	})
 	if err != nil {
-		return fmt.Errorf("create manager: %w", err)
+		return nil, fmt.Errorf("create manager: %w", err)
 	}
 	for _, c := range []prometheus.Collector{conversion.Conversions, writes.Requests, smirecorder.Dropped} {
 		if err := metrics.Registry.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
-			return fmt.Errorf("register metrics: %w", err)
+			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	mgr.GetWebhookServer().Register(crds.ConversionPath, conversion.Handler(log.WithName("conversion")))
+	mgr.GetWebhookServer().Register(crds.ConversionPath, conversion.Handler(ctrl.Log.WithName("conversion")))
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return fmt.Errorf("add health check: %w", err)
+		return nil, fmt.Errorf("add health check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
-		return fmt.Errorf("add readiness check: %w", err)
+		return nil, fmt.Errorf("add readiness check: %w", err)
 	}
+	return mgr, nil
+}
 
-	// The CRDs' conversion must reach this process: install them (local) or set the caBundle
-	// (self-signed in a cluster). Both need a direct client: the manager's cache is not started yet.
-	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+// installCRDs points the CRDs' conversion at this process: it installs them on a local control
+// plane, or sets the caBundle of a self-signed certificate in a cluster. It needs a direct client:
+// the manager's cache is not started yet. Then it checks that Istio is there.
+func installCRDs(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o options, local bool, caBundle []byte) error {
+	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("create client: %w", err)
 	}
@@ -263,12 +306,13 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		}
 		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA")
 	}
+	return requireIstioCRDs(direct)
+}
 
-	if err := requireIstioCRDs(direct); err != nil {
-		return err
-	}
-	// The SMI2IstioConfig singleton (or its defaults) decides mode, regex policy, trust domain and
-	// membership; the config reconciler publishes them and the others wait for the first resolution.
+// setupReconcilers registers the event recorder and every reconciler. The SMI2IstioConfig
+// singleton (or its defaults) decides mode, regex policy, trust domain and membership; the config
+// reconciler publishes them and the others wait for the first resolution.
+func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o options) error {
 	shared := controllers.NewShared(o.clusterDomain)
 	// Events are written from a bounded queue (internal/recorder): client-go's broadcaster would keep
 	// a copy of each for six minutes.
@@ -302,11 +346,6 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), State: shared.Current, Resync: shared.Resync}
 	if err := baseline.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up baseline controller: %w", err)
-	}
-
-	log.Info("starting manager", "version", version, "webhookPort", o.webhookPort, "certMode", mode, "leaderElection", o.leaderElect)
-	if err := mgr.Start(ctx); err != nil {
-		return fmt.Errorf("run manager: %w", err)
 	}
 	return nil
 }
