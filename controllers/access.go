@@ -213,17 +213,17 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	synced, err := r.syncer.Sync(ctx, set)
-	if err != nil {
-		reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
-		return reconcile.Result{}, err
+	synced, syncErr := r.syncer.Sync(ctx, set)
+	if syncErr != nil {
+		// Reported on the object, then retried: what the set held was removed (access) or left.
+		synced.Problems = append(synced.Problems, syncset.Problem{Reason: ReasonApplyFailed, Message: syncErr.Error()})
 	}
 	if synced.Wrote() {
 		ctrl.LoggerFrom(ctx).Info("synced", "destination", req.Name, "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
 	}
 	recordRungs(req.Namespace, req.Name, res)
 	if res == nil {
-		return reconcile.Result{}, nil
+		return reconcile.Result{}, syncErr
 	}
 	byName := map[string]cached.SMIObject{}
 	for _, u := range items {
@@ -236,10 +236,10 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			return reconcile.Result{}, err
 		}
 	}
-	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting {
+	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting && syncErr == nil {
 		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
-	return reconcile.Result{}, nil
+	return reconcile.Result{}, syncErr
 }
 
 // targets lists the destination's TrafficTargets that are not being deleted, by name.

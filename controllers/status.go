@@ -40,6 +40,8 @@ const (
 	// ReasonRootNamespace: the destination is in Istio's root namespace, where a selector-based
 	// policy would apply to every namespace: nothing is written there.
 	ReasonRootNamespace = "RootNamespace"
+	// ReasonApplyFailed: the apiserver refused a write of the set; it is retried.
+	ReasonApplyFailed = "ApplyFailed"
 	// ReasonApproximated: accepted, but some of it could not be enforced exactly and was left out
 	// (denied); the message names the fields.
 	ReasonApproximated = "Approximated"
@@ -88,7 +90,7 @@ func blockedReady(problems []syncset.Problem, mine func(syncset.Ref) bool, tail 
 	var own, other []string
 	reason := ""
 	for _, p := range problems {
-		if mine(p.Object) {
+		if mine(p.Object) || p.Reason == ReasonApplyFailed {
 			own = append(own, p.Message)
 			if reason == "" || p.Reason != syncset.ReasonTerminating {
 				reason = p.Reason
@@ -105,8 +107,11 @@ func blockedReady(problems []syncset.Problem, mine func(syncset.Ref) bool, tail 
 		reason = ReasonNotApplied
 	}
 	outcome := OutcomeConflict
-	if reason == ReasonInvalidOutput {
+	switch reason {
+	case ReasonInvalidOutput:
 		outcome = OutcomeInvalid
+	case ReasonApplyFailed:
+		outcome = OutcomeError
 	}
 	return notReady(reason, strings.Join(own, "; ")+tail), outcome
 }

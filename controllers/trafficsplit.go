@@ -252,10 +252,10 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	synced, err := r.syncer.Sync(ctx, set)
-	if err != nil {
-		reconcileOutcomes.WithLabelValues("TrafficSplit", OutcomeError).Inc()
-		return reconcile.Result{}, err
+	synced, syncErr := r.syncer.Sync(ctx, set)
+	if syncErr != nil {
+		// Reported on the object, then retried: what the set held was removed (access) or left.
+		synced.Problems = append(synced.Problems, syncset.Problem{Reason: ReasonApplyFailed, Message: syncErr.Error()})
 	}
 	if synced.Wrote() {
 		ctrl.LoggerFrom(ctx).Info("synced", "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
@@ -265,10 +265,10 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if err := writeStatus(ctx, r.Client, r.Recorder, u, readyNote(st), st.conditions()...); err != nil {
 		return reconcile.Result{}, err
 	}
-	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting {
+	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting && syncErr == nil {
 		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
-	return reconcile.Result{}, nil
+	return reconcile.Result{}, syncErr
 }
 
 // splitTranslation is what translating a split found: its result, or why there is none.
