@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -80,11 +81,20 @@ func decodeStrict(t *testing.T, data []byte) (golden, []runtime.Object) {
 	if err := yaml.UnmarshalStrict(data, &g); err != nil {
 		t.Fatalf("output.yaml: %v", err)
 	}
+	typed, err := typedObjects(g.Objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, typed
+}
+
+// typedObjects decodes objects into their Istio types, rejecting unknown fields.
+func typedObjects(objects []map[string]any) ([]runtime.Object, error) {
 	var typed []runtime.Object
-	for i, o := range g.Objects {
+	for i, o := range objects {
 		js, err := json.Marshal(o)
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		var obj runtime.Object
 		switch o["kind"] {
@@ -99,16 +109,29 @@ func decodeStrict(t *testing.T, data []byte) (golden, []runtime.Object) {
 		case "EnvoyFilter":
 			obj = &networkingv1alpha3.EnvoyFilter{}
 		default:
-			t.Fatalf("objects[%d]: unexpected kind %v", i, o["kind"])
+			return nil, fmt.Errorf("objects[%d]: unexpected kind %v", i, o["kind"])
 		}
 		dec := json.NewDecoder(bytes.NewReader(js))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(obj); err != nil {
-			t.Fatalf("objects[%d]: %v", i, err)
+			return nil, fmt.Errorf("objects[%d]: %w", i, err)
 		}
 		typed = append(typed, obj)
 	}
-	return g, typed
+	return typed, nil
+}
+
+// decodeObjects reads multi-document YAML into object contents.
+func decodeObjects(data []byte) ([]map[string]any, error) {
+	docs, err := offline.Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]any
+	for _, d := range docs {
+		out = append(out, d.Object)
+	}
+	return out, nil
 }
 
 func TestGolden(t *testing.T) {
@@ -130,7 +153,8 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("%v (run go test ./translate -update)", err)
 			}
 			if !bytes.Equal(got, want) {
-				t.Errorf("translation differs from %s (run go test ./translate -update and review the diff)\n--- got:\n%s", path, got)
+				t.Errorf("translation differs from %s (run go test ./translate -update and review the diff):\n%s",
+					path, unifiedDiff(path, "translation", string(want), string(got)))
 			}
 			_, objs := decodeStrict(t, want)
 			for _, o := range objs {
@@ -139,6 +163,131 @@ func TestGolden(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// unifiedDiff renders the line differences of a and b as a unified diff with three lines of
+// context (longest common subsequence; golden files are small).
+func unifiedDiff(nameA, nameB, a, b string) string {
+	split := func(s string) []string {
+		if s == "" {
+			return nil
+		}
+		return strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	}
+	x, y := split(a), split(b)
+	// lcs[i][j] is the length of the longest common subsequence of x[i:] and y[j:].
+	lcs := make([][]int, len(x)+1)
+	for i := range lcs {
+		lcs[i] = make([]int, len(y)+1)
+	}
+	for i := len(x) - 1; i >= 0; i-- {
+		for j := len(y) - 1; j >= 0; j-- {
+			if x[i] == y[j] {
+				lcs[i][j] = lcs[i+1][j+1] + 1
+			} else {
+				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
+			}
+		}
+	}
+	type line struct {
+		op   byte // ' ', '-', '+'
+		text string
+		i, j int // line numbers (0-based) in x and y before this line
+	}
+	var lines []line
+	i, j := 0, 0
+	for i < len(x) || j < len(y) {
+		switch {
+		case i < len(x) && j < len(y) && x[i] == y[j]:
+			lines = append(lines, line{' ', x[i], i, j})
+			i, j = i+1, j+1
+		case i < len(x) && (j == len(y) || lcs[i+1][j] >= lcs[i][j+1]):
+			lines = append(lines, line{'-', x[i], i, j})
+			i++
+		default:
+			lines = append(lines, line{'+', y[j], i, j})
+			j++
+		}
+	}
+	const context = 3
+	var out strings.Builder
+	fmt.Fprintf(&out, "--- %s\n+++ %s\n", nameA, nameB)
+	for k := 0; k < len(lines); {
+		if lines[k].op == ' ' {
+			k++
+			continue
+		}
+		start := max(k-context, 0)
+		end := k
+		for end < len(lines) {
+			if lines[end].op != ' ' {
+				end++
+				continue
+			}
+			run := end
+			for run < len(lines) && lines[run].op == ' ' {
+				run++
+			}
+			if run == len(lines) || run-end > 2*context {
+				end = min(end+context, len(lines))
+				break
+			}
+			end = run
+		}
+		na, nb := 0, 0
+		for _, l := range lines[start:end] {
+			if l.op != '+' {
+				na++
+			}
+			if l.op != '-' {
+				nb++
+			}
+		}
+		fmt.Fprintf(&out, "@@ -%d,%d +%d,%d @@\n", lines[start].i+1, na, lines[start].j+1, nb)
+		for _, l := range lines[start:end] {
+			out.WriteByte(l.op)
+			out.WriteString(l.text)
+			out.WriteByte('\n')
+		}
+		k = end
+	}
+	return out.String()
+}
+
+func TestUnifiedDiff(t *testing.T) {
+	var a, b []string
+	for i := 1; i <= 20; i++ {
+		a = append(a, strconv.Itoa(i))
+		if i == 5 {
+			b = append(b, "five")
+			continue
+		}
+		b = append(b, strconv.Itoa(i))
+	}
+	b = append(b, "21")
+	want := `--- a
++++ b
+@@ -2,7 +2,7 @@
+ 2
+ 3
+ 4
+-5
++five
+ 6
+ 7
+ 8
+@@ -18,3 +18,4 @@
+ 18
+ 19
+ 20
++21
+`
+	if got := unifiedDiff("a", "b", strings.Join(a, "\n")+"\n", strings.Join(b, "\n")+"\n"); got != want {
+		t.Errorf("unifiedDiff:\n%s\nwant:\n%s", got, want)
+	}
+	if got := unifiedDiff("a", "b", "x\n", "x\n"); got != "--- a\n+++ b\n" {
+		t.Errorf("no difference: got %q", got)
 	}
 }
 
@@ -151,6 +300,9 @@ func TestGoldenCoverage(t *testing.T) {
 		"access-osm-v0.2-demo", "access-osm-v1.2-demo", "access-rules-without-matches", "access-v1alpha1-port",
 		"access-several-sources", "access-two-targets-union", "access-udproute", "access-unknown-match",
 		"access-invalid-regex", "access-sa-no-workloads", "access-sa-overlapping-labels",
+		// Fail closed (issue 16): one case per class.
+		"access-http-only-rules", "access-tcproute-and-routegroup", "access-envoyfilter-names", "access-invalid-names",
+		"access-empty-values", "access-invalid-output", "access-invalid-trust-domain", "access-host-case",
 	} {
 		if _, err := os.Stat(filepath.Join("testdata", c, "output.yaml")); err != nil {
 			t.Errorf("golden case %s: %v", c, err)
