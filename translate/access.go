@@ -2,11 +2,13 @@ package translate
 
 import (
 	"fmt"
+	"regexp/syntax"
 	"sort"
 	"strconv"
 	"strings"
 
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	networkingapi "istio.io/api/networking/v1alpha3"
 	securityapi "istio.io/api/security/v1beta1"
@@ -95,9 +97,13 @@ type AccessResult struct {
 // value is one string condition: what the AuthorizationPolicy writes and, when it is only a
 // superset, the regex the Envoy rung checks.
 type value struct {
-	pattern string
-	regex   string // set when the Envoy rung must check it
+	patterns []string // ORed; ["*"]: any value
+	regex    string   // set when the Envoy rung must check it
 }
+
+// anyValue: the value's only pattern is presence, which a policy writes by leaving it out (paths,
+// hosts).
+func (v *value) anyValue() bool { return v == nil || (len(v.patterns) == 1 && v.patterns[0] == "*") }
 
 // accessRule is one allowed (sources, operation) pair.
 type accessRule struct {
@@ -116,6 +122,10 @@ type accessRule struct {
 
 // TranslateAccess translates the TrafficTargets of one destination ServiceAccount. Problems with a
 // single TrafficTarget are in its TargetResult; the error is for output that cannot be built.
+//
+// Every output is checked with ValidateOutput: a TrafficTarget whose outputs (or whose part of the
+// Envoy rung's filter) fail gets an *InvalidError with reason InvalidOutput and no outputs, and its
+// rules stay out of the filter, as the rules of every invalid TrafficTarget do.
 func TranslateAccess(in AccessInput) (*AccessResult, error) {
 	res := &AccessResult{}
 	res.Selectors, res.SelectorFindings = ResolveSelectors(in.ServiceAccount, in.Workloads)
@@ -125,7 +135,7 @@ func TranslateAccess(in AccessInput) (*AccessResult, error) {
 	}
 	targets := append([]*accessv1alpha2.TrafficTarget(nil), in.Targets...)
 	sort.SliceStable(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
-	var allRules [][]accessRule // per target, for the Envoy rung
+	var filterRules []targetRules // valid targets only, for the Envoy rung
 	for _, tt := range targets {
 		tr, rules := translateTarget(in, tt)
 		if tr.Err == nil {
@@ -135,26 +145,69 @@ func TranslateAccess(in AccessInput) (*AccessResult, error) {
 					tr.PeerAuthentications = append(tr.PeerAuthentications, peerAuthentication(tt, sel))
 				}
 			}
-			allRules = append(allRules, rules)
+			if err := validateTarget(in, &tr, tt.Name, rules, res.Selectors); err != nil {
+				tr.Err, tr.AuthorizationPolicies, tr.PeerAuthentications = err, nil, nil
+			} else {
+				filterRules = append(filterRules, targetRules{name: tt.Name, rules: rules})
+			}
 		}
 		res.Targets = append(res.Targets, tr)
 	}
-	needEnvoy := false
-	for _, rules := range allRules {
-		for _, r := range rules {
-			needEnvoy = needEnvoy || r.envoy
-		}
-	}
-	if needEnvoy {
+	if needsEnvoy(filterRules) {
 		for _, sel := range res.Selectors {
-			ef, err := envoyFilter(in, sel, targets, allRules)
+			ef, err := envoyFilter(in, sel, filterRules)
 			if err != nil {
 				return nil, err
+			}
+			if err := ValidateOutput(ef); err != nil {
+				// Each TrafficTarget's part was valid on its own: the union must be too.
+				return nil, fmt.Errorf("envoy rung filter for ServiceAccount %s/%s: %w", in.Namespace, in.ServiceAccount, err)
 			}
 			res.EnvoyFilters = append(res.EnvoyFilters, ef)
 		}
 	}
 	return res, nil
+}
+
+// targetRules are the rules of one valid TrafficTarget, named after it in the Envoy rung's filter.
+type targetRules struct {
+	name  string
+	rules []accessRule
+}
+
+func needsEnvoy(ts []targetRules) bool {
+	for _, t := range ts {
+		for _, r := range t.rules {
+			if r.envoy {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// validateTarget checks a TrafficTarget's outputs, and its part of the Envoy rung's filter, with
+// ValidateOutput; the first failure is the TrafficTarget's InvalidError.
+func validateTarget(in AccessInput, tr *TargetResult, name string, rules []accessRule, sels []Selector) *InvalidError {
+	for _, o := range tr.Objects() {
+		if err := ValidateOutput(o); err != nil {
+			return invalid("spec", ReasonInvalidOutput, "the generated %v; nothing is applied for this TrafficTarget", err)
+		}
+	}
+	own := []targetRules{{name: name, rules: rules}}
+	if !needsEnvoy(own) {
+		return nil
+	}
+	for _, sel := range sels {
+		ef, err := envoyFilter(in, sel, own)
+		if err == nil {
+			err = ValidateOutput(ef)
+		}
+		if err != nil {
+			return invalid("spec", ReasonInvalidOutput, "the generated Envoy RBAC filter for its rules: %v; nothing is applied for this TrafficTarget", err)
+		}
+	}
+	return nil
 }
 
 func principal(mesh Mesh, namespace, name string) string {
@@ -175,28 +228,50 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 		return fail(invalid("spec.destination.namespace", "InvalidDestination",
 			"destination namespace %q differs from the TrafficTarget's namespace %q: a TrafficTarget lives with its destination", d.Namespace, tt.Namespace))
 	}
+	// Names become principals, selectors and label values: a name that is not one could be read
+	// as a pattern (a trailing * is a prefix match) or make an output Istio rejects.
+	if err := checkName("spec.destination.name", d.Name, serviceAccountName, labelValue); err != nil {
+		return fail(err)
+	}
+	if err := checkName("metadata.name", tt.Name, labelValue); err != nil {
+		return fail(err)
+	}
 	var principals []string
 	for i, s := range tt.Spec.Sources {
 		if s.Kind != "ServiceAccount" {
 			return fail(invalid(fmt.Sprintf("spec.sources[%d].kind", i), "UnsupportedKind", "source kind %q: only ServiceAccount is supported", s.Kind))
 		}
+		if err := checkName(fmt.Sprintf("spec.sources[%d].name", i), s.Name, serviceAccountName); err != nil {
+			return fail(err)
+		}
 		ns := s.Namespace
 		if ns == "" {
 			ns = tt.Namespace
+		} else if err := checkName(fmt.Sprintf("spec.sources[%d].namespace", i), ns, namespaceName); err != nil {
+			return fail(err)
 		}
 		principals = append(principals, principal(in.Mesh, ns, s.Name))
 	}
 	sort.Strings(principals)
-	var destPorts []int
-	if d.Port != nil {
-		destPorts = []int{*d.Port}
-	}
 	if len(principals) == 0 {
 		tr.Warnings = append(tr.Warnings, finding("spec.sources", "NoSources", "no sources: nothing is allowed"))
 		return tr, nil
 	}
+	// v1alpha1/v1alpha2 destination.port restricts every rule.
+	destPorts := anyPort
+	if d.Port != nil {
+		destPorts = portSet{ports: []int{*d.Port}}
+	}
 
-	var rules []accessRule
+	// A TCPRoute next to an HTTPRouteGroup restricts the HTTP rules to its ports (ANDed, the SMI
+	// access spec's example); only a TrafficTarget without HTTPRouteGroup rules allows raw TCP.
+	hasHTTP := false
+	for _, rule := range tt.Spec.Rules {
+		hasHTTP = hasHTTP || rule.Kind == "HTTPRouteGroup"
+	}
+	var httpRules, tcpRules []accessRule
+	var tcpRoutes []string // TCPRoute names, when they restrict HTTP rules
+	tcpPorts := portSet{}  // union of the TCPRoutes' ports; empty until one is found
 	for i, rule := range tt.Spec.Rules {
 		field := fmt.Sprintf("spec.rules[%d]", i)
 		switch rule.Kind {
@@ -216,12 +291,12 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 					"HTTPRouteGroup %s has no match named %q: nothing is allowed for it", rule.Name, m))
 			}
 			for _, idx := range selected {
-				r, err := httpRule(in.Mesh, g, idx, principals, destPorts, &tr)
+				r, err := httpRule(in.Mesh, g, idx, principals, &tr)
 				if err != nil {
 					return fail(err)
 				}
 				if r != nil {
-					rules = append(rules, *r)
+					httpRules = append(httpRules, *r)
 				}
 			}
 		case "TCPRoute", "UDPRoute":
@@ -235,18 +310,130 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 				tr.Warnings = append(tr.Warnings, finding(field, "Unsupported", "Istio cannot enforce UDP: nothing is allowed for UDPRoute %s", rule.Name))
 				continue
 			}
-			ports, ok := intersectPorts(pr.Ports, destPorts)
-			if !ok {
-				tr.Warnings = append(tr.Warnings, finding(field, "NoCommonPort",
-					"TCPRoute %s ports %v do not include the destination port %v: nothing is allowed", rule.Name, pr.Ports, destPorts))
+			if err := checkRoutePorts(field, pr); err != nil {
+				return fail(err)
+			}
+			route := portSet{ports: pr.Ports, all: len(pr.Ports) == 0}
+			if hasHTTP {
+				tcpPorts = tcpPorts.union(route)
+				tcpRoutes = append(tcpRoutes, rule.Name)
 				continue
 			}
-			rules = append(rules, accessRule{principals: principals, ports: ports, anyHTTP: true})
+			ports := route.intersect(destPorts)
+			if ports.empty() {
+				tr.Warnings = append(tr.Warnings, finding(field, "NoCommonPort",
+					"TCPRoute %s ports %v do not include the destination port %v: nothing is allowed", rule.Name, pr.Ports, destPorts.ports))
+				continue
+			}
+			tcpRules = append(tcpRules, accessRule{principals: principals, ports: ports.ports, anyHTTP: true})
 		default:
 			return fail(invalid(field+".kind", "UnsupportedKind", "rule kind %q is not HTTPRouteGroup, TCPRoute or UDPRoute", rule.Kind))
 		}
 	}
-	return tr, rules
+	if !hasHTTP {
+		return tr, tcpRules
+	}
+	ports := destPorts
+	hasTCPRoute := false
+	for _, rule := range tt.Spec.Rules {
+		hasTCPRoute = hasTCPRoute || rule.Kind == "TCPRoute"
+	}
+	if hasTCPRoute {
+		ports = ports.intersect(tcpPorts)
+		if len(tcpRoutes) > 0 && !ports.empty() {
+			tr.Warnings = append(tr.Warnings, finding("spec.rules", "TCPRoutesRestrictHTTP",
+				"TCPRoute %s and the HTTPRouteGroup rules are ANDed: the HTTP rules are allowed on %s, and the TCPRoutes allow no other traffic",
+				strings.Join(tcpRoutes, ", "), ports))
+		}
+	}
+	if ports.empty() && len(httpRules) > 0 {
+		msg := "the TCPRoutes and the destination port of this TrafficTarget have no port in common: nothing is allowed"
+		if len(tcpRoutes) == 0 {
+			msg = "no TCPRoute of this TrafficTarget was found, and they restrict its HTTP rules: nothing is allowed"
+		}
+		tr.Warnings = append(tr.Warnings, finding("spec.rules", "NoCommonPort", "%s", msg))
+		return tr, nil
+	}
+	for i := range httpRules {
+		httpRules[i].ports = ports.ports
+	}
+	return tr, httpRules
+}
+
+// portSet is a set of ports, or every port.
+type portSet struct {
+	all   bool
+	ports []int // sorted, unique; when !all
+}
+
+var anyPort = portSet{all: true}
+
+func (a portSet) empty() bool { return !a.all && len(a.ports) == 0 }
+
+func (a portSet) union(b portSet) portSet {
+	if a.all || b.all {
+		return anyPort
+	}
+	return portSet{ports: sortedUnique(append(append([]int(nil), a.ports...), b.ports...))}
+}
+
+func (a portSet) intersect(b portSet) portSet {
+	switch {
+	case a.all:
+		return portSet{all: b.all, ports: sortedUnique(b.ports)}
+	case b.all:
+		return portSet{ports: sortedUnique(a.ports)}
+	}
+	in := map[int]bool{}
+	for _, p := range b.ports {
+		in[p] = true
+	}
+	var out []int
+	for _, p := range a.ports {
+		if in[p] {
+			out = append(out, p)
+		}
+	}
+	return portSet{ports: sortedUnique(out)}
+}
+
+func (a portSet) String() string {
+	if a.all {
+		return "every port"
+	}
+	s := make([]string, len(a.ports))
+	for i, p := range a.ports {
+		s[i] = strconv.Itoa(p)
+	}
+	if len(s) == 1 {
+		return "port " + s[0] + " only"
+	}
+	return "ports " + strings.Join(s, ", ") + " only"
+}
+
+func sortedUnique(ps []int) []int {
+	if len(ps) == 0 {
+		return nil
+	}
+	ps = append([]int(nil), ps...)
+	sort.Ints(ps)
+	out := ps[:1]
+	for _, p := range ps[1:] {
+		if p != out[len(out)-1] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// checkRoutePorts refuses a route port that is no port (the CRD allows 1-65535; the CLI reads files).
+func checkRoutePorts(field string, pr *normalize.PortRoute) *InvalidError {
+	for _, p := range pr.Ports {
+		if p < 1 || p > 65535 {
+			return invalid(field+".name", "InvalidPort", "%s %s: port %d is not 1-65535", pr.Kind, pr.Name, p)
+		}
+	}
+	return nil
 }
 
 // selectMatches picks the named matches of a group; no names means every match (SMI spec).
@@ -273,54 +460,67 @@ func selectMatches(g *normalize.HTTPRouteGroup, names []string) (idx []int, miss
 	return idx, missing
 }
 
-func intersectPorts(route, dest []int) ([]int, bool) {
-	if len(dest) == 0 {
-		return route, true
-	}
-	if len(route) == 0 {
-		return dest, true
-	}
-	for _, p := range route {
-		if p == dest[0] {
-			return dest, true
-		}
-	}
-	return nil, false
-}
-
-// httpRule turns one HTTPRouteGroup match into a rule; nil when the regex policy drops it.
-func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []string, ports []int, tr *TargetResult) (*accessRule, *InvalidError) {
+// httpRule turns one HTTPRouteGroup match into a rule; nil when the match allows nothing (a value
+// no request can have) or the regex policy drops it. The caller sets its ports.
+func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []string, tr *TargetResult) (*accessRule, *InvalidError) {
 	m := g.Matches[idx]
 	base := fmt.Sprintf("HTTPRouteGroup %s spec.matches[%d]", g.Name, idx)
-	r := &accessRule{principals: principals, ports: ports, headers: map[string]value{}, headerRegexes: map[string]string{}}
-	for _, meth := range m.Methods {
+	r := &accessRule{principals: principals, headers: map[string]value{}, headerRegexes: map[string]string{}}
+	for i, meth := range m.Methods {
 		if meth == "*" {
 			r.methods = nil
 			break
 		}
+		if !headerName.MatchString(meth) || strings.HasPrefix(meth, ":") {
+			return nil, invalid(fmt.Sprintf("%s.methods[%d]", base, i), "InvalidMethod", "%q is not an HTTP method", meth)
+		}
 		r.methods = append(r.methods, meth)
 	}
-	dropped := false
-	classify := func(field, expr string, templates bool) (*value, *InvalidError) {
-		c, err := regex.Classify(expr, regex.Options{Templates: templates})
+	dropped, nothing := false, false
+	classify := func(field, expr string, what valueKind) (*value, *InvalidError) {
+		c, err := regex.Classify(expr, regex.Options{Templates: what == pathValue && mesh.PathTemplates, IgnoreCase: what == hostValue})
 		if err != nil {
 			return nil, invalid(field, "InvalidRegex", "%v", err)
 		}
-		if c.Exact.Kind != regex.Inexpressible {
+		exact := c.Exact.Kind != regex.Inexpressible
+		superset := c.Superset
+		if p := c.Superset; p.Kind == regex.Exact && p.Literal == "" {
+			// The regex matches the empty string or nothing: AuthorizationPolicies have no empty value.
+			if what != headerValue {
+				tr.Warnings = append(tr.Warnings, finding(field, "MatchesNothing",
+					"%q matches no %s but the empty one, which no request has: this match allows nothing", expr, what))
+				nothing = true
+				return nil, nil
+			}
+			// A header present with an empty value: the policy checks presence, the Envoy rung the value.
+			exact, superset = false, regex.Pattern{Kind: regex.Presence}
+		}
+		supersets := []string{superset.String()}
+		if what == hostValue {
+			// The host regex means the host without its port (as the Envoy rung's filter checks
+			// it), while Istio compares the whole authority: only presence, and a prefix without a
+			// colon, mean the same; an exact host L needs L and L:* (any port) in the policy, a
+			// superset when the port is not a number, so the filter checks the regex.
+			if exact && c.Exact.Kind != regex.Presence && (c.Exact.Kind != regex.Prefix || strings.Contains(c.Exact.Literal, ":")) {
+				exact, superset = false, c.Exact
+			}
+			supersets = hostSupersets(superset)
+		}
+		if exact {
 			tr.Rungs = append(tr.Rungs, finding(field, RungExact, "%q is %s %q in the AuthorizationPolicy", expr, strings.ToLower(c.Exact.Kind.String()), c.Exact))
-			return &value{pattern: c.Exact.String()}, nil
+			return &value{patterns: []string{c.Exact.String()}}, nil
 		}
 		if mesh.regexPolicy() == RegexReject {
 			tr.Rungs = append(tr.Rungs, finding(field, RungReject, "%q cannot be expressed by an AuthorizationPolicy and EnvoyFilters are not allowed: the match is left out (denied)", expr))
 			dropped = true
 			return nil, nil
 		}
-		tr.Rungs = append(tr.Rungs, finding(field, RungEnvoy, "%q: the AuthorizationPolicy allows %q and an Envoy RBAC filter checks the regex", expr, c.Superset))
+		tr.Rungs = append(tr.Rungs, finding(field, RungEnvoy, "%q: the AuthorizationPolicy allows %s and an Envoy RBAC filter checks the regex", expr, quoted(supersets)))
 		r.envoy = true
-		return &value{pattern: c.Superset.String(), regex: expr}, nil
+		return &value{patterns: supersets, regex: expr}, nil
 	}
 	if m.PathRegex != "" {
-		v, err := classify(base+".pathRegex", m.PathRegex, mesh.PathTemplates)
+		v, err := classify(base+".pathRegex", m.PathRegex, pathValue)
 		if err != nil {
 			return nil, err
 		}
@@ -329,14 +529,22 @@ func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []stri
 	for i, h := range m.Headers {
 		field := fmt.Sprintf("%s.headers[%d]", base, i)
 		name := strings.ToLower(h.Name)
-		v, err := classify(field, h.Value, false)
+		if !headerName.MatchString(name) {
+			return nil, invalid(field, "InvalidHeader", "%q is not an HTTP header name", h.Name)
+		}
+		isHost := name == "host" || name == ":authority"
+		what := headerValue
+		if isHost {
+			what = hostValue
+		}
+		v, err := classify(field, h.Value, what)
 		if err != nil {
 			return nil, err
 		}
 		if v == nil {
 			continue
 		}
-		if name == "host" || name == ":authority" {
+		if isHost {
 			if r.host != nil {
 				return nil, invalid(field, "DuplicateHeader", "header %s is matched twice in one match", h.Name)
 			}
@@ -348,11 +556,40 @@ func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []stri
 		}
 		r.headers[name], r.headerRegexes[name] = *v, h.Value
 	}
-	if dropped {
+	if dropped || nothing {
 		return nil, nil
 	}
 	return r, nil
 }
+
+// hostSupersets are Istio host patterns (compared with the whole authority, ignoring case) that
+// allow every authority whose host, without its port, p allows.
+func hostSupersets(p regex.Pattern) []string {
+	switch p.Kind {
+	case regex.Exact:
+		return []string{p.Literal, p.Literal + ":*"}
+	case regex.Prefix:
+		return []string{p.String()}
+	}
+	return []string{"*"}
+}
+
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, " or ")
+}
+
+// valueKind is what a regex of an HTTPRouteGroup match is matched against.
+type valueKind string
+
+const (
+	pathValue   valueKind = "request path"
+	hostValue   valueKind = "host"
+	headerValue valueKind = "header value"
+)
 
 func accessMeta(name, namespace, destination, sourceKind, sourceName string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
@@ -380,14 +617,20 @@ func authorizationPolicy(tt *accessv1alpha2.TrafficTarget, sel Selector, rules [
 	for _, r := range rules {
 		rule := &securityapi.Rule{From: []*securityapi.Rule_From{{Source: &securityapi.Source{Principals: r.principals}}}}
 		op := &securityapi.Operation{Methods: r.methods}
-		if r.path != nil && r.path.pattern != "*" {
-			op.Paths = []string{r.path.pattern}
+		if !r.path.anyValue() {
+			op.Paths = r.path.patterns
 		}
-		if r.host != nil && r.host.pattern != "*" {
-			op.Hosts = []string{r.host.pattern}
+		if !r.host.anyValue() {
+			op.Hosts = r.host.patterns
 		}
 		for _, p := range r.ports {
 			op.Ports = append(op.Ports, strconv.Itoa(p))
+		}
+		if !r.anyHTTP && len(op.Methods)+len(op.Paths)+len(op.Hosts)+len(r.headers) == 0 {
+			// A rule from an HTTPRouteGroup keeps an HTTP-only field, so that Istio never applies it
+			// on a TCP filter chain (it skips ALLOW rules with HTTP-only fields there). Paths "*"
+			// (any non-empty path, as every HTTP request has) allows every request.
+			op.Paths = []string{"*"}
 		}
 		if len(op.Methods)+len(op.Paths)+len(op.Hosts)+len(op.Ports) > 0 {
 			rule.To = []*securityapi.Rule_To{{Operation: op}}
@@ -398,7 +641,7 @@ func authorizationPolicy(tt *accessv1alpha2.TrafficTarget, sel Selector, rules [
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			rule.When = append(rule.When, &securityapi.Condition{Key: "request.headers[" + n + "]", Values: []string{r.headers[n].pattern}})
+			rule.When = append(rule.When, &securityapi.Condition{Key: "request.headers[" + n + "]", Values: r.headers[n].patterns})
 		}
 		ap.Spec.Rules = append(ap.Spec.Rules, rule)
 	}
@@ -415,13 +658,28 @@ func peerAuthentication(tt *accessv1alpha2.TrafficTarget, sel Selector) *securit
 	return pa
 }
 
+// rbacFilterMatch is where the Envoy rung's filter goes: before the router of every inbound HTTP
+// connection manager of the selected workloads.
+var rbacFilterMatch = &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
+	Context: networkingapi.EnvoyFilter_SIDECAR_INBOUND,
+	ObjectTypes: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
+		FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{
+			Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
+				Name:      "envoy.filters.network.http_connection_manager",
+				SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: "envoy.filters.http.router"},
+			},
+		},
+	}},
+}
+
 // envoyFilter holds every rule allowed to the selector, with full regexes: an Envoy RBAC filter is
-// all-or-nothing for the workload's inbound HTTP traffic, so it must allow the union.
-func envoyFilter(in AccessInput, sel Selector, targets []*accessv1alpha2.TrafficTarget, allRules [][]accessRule) (*networkingv1alpha3.EnvoyFilter, error) {
+// all-or-nothing for the workload's inbound HTTP traffic, so it must allow the union. Policies are
+// named <TrafficTarget>/<rule index>.
+func envoyFilter(in AccessInput, sel Selector, targets []targetRules) (*networkingv1alpha3.EnvoyFilter, error) {
 	policies := map[string]any{}
-	for t, rules := range allRules {
-		for i, r := range rules {
-			policies[fmt.Sprintf("%s/%d", targets[t].Name, i)] = envoyPolicy(r)
+	for _, t := range targets {
+		for i, r := range t.rules {
+			policies[fmt.Sprintf("%s/%d", t.name, i)] = envoyPolicy(r)
 		}
 	}
 	cfg, err := structpb.NewStruct(map[string]any{
@@ -441,18 +699,8 @@ func envoyFilter(in AccessInput, sel Selector, targets []*accessv1alpha2.Traffic
 	ef.Spec.WorkloadSelector = &networkingapi.WorkloadSelector{Labels: copyMap(sel.Labels)}
 	ef.Spec.ConfigPatches = []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{{
 		ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
-		Match: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
-			Context: networkingapi.EnvoyFilter_SIDECAR_INBOUND,
-			ObjectTypes: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
-				FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{
-					Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
-						Name:      "envoy.filters.network.http_connection_manager",
-						SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: "envoy.filters.http.router"},
-					},
-				},
-			}},
-		},
-		Patch: &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: cfg},
+		Match:   proto.Clone(rbacFilterMatch).(*networkingapi.EnvoyFilter_EnvoyConfigObjectMatch),
+		Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: cfg},
 	}}
 	return ef, nil
 }
@@ -476,8 +724,9 @@ func envoyPolicy(r accessRule) map[string]any {
 		and = append(and, map[string]any{"url_path": map[string]any{"path": map[string]any{"safe_regex": map[string]any{"regex": r.pathRegex}}}})
 	}
 	if r.hostRegex != "" {
-		// The host is compared without its port, as Istio's hosts are.
-		and = append(and, header(":authority", map[string]any{"safe_regex": map[string]any{"regex": "(?:" + r.hostRegex + ")(?::[0-9]+)?"}}))
+		// The host may carry a port the regex does not. The regex is wrapped in its parsed form, so
+		// that a \Q without \E cannot quote the wrapper.
+		and = append(and, header(":authority", map[string]any{"safe_regex": map[string]any{"regex": "(?:" + parsedRegex(r.hostRegex) + ")(?::[0-9]+)?"}}))
 	}
 	names := make([]string, 0, len(r.headerRegexes))
 	for n := range r.headerRegexes {
@@ -485,7 +734,11 @@ func envoyPolicy(r accessRule) map[string]any {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		and = append(and, header(n, map[string]any{"safe_regex": map[string]any{"regex": r.headerRegexes[n]}}))
+		re := r.headerRegexes[n]
+		if re == "" {
+			re = "^$" // Envoy refuses an empty safe_regex; this one means the same: the empty value
+		}
+		and = append(and, header(n, map[string]any{"safe_regex": map[string]any{"regex": re}}))
 	}
 	if len(r.ports) > 0 {
 		var or []any
@@ -499,6 +752,19 @@ func envoyPolicy(r accessRule) map[string]any {
 		permissions = []any{map[string]any{"and_rules": map[string]any{"rules": and}}}
 	}
 	return map[string]any{"permissions": permissions, "principals": principals}
+}
+
+// parsedRegex is expr, safe to wrap in a group: a \Q without \E would quote what follows it, so
+// such a regex is rendered as Go's RE2 parser reads it (same language).
+func parsedRegex(expr string) string {
+	if !strings.Contains(expr, `\Q`) {
+		return expr
+	}
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return expr // refused by translation before
+	}
+	return re.String()
 }
 
 func header(name string, match map[string]any) map[string]any {
