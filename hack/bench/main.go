@@ -47,37 +47,15 @@ func main() {
 		}
 	}
 
-	// The repository holding this file (internal/testenv would bring Istio's validation packages).
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-	dir := *workdir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "smi2istio-bench-")
-		if err != nil {
-			fail(err)
-		}
-		defer func() { _ = os.RemoveAll(d) }()
-		dir = d
-	}
+	root := repoRoot()
+	dir, cleanup := workDir(*workdir)
+	defer cleanup()
 	bin, err := proc.BuildOperator(root, dir)
 	if err != nil {
 		fail(err)
 	}
-	// Istio's CRDs of the pinned version, cached by the script `make run` uses too.
-	out, err := exec.Command(filepath.Join(root, "hack", "istio-crds.sh")).Output()
-	if err != nil {
-		fail(fmt.Errorf("hack/istio-crds.sh: %w", err))
-	}
-	istioCRDs := strings.TrimSpace(string(out))
-	limits := strings.Split(*memlimits, ",")
-	for i, l := range limits {
-		limits[i] = strings.TrimSpace(l)
-		if l := limits[i]; l != "off" {
-			if _, err := resource.ParseQuantity(strings.TrimSuffix(l, "B")); err != nil {
-				fail(fmt.Errorf("-memlimit %q: %w", l, err))
-			}
-		}
-	}
+	istioCRDs := istioCRDFile(root)
+	limits := memLimits(*memlimits)
 	var rows []result
 	for _, n := range strings.Split(*names, ",") {
 		s, ok := sizes[strings.TrimSpace(n)]
@@ -97,6 +75,48 @@ func main() {
 	}
 	fmt.Printf("\nsmi2istio benchmark — %s, %d CPUs, %s, idle %s, %d latency samples, %d writers\n\n", time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), runtime.Version(), *idle, *samples, *workers)
 	printTable(os.Stdout, rows)
+}
+
+// repoRoot is the repository holding this file (internal/testenv would bring Istio's validation
+// packages).
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// workDir is -workdir, or a temporary directory that cleanup removes.
+func workDir(workdir string) (dir string, cleanup func()) {
+	if workdir != "" {
+		return workdir, func() {}
+	}
+	d, err := os.MkdirTemp("", "smi2istio-bench-")
+	if err != nil {
+		fail(err)
+	}
+	return d, func() { _ = os.RemoveAll(d) }
+}
+
+// istioCRDFile is Istio's CRDs of the pinned version, cached by the script `make run` uses too.
+func istioCRDFile(root string) string {
+	out, err := exec.Command(filepath.Join(root, "hack", "istio-crds.sh")).Output()
+	if err != nil {
+		fail(fmt.Errorf("hack/istio-crds.sh: %w", err))
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// memLimits are -memlimit's comma-separated values, checked.
+func memLimits(list string) []string {
+	limits := strings.Split(list, ",")
+	for i, l := range limits {
+		limits[i] = strings.TrimSpace(l)
+		if l := limits[i]; l != "off" {
+			if _, err := resource.ParseQuantity(strings.TrimSuffix(l, "B")); err != nil {
+				fail(fmt.Errorf("-memlimit %q: %w", l, err))
+			}
+		}
+	}
+	return limits
 }
 
 // cleanups run on a failure too (the control plane's and the operator's processes must not outlive us).

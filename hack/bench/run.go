@@ -21,7 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/internal/localcp"
@@ -69,6 +68,284 @@ var (
 	}
 )
 
+// bench is one size's run: its configuration, the control plane's client, the synthetic mesh, and
+// the result its steps fill in.
+type bench struct {
+	cfg        config
+	s          size
+	us         []unit
+	rc         *rest.Config
+	scheme     *kruntime.Scheme
+	c          client.Client
+	kubeconfig string
+	webhook    string // the address the operator serves its conversion webhook at
+	certDir    string // the webhook's certificate, provided as under OLM
+	res        result
+}
+
+// operator is the operator's process and the addresses it serves.
+type operator struct {
+	*proc.Process
+	metrics string
+	pprof   string // empty without -pprof
+}
+
+// run measures one size on a fresh control plane: baselines first, then the operator converging,
+// idle, changing weights, and restarted.
+func run(ctx context.Context, cfg config) result {
+	s := cfg.size
+	b := &bench{cfg: cfg, s: s, us: units(s),
+		res: result{Size: s.Name, MemLimit: cfg.memLimit, SMI: s.smiObjects(), Pods: s.Pods, Istio: s.istioObjects()}}
+	check(os.MkdirAll(cfg.dir, 0o700))
+	cp := b.startControlPlane()
+	defer func() { _ = cp.Stop() }()
+	b.installCluster(ctx)
+	b.createWorkloads(ctx)
+	b.measureBaselines(ctx)
+
+	op := b.startOperator()
+	defer op.Stop()
+	w := newWatcher(ctx, b.rc, b.scheme)
+	defer w.stop()
+	waitFor("the baselines of every namespace", 2*time.Minute, func() bool { return w.baselines() == s.namespaces() })
+	mem := b.converge(ctx, op, w)
+	b.idle(ctx, op)
+	b.changeWeights(ctx, op, w, mem)
+	b.restart(op)
+	return b.res
+}
+
+// startControlPlane starts a local control plane (stopped on a failure too: its processes must not
+// outlive us) and the harness's client of it.
+func (b *bench) startControlPlane() *localcp.ControlPlane {
+	cp, err := localcp.Start(filepath.Join(b.cfg.dir, "kubeconfig"))
+	check(err)
+	atExit(func() { _ = cp.Stop() })
+	b.kubeconfig = cp.Kubeconfig
+	b.rc = rest.CopyConfig(cp.Config)
+	b.rc.QPS, b.rc.Burst = 5000, 10000
+	b.scheme = kruntime.NewScheme()
+	check(clientgoscheme.AddToScheme(b.scheme))
+	check(apiextv1.AddToScheme(b.scheme))
+	b.c, err = client.New(b.rc, client.Options{Scheme: b.scheme})
+	check(err)
+	return cp
+}
+
+// installCluster installs what a cluster admin installs before the operator (the webhook's
+// certificate, the CRDs, Istio's mesh configuration), a node and the benchmark's namespaces.
+func (b *bench) installCluster(ctx context.Context) {
+	var err error
+	b.webhook, err = proc.FreeAddr()
+	check(err)
+	// The webhook certificate is provided, as under OLM: a self-signed one would be new at every
+	// start and the restart below would have to write the CRDs' caBundle.
+	b.certDir = filepath.Join(b.cfg.dir, "certs")
+	check(os.MkdirAll(b.certDir, 0o700))
+	ca, err := proc.ProvidedCert(b.certDir)
+	check(err)
+	check(proc.InstallCRDs(ctx, b.c, b.cfg.root, b.webhook, ca, b.cfg.istioCRDs))
+	check(proc.InstallMeshConfig(ctx, b.c))
+	check(b.c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-node"}}))
+	for i := range b.s.namespaces() {
+		check(b.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsName(i), Labels: map[string]string{"istio-injection": "enabled"}}}))
+	}
+}
+
+// createWorkloads creates the units' Kubernetes objects and the pods, each pod then given a
+// Running, Ready status with an IP (there is no kubelet).
+func (b *bench) createWorkloads(ctx context.Context) {
+	t0 := time.Now()
+	var workloads, pods []*unstructured.Unstructured
+	for _, u := range b.us {
+		workloads = append(workloads, u.workloads()...)
+	}
+	for i := range b.s.Pods {
+		pods = append(pods, b.us[i%len(b.us)].pod(i/len(b.us)))
+	}
+	check(createAll(ctx, b.c, b.cfg.workers, workloads))
+	check(forAll(b.cfg.workers, pods, func(p *unstructured.Unstructured) error {
+		if err := b.c.Create(ctx, p); err != nil {
+			return err
+		}
+		ip := fmt.Sprintf("10.%d.%d.%d", (len(p.GetName())+int(p.GetUID()[0]))%250, int(p.GetUID()[1])%250, int(p.GetUID()[2])%250)
+		status := map[string]any{"phase": "Running", "podIP": ip, "podIPs": []any{map[string]any{"ip": ip}}, "hostIP": "10.0.0.1",
+			"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}
+		check(unstructured.SetNestedField(p.Object, status, "status"))
+		return b.c.Status().Update(ctx, p)
+	}))
+	logf("%s: %d workload objects and %d pods (with status) in %s", b.s.Name, len(workloads), len(pods), time.Since(t0).Round(time.Second))
+}
+
+// objects are the SMI objects the harness applies (50/50 splits) and the Istio objects the operator
+// writes for them.
+func (b *bench) objects() (smi, istio []*unstructured.Unstructured) {
+	for _, u := range b.us {
+		istio = append(istio, u.istio()...)
+		smi = append(smi, u.smi([2]int64{50, 50})...)
+	}
+	return smi, istio
+}
+
+// measureBaselines times a plain client, with the same writers and no operator running, creating
+// (a) the Istio objects and (b) the SMI and the Istio objects; each set is deleted again.
+func (b *bench) measureBaselines(ctx context.Context) {
+	smi, istio := b.objects()
+	b.res.BaselineIstio = b.timedCreate(ctx, istio, istioKinds)
+	b.res.BaselineAll = b.timedCreate(ctx, interleave(smi, istio), append(istioKinds, smiKinds...))
+	logf("%s: baselines: %d Istio objects in %s; %d SMI + %d Istio objects in %s", b.s.Name, len(istio), b.res.BaselineIstio.Round(time.Millisecond), len(smi), len(istio), b.res.BaselineAll.Round(time.Millisecond))
+}
+
+// timedCreate is how long the harness's writers take to create objs; then it deletes every object
+// of the kinds.
+func (b *bench) timedCreate(ctx context.Context, objs []*unstructured.Unstructured, kinds []schema.GroupVersionKind) time.Duration {
+	t0 := time.Now()
+	check(createAll(ctx, b.c, b.cfg.workers, objs))
+	d := time.Since(t0)
+	check(deleteAll(ctx, b.c, b.s, kinds))
+	return d
+}
+
+// startOperator starts the operator's binary as the install manifest runs it (its memory limit, a
+// provided webhook certificate), with its pprof endpoint when profiles are asked for.
+func (b *bench) startOperator() *operator {
+	metricsAddr, err := proc.FreeAddr()
+	check(err)
+	probeAddr, err := proc.FreeAddr()
+	check(err)
+	op := &operator{metrics: metricsAddr,
+		Process: proc.Operator(b.cfg.bin, filepath.Join(b.cfg.dir, "smi2istio.log"), b.kubeconfig, b.webhook, b.certDir, metricsAddr, probeAddr)}
+	op.Env = append(op.Env, memoryEnv(b.cfg.memLimit)...)
+	if b.cfg.pprofDir != "" {
+		op.pprof, err = proc.FreeAddr()
+		check(err)
+		op.Args = append(op.Args, "--pprof-bind-address="+op.pprof)
+	}
+	atExit(op.Stop)
+	check(op.Start())
+	return op
+}
+
+// converge applies the SMI objects and times until the watch sees every one Ready and every Istio
+// object present, counting the operator's writes and CPU meanwhile. The sampling of its memory
+// started here goes on.
+func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeaks {
+	before := writes(op.metrics)
+	cpuBefore := metricSum(op.metrics, "process_cpu_seconds_total", "")
+	mem := sampleMemory(op.PID(), op.metrics, nil)
+	prof := b.profileConvergence(ctx, op)
+	smi, _ := b.objects()
+	t0 := time.Now()
+	check(createAll(ctx, b.c, b.cfg.workers, smi))
+	waitFor("convergence", time.Hour, func() bool { return w.converged(b.s) })
+	b.res.Convergence = time.Since(t0)
+	prof.stopAPIServer()
+	b.res.WritesConverge = writes(op.metrics) - before
+	b.res.CPUConverge = metricSum(op.metrics, "process_cpu_seconds_total", "") - cpuBefore
+	logf("%s: converged in %s with %.0f operator writes and %.1f s of operator CPU", b.s.Name, b.res.Convergence.Round(time.Millisecond),
+		b.res.WritesConverge, b.res.CPUConverge)
+	if ms, err := proc.Metrics("http://" + op.metrics + "/metrics"); err == nil {
+		for _, c := range ms["smi2istio_conversions_total"] {
+			logf("%s: %.0f objects through the conversion webhook %s", b.s.Name, c.Value, c.Labels)
+		}
+	}
+	prof.finish()
+	return mem
+}
+
+// convergenceProfiles are the -pprof profiles of convergence: the operator's CPU over its first
+// 20 s, the apiserver's over all of it (until stopAPIServer), and the operator's heap after it.
+type convergenceProfiles struct {
+	b                      *bench
+	op                     *operator
+	cpuDone, apiserverDone <-chan struct{}
+	stopAPIServer          func()
+}
+
+func (b *bench) profileConvergence(ctx context.Context, op *operator) *convergenceProfiles {
+	p := &convergenceProfiles{b: b, op: op, stopAPIServer: func() {}}
+	cpuDone := make(chan struct{})
+	p.cpuDone = cpuDone
+	go func() {
+		defer close(cpuDone)
+		if b.cfg.pprofDir != "" {
+			saveProfile(op.pprof, b.profile("cpu.pb.gz"), "profile?seconds=20")
+		}
+	}()
+	if b.cfg.pprofDir != "" {
+		pctx, cancel := context.WithCancel(ctx)
+		p.apiserverDone, p.stopAPIServer = profileAPIServer(pctx, b.rc, b.profile("apiserver-cpu")), cancel
+	}
+	return p
+}
+
+// finish waits for the CPU profiles and saves the heap profile.
+func (p *convergenceProfiles) finish() {
+	<-p.cpuDone
+	if p.apiserverDone != nil {
+		<-p.apiserverDone
+	}
+	if p.b.cfg.pprofDir != "" {
+		saveProfile(p.op.pprof, p.b.profile("heap.pb.gz"), "heap")
+	}
+}
+
+// profile is the file of one of the size's profiles (-pprof).
+func (b *bench) profile(name string) string {
+	return filepath.Join(b.cfg.pprofDir, b.cfg.profilePrefix+"-"+name)
+}
+
+// idle counts the operator's writes while nothing changes, from when the configuration's status
+// counts (refreshed every minute) are current, and logs any by resource.
+func (b *bench) idle(ctx context.Context, op *operator) {
+	waitFor("the SMI2IstioConfig status counts", 3*time.Minute, func() bool { return countsCurrent(ctx, b.c, b.s) })
+	before := writes(op.metrics)
+	beforeByResource := writesByResource(op.metrics)
+	time.Sleep(b.cfg.idle)
+	b.res.WritesIdle = writes(op.metrics) - before
+	logf("%s: %.0f writes in %s idle", b.s.Name, b.res.WritesIdle, b.cfg.idle)
+	for r, n := range writesByResource(op.metrics) {
+		if d := n - beforeByResource[r]; d > 0 {
+			logf("%s: while idle, %.0f writes of %s", b.s.Name, d, r)
+		}
+	}
+}
+
+// changeWeights times weight changes one at a time, then ends the sampling of the first process's
+// memory.
+func (b *bench) changeWeights(ctx context.Context, op *operator, w *watcher, mem *memPeaks) {
+	lat := changeLatency(ctx, b.c, w, b.us, b.cfg.samples)
+	b.res.LatP50, b.res.LatP99 = percentile(lat, 50), percentile(lat, 99)
+	mem.finish(op.PID())
+	b.res.PeakRSS, b.res.PeakHeap = mem.hw, mem.heap
+	logf("%s: converging, idle and changing weights: %s", b.s.Name, mem)
+}
+
+// restart starts a new operator process with nothing changed: it reconciles everything and must
+// write nothing. Its memory is sampled until everything is reconciled.
+func (b *bench) restart(op *operator) {
+	op.Stop()
+	check(op.Start())
+	var atPeak func()
+	if b.cfg.pprofDir != "" {
+		// What the restarted process holds when its RSS peaks (the heap as of its last GC).
+		atPeak = func() { fetchProfile(op.pprof, b.profile("restart-heap.pb.gz"), "heap") }
+	}
+	mem := sampleMemory(op.PID(), op.metrics, atPeak)
+	waitFor("every split and target reconciled after the restart", 30*time.Minute, func() bool {
+		return metricSum(op.metrics, "smi2istio_reconcile_outcomes_total", "") >= float64(2*b.s.Units)
+	})
+	time.Sleep(5 * time.Second)
+	b.res.WritesRestart = writes(op.metrics)
+	mem.finish(op.PID())
+	b.res.RestartRSS, b.res.RestartHeap = mem.hw, mem.heap
+	logf("%s: restarted, until everything is reconciled: %s", b.s.Name, mem)
+	logf("%s: %.0f writes after a restart", b.s.Name, b.res.WritesRestart)
+	for r, n := range writesByResource(op.metrics) {
+		logf("%s: after the restart, %.0f writes of %s", b.s.Name, n, r)
+	}
+}
+
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "[bench] "+format+"\n", args...)
 }
@@ -77,178 +354,6 @@ func check(err error) {
 	if err != nil {
 		fail(err)
 	}
-}
-
-func run(ctx context.Context, cfg config) result {
-	s := cfg.size
-	res := result{Size: s.Name, MemLimit: cfg.memLimit, SMI: s.smiObjects(), Pods: s.Pods, Istio: s.istioObjects()}
-	check(os.MkdirAll(cfg.dir, 0o700))
-	cp, err := localcp.Start(filepath.Join(cfg.dir, "kubeconfig"))
-	check(err)
-	atExit(func() { _ = cp.Stop() })
-	defer func() { _ = cp.Stop() }()
-	rc := rest.CopyConfig(cp.Config)
-	rc.QPS, rc.Burst = 5000, 10000
-	scheme := kruntime.NewScheme()
-	check(clientgoscheme.AddToScheme(scheme))
-	check(apiextv1.AddToScheme(scheme))
-	c, err := client.New(rc, client.Options{Scheme: scheme})
-	check(err)
-
-	webhook, err := proc.FreeAddr()
-	check(err)
-	// The webhook certificate is provided, as under OLM: a self-signed one would be new at every
-	// start and the restart below would have to write the CRDs' caBundle.
-	certDir := filepath.Join(cfg.dir, "certs")
-	check(os.MkdirAll(certDir, 0o700))
-	ca, err := proc.ProvidedCert(certDir)
-	check(err)
-	check(proc.InstallCRDs(ctx, c, cfg.root, webhook, ca, cfg.istioCRDs))
-	check(proc.InstallMeshConfig(ctx, c))
-	check(c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bench-node"}}))
-	for i := range s.namespaces() {
-		check(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: nsName(i), Labels: map[string]string{"istio-injection": "enabled"}}}))
-	}
-
-	us := units(s)
-	t0 := time.Now()
-	var workloads, pods []*unstructured.Unstructured
-	for _, u := range us {
-		workloads = append(workloads, u.workloads()...)
-	}
-	for i := range s.Pods {
-		pods = append(pods, us[i%len(us)].pod(i/len(us)))
-	}
-	check(createAll(ctx, c, cfg.workers, workloads))
-	check(forAll(cfg.workers, pods, func(p *unstructured.Unstructured) error {
-		if err := c.Create(ctx, p); err != nil {
-			return err
-		}
-		ip := fmt.Sprintf("10.%d.%d.%d", (len(p.GetName())+int(p.GetUID()[0]))%250, int(p.GetUID()[1])%250, int(p.GetUID()[2])%250)
-		status := map[string]any{"phase": "Running", "podIP": ip, "podIPs": []any{map[string]any{"ip": ip}}, "hostIP": "10.0.0.1",
-			"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}}
-		check(unstructured.SetNestedField(p.Object, status, "status"))
-		return c.Status().Update(ctx, p)
-	}))
-	logf("%s: %d workload objects and %d pods (with status) in %s", s.Name, len(workloads), len(pods), time.Since(t0).Round(time.Second))
-
-	// The baselines: a plain client, same writers, no operator running.
-	var istio, smi []*unstructured.Unstructured
-	for _, u := range us {
-		istio = append(istio, u.istio()...)
-		smi = append(smi, u.smi([2]int64{50, 50})...)
-	}
-	t0 = time.Now()
-	check(createAll(ctx, c, cfg.workers, istio))
-	res.BaselineIstio = time.Since(t0)
-	check(deleteAll(ctx, c, s, istioKinds))
-	t0 = time.Now()
-	check(createAll(ctx, c, cfg.workers, interleave(smi, istio)))
-	res.BaselineAll = time.Since(t0)
-	check(deleteAll(ctx, c, s, append(istioKinds, smiKinds...)))
-	logf("%s: baselines: %d Istio objects in %s; %d SMI + %d Istio objects in %s", s.Name, len(istio), res.BaselineIstio.Round(time.Millisecond), len(smi), len(istio), res.BaselineAll.Round(time.Millisecond))
-
-	// The operator, and a watch on everything we measure.
-	metricsAddr, err := proc.FreeAddr()
-	check(err)
-	probeAddr, err := proc.FreeAddr()
-	check(err)
-	op := proc.Operator(cfg.bin, filepath.Join(cfg.dir, "smi2istio.log"), cp.Kubeconfig, webhook, certDir, metricsAddr, probeAddr)
-	op.Env = append(op.Env, memoryEnv(cfg.memLimit)...)
-	pprofAddr := ""
-	if cfg.pprofDir != "" {
-		pprofAddr, err = proc.FreeAddr()
-		check(err)
-		op.Args = append(op.Args, "--pprof-bind-address="+pprofAddr)
-	}
-	atExit(op.Stop)
-	check(op.Start())
-	defer op.Stop()
-	w := newWatcher(ctx, rc, scheme)
-	defer w.stop()
-	waitFor("the baselines of every namespace", 2*time.Minute, func() bool { return w.baselines() == s.namespaces() })
-
-	before := writes(metricsAddr)
-	cpuBefore := metricSum(metricsAddr, "process_cpu_seconds_total", "")
-	mem := sampleMemory(op.PID(), metricsAddr, nil)
-	cpuDone := make(chan struct{})
-	go func() {
-		defer close(cpuDone)
-		if cfg.pprofDir != "" {
-			saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-cpu.pb.gz"), "profile?seconds=20")
-		}
-	}()
-	var apiserverDone <-chan struct{}
-	stopProfiling := func() {}
-	if cfg.pprofDir != "" {
-		pctx, cancel := context.WithCancel(ctx)
-		apiserverDone, stopProfiling = profileAPIServer(pctx, rc, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-apiserver-cpu")), cancel
-	}
-	t0 = time.Now()
-	check(createAll(ctx, c, cfg.workers, smi))
-	waitFor("convergence", time.Hour, func() bool { return w.converged(s) })
-	res.Convergence = time.Since(t0)
-	stopProfiling()
-	res.WritesConverge = writes(metricsAddr) - before
-	res.CPUConverge = metricSum(metricsAddr, "process_cpu_seconds_total", "") - cpuBefore
-	logf("%s: converged in %s with %.0f operator writes and %.1f s of operator CPU", s.Name, res.Convergence.Round(time.Millisecond),
-		res.WritesConverge, res.CPUConverge)
-	if ms, err := proc.Metrics("http://" + metricsAddr + "/metrics"); err == nil {
-		for _, c := range ms["smi2istio_conversions_total"] {
-			logf("%s: %.0f objects through the conversion webhook %s", s.Name, c.Value, c.Labels)
-		}
-	}
-	<-cpuDone
-	if apiserverDone != nil {
-		<-apiserverDone
-	}
-	if cfg.pprofDir != "" {
-		saveProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-heap.pb.gz"), "heap")
-	}
-
-	// The configuration's status counts are refreshed every minute: idle starts once they are current.
-	waitFor("the SMI2IstioConfig status counts", 3*time.Minute, func() bool { return countsCurrent(ctx, c, s) })
-	before = writes(metricsAddr)
-	beforeByResource := writesByResource(metricsAddr)
-	time.Sleep(cfg.idle)
-	res.WritesIdle = writes(metricsAddr) - before
-	logf("%s: %.0f writes in %s idle", s.Name, res.WritesIdle, cfg.idle)
-	for r, n := range writesByResource(metricsAddr) {
-		if d := n - beforeByResource[r]; d > 0 {
-			logf("%s: while idle, %.0f writes of %s", s.Name, d, r)
-		}
-	}
-
-	lat := changeLatency(ctx, c, w, us, cfg.samples)
-	res.LatP50, res.LatP99 = percentile(lat, 50), percentile(lat, 99)
-	mem.finish(op.PID())
-	res.PeakRSS, res.PeakHeap = mem.hw, mem.heap
-	logf("%s: converging, idle and changing weights: %s", s.Name, mem)
-
-	// A restart with nothing changed: the new process reconciles everything and must write nothing.
-	op.Stop()
-	check(op.Start())
-	var atPeak func()
-	if cfg.pprofDir != "" {
-		// What the restarted process holds when its RSS peaks (the heap as of its last GC).
-		atPeak = func() {
-			fetchProfile(pprofAddr, filepath.Join(cfg.pprofDir, cfg.profilePrefix+"-restart-heap.pb.gz"), "heap")
-		}
-	}
-	mem = sampleMemory(op.PID(), metricsAddr, atPeak)
-	waitFor("every split and target reconciled after the restart", 30*time.Minute, func() bool {
-		return metricSum(metricsAddr, "smi2istio_reconcile_outcomes_total", "") >= float64(2*s.Units)
-	})
-	time.Sleep(5 * time.Second)
-	res.WritesRestart = writes(metricsAddr)
-	mem.finish(op.PID())
-	res.RestartRSS, res.RestartHeap = mem.hw, mem.heap
-	logf("%s: restarted, until everything is reconciled: %s", s.Name, mem)
-	logf("%s: %.0f writes after a restart", s.Name, res.WritesRestart)
-	for r, n := range writesByResource(metricsAddr) {
-		logf("%s: after the restart, %.0f writes of %s", s.Name, n, r)
-	}
-	return res
 }
 
 // memoryEnv is the operator's environment for a -memlimit value: a container limit (176Mi) as
@@ -338,38 +443,6 @@ func waitFor(what string, timeout time.Duration, cond func() bool) {
 	}
 }
 
-// writes is the operator's apiserver write requests so far (client-go's request counter).
-func writes(metricsAddr string) float64 {
-	var n float64
-	for _, m := range []string{"POST", "PUT", "PATCH", "DELETE"} {
-		n += metricSum(metricsAddr, "rest_client_requests_total", `method="`+m+`"`)
-	}
-	return n
-}
-
-// writesByResource is the operator's smi2istio_apiserver_writes_total by method and resource.
-func writesByResource(metricsAddr string) map[string]float64 {
-	ms, err := proc.Metrics("http://" + metricsAddr + "/metrics")
-	check(err)
-	out := map[string]float64{}
-	for _, s := range ms["smi2istio_apiserver_writes_total"] {
-		out[s.Labels] += s.Value
-	}
-	return out
-}
-
-func metricSum(metricsAddr, name, labelPart string) float64 {
-	ms, err := proc.Metrics("http://" + metricsAddr + "/metrics")
-	check(err)
-	var n float64
-	for _, s := range ms[name] {
-		if strings.Contains(s.Labels, labelPart) {
-			n += s.Value
-		}
-	}
-	return n
-}
-
 // changeLatency changes the weights of one TrafficSplit at a time and times until the watch sees
 // its VirtualService carry them.
 func changeLatency(ctx context.Context, c client.Client, w *watcher, us []unit, samples int) []time.Duration {
@@ -396,126 +469,4 @@ func percentile(d []time.Duration, p int) time.Duration {
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	i := (len(s)*p + 99) / 100
 	return s[min(max(i-1, 0), len(s)-1)]
-}
-
-// watcher caches the SMI and generated Istio objects through watches (what the harness measures
-// must not be polled from the apiserver it loads).
-type watcher struct {
-	c      cache.Cache
-	cancel context.CancelFunc
-}
-
-func newWatcher(ctx context.Context, rc *rest.Config, scheme *kruntime.Scheme) *watcher {
-	ca, err := cache.New(rc, cache.Options{Scheme: scheme, DefaultTransform: cache.TransformStripManagedFields()})
-	check(err)
-	ctx, cancel := context.WithCancel(ctx)
-	for _, gvk := range append(append([]schema.GroupVersionKind{}, smiKinds...), istioKinds...) {
-		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(gvk)
-		_, err := ca.GetInformer(ctx, u)
-		check(err)
-	}
-	go func() { _ = ca.Start(ctx) }()
-	if !ca.WaitForCacheSync(ctx) {
-		fail(fmt.Errorf("watch cache did not sync"))
-	}
-	return &watcher{c: ca, cancel: cancel}
-}
-
-func (w *watcher) stop() { w.cancel() }
-
-func (w *watcher) list(gvk schema.GroupVersionKind, opts ...client.ListOption) []unstructured.Unstructured {
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-	check(w.c.List(context.Background(), list, opts...))
-	return list.Items
-}
-
-func (w *watcher) baselines() int {
-	n := 0
-	for _, ap := range w.list(istioKinds[2], client.MatchingLabels{"app.kubernetes.io/managed-by": "smi2istio"}) {
-		if ap.GetName() == "smi2istio-default-deny" {
-			n++
-		}
-	}
-	return n
-}
-
-// converged: every SMI object Ready for its generation, every expected Istio object present.
-func (w *watcher) converged(s size) bool {
-	for _, gvk := range smiKinds {
-		items := w.list(gvk)
-		if len(items) != s.Units {
-			return false
-		}
-		for i := range items {
-			if !ready(&items[i]) {
-				return false
-			}
-		}
-	}
-	for _, gvk := range istioKinds {
-		n := len(w.list(gvk, client.MatchingLabels{"app.kubernetes.io/managed-by": "smi2istio"}))
-		want := s.Units
-		switch gvk.Kind {
-		case "AuthorizationPolicy":
-			want = 2*s.Units + s.namespaces()
-		case "PeerAuthentication":
-			want = 2 * s.Units
-		}
-		if n != want {
-			return false
-		}
-	}
-	return true
-}
-
-func ready(u *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Ready" {
-			og, _ := m["observedGeneration"].(int64)
-			return m["status"] == "True" && og == u.GetGeneration()
-		}
-	}
-	return false
-}
-
-func (w *watcher) vsWeights(ns, name string) string {
-	u := &unstructured.Unstructured{}
-	u.SetGroupVersionKind(istioKinds[0])
-	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, u); err != nil {
-		return ""
-	}
-	http, _, _ := unstructured.NestedSlice(u.Object, "spec", "http")
-	if len(http) == 0 {
-		return ""
-	}
-	routes, _, _ := unstructured.NestedSlice(http[0].(map[string]any), "route")
-	var ws []string
-	for _, r := range routes {
-		wt, _, _ := unstructured.NestedInt64(r.(map[string]any), "weight")
-		ws = append(ws, strconv.FormatInt(wt, 10))
-	}
-	return strings.Join(ws, "/")
-}
-
-// countsCurrent: the SMI2IstioConfig status counts every TrafficSplit and TrafficTarget as Ready.
-func countsCurrent(ctx context.Context, c client.Client, s size) bool {
-	u := &unstructured.Unstructured{}
-	u.SetAPIVersion("smi2istio.io/v1alpha1")
-	u.SetKind("SMI2IstioConfig")
-	if err := c.Get(ctx, client.ObjectKey{Name: "default"}, u); err != nil {
-		return false
-	}
-	objs, _, _ := unstructured.NestedSlice(u.Object, "status", "objects")
-	ready := 0
-	for _, o := range objs {
-		m, _ := o.(map[string]any)
-		if n, ok := m["ready"].(int64); ok && n == int64(s.Units) {
-			ready++
-		}
-	}
-	return ready == 2
 }
