@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -15,20 +16,24 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
-	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/cached"
 	"github.com/smi2istio/smi2istio/internal/membership"
+	"github.com/smi2istio/smi2istio/internal/meshconfig"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -39,12 +44,42 @@ type State struct {
 	Mesh           translate.Mesh
 	IstioNamespace string
 	Members        membership.Result
+	// RootNamespaces are Istio's root namespaces, sorted: the rootNamespace of every mesh config in
+	// effect (each revision's), the Istio namespace without one. See SelectorOutputsAllowed.
+	RootNamespaces []string
+	// MeshConfigs are the mesh config ConfigMaps in effect (namespace/name), sorted.
+	MeshConfigs []string
+	// MeshConflict, when not empty, says how the mesh configs in effect disagree (their trust
+	// domains): Mesh.TrustDomain is then one of them, which denies the traffic of the namespaces of
+	// the others (their principals never match) but allows nothing more.
+	MeshConflict string
+	// meshNote tells the status about mesh configs looked for and not found.
+	meshNote string
 	// Config owns the namespace baselines, so that uninstalling removes them.
 	Config *metav1.OwnerReference
 }
 
 // InMesh reports whether smi2istio acts in a namespace.
 func (s State) InMesh(namespace string) bool { return s.Members.Has(namespace) }
+
+// SelectorOutputsAllowed reports whether smi2istio may write, in a namespace, objects with a workload
+// selector (AuthorizationPolicies, PeerAuthentications, EnvoyFilters) or the namespace baseline:
+// not in a root namespace of Istio, where such an object applies to the workloads of every
+// namespace. Without resolved root namespaces, the Istio namespace counts as one (Istio's default).
+func (s State) SelectorOutputsAllowed(namespace string) bool {
+	if namespace == "" {
+		return false
+	}
+	if len(s.RootNamespaces) == 0 {
+		return namespace != s.IstioNamespace
+	}
+	for _, root := range s.RootNamespaces {
+		if namespace == root {
+			return false
+		}
+	}
+	return true
+}
 
 // StateSource returns the state in effect, and false until the ConfigReconciler has resolved it
 // once: until then dependants do nothing (acting on an empty membership would prune everything).
@@ -60,7 +95,7 @@ type Shared struct {
 
 // NewShared starts with the defaults and no member namespace until the first resolution.
 func NewShared(clusterDomain string) *Shared {
-	return &Shared{state: State{Mode: Enforcing, IstioNamespace: "istio-system",
+	return &Shared{state: State{Mode: Enforcing, IstioNamespace: "istio-system", RootNamespaces: []string{"istio-system"},
 		Mesh: translate.Mesh{ClusterDomain: clusterDomain, RegexPolicy: translate.RegexEnvoy}}}
 }
 
@@ -107,6 +142,13 @@ type ConfigReconciler struct {
 	Shared *Shared
 	// Recount is how often the status's object counts are refreshed.
 	Recount time.Duration
+
+	// revisioned holds the ConfigMaps labelled istio.io/rev (revisions' mesh configs) and direct
+	// reads the apiserver: both set by SetupWithManager (without them, Client is read).
+	revisioned, direct client.Reader
+	// mesh is the last mesh config resolved: its control plane namespaces and wanted names select
+	// the ConfigMap events that re-resolve.
+	mesh atomic.Pointer[meshconfig.InEffect]
 }
 
 // +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs,verbs=get;list;watch;create
@@ -116,29 +158,97 @@ type ConfigReconciler struct {
 
 var configRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: v1alpha1.ConfigName}}
 
-// SetupWithManager watches the config, namespaces, Istio's mesh config and (when OSSM's CRD is
-// served) member rolls; all of them map to the one singleton request.
+// SetupWithManager watches the config, namespaces, Istio's mesh configs and (when OSSM's CRDs are
+// served) member rolls and control planes; all of them map to the one singleton request.
 func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{configRequest}
 	})
+	// The manager's cache holds only the ConfigMaps named "istio" (CacheOptions); the revisions'
+	// mesh configs ("istio-<rev>", labelled istio.io/rev=<rev>) come from a cache of their own,
+	// which keeps only their "mesh" key.
+	revisioned, err := newMeshConfigCache(mgr)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(revisioned); err != nil {
+		return fmt.Errorf("add the mesh config cache: %w", err)
+	}
+	r.revisioned, r.direct = revisioned, mgr.GetAPIReader()
 	// Namespace events (one per namespace at start) also trigger the first resolution.
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("config").
 		For(&v1alpha1.SMI2IstioConfig{}).
 		Watches(&corev1.Namespace{}, one).
-		Watches(&corev1.ConfigMap{}, one, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetName() == "istio"
-		})))
-	if _, err := mgr.GetRESTMapper().RESTMapping(membership.MemberRollGVK.GroupKind(), membership.MemberRollGVK.Version); err == nil {
-		// Unstructured: no Go type of OSSM's is fetchable here (DESIGN §8). SMI and Istio kinds are
-		// read only through internal/cached's types: an unstructured read of one would start a
-		// second informer holding every object of the kind again.
-		roll := &unstructured.Unstructured{}
-		roll.SetGroupVersionKind(membership.MemberRollGVK)
-		b = b.Watches(roll, one)
+		Watches(&corev1.ConfigMap{}, one, builder.WithPredicates(meshConfigEvents[client.Object](r.relevant))).
+		WatchesRawSource(source.Kind(revisioned, &corev1.ConfigMap{},
+			handler.TypedEnqueueRequestsFromMapFunc(func(context.Context, *corev1.ConfigMap) []reconcile.Request {
+				return []reconcile.Request{configRequest}
+			}),
+			meshConfigEvents[*corev1.ConfigMap](r.relevant)))
+	for _, gvk := range []schema.GroupVersionKind{membership.MemberRollGVK, meshconfig.ControlPlaneGVK} {
+		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err == nil {
+			// Unstructured: no Go type of OSSM's is fetchable here (DESIGN §8). SMI and Istio kinds
+			// are read only through internal/cached's types: an unstructured read of one would start
+			// a second informer holding every object of the kind again.
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(gvk)
+			b = b.Watches(u, one)
+		}
 	}
 	return b.Complete(r)
+}
+
+// relevant says whether a ConfigMap event may change the mesh config in effect.
+func (r *ConfigReconciler) relevant(cm client.Object) bool {
+	if e := r.mesh.Load(); e != nil {
+		return e.Relevant(cm)
+	}
+	return meshconfig.InEffect{}.Relevant(cm)
+}
+
+// meshConfigEvents passes the events of the ConfigMaps that are, or were, mesh configs.
+func meshConfigEvents[T client.Object](relevant func(client.Object) bool) predicate.TypedFuncs[T] {
+	return predicate.TypedFuncs[T]{
+		CreateFunc:  func(e event.TypedCreateEvent[T]) bool { return relevant(e.Object) },
+		UpdateFunc:  func(e event.TypedUpdateEvent[T]) bool { return relevant(e.ObjectOld) || relevant(e.ObjectNew) },
+		DeleteFunc:  func(e event.TypedDeleteEvent[T]) bool { return relevant(e.Object) },
+		GenericFunc: func(e event.TypedGenericEvent[T]) bool { return relevant(e.Object) },
+	}
+}
+
+// newMeshConfigCache caches the ConfigMaps labelled istio.io/rev (revisions' mesh configs, and a few
+// other Istio ConfigMaps, e.g. the sidecar injector's), keeping only the "mesh" key of each.
+func newMeshConfigCache(mgr ctrl.Manager) (cache.Cache, error) {
+	hasRev, err := labels.NewRequirement(meshconfig.RevisionLabel, selection.Exists, nil)
+	if err != nil {
+		return nil, fmt.Errorf("select ConfigMaps labelled %s: %w", meshconfig.RevisionLabel, err)
+	}
+	c, err := cache.New(mgr.GetConfig(), cache.Options{
+		HTTPClient: mgr.GetHTTPClient(),
+		Scheme:     mgr.GetScheme(),
+		Mapper:     mgr.GetRESTMapper(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*hasRev), Transform: meshConfigTransform},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create the mesh config cache: %w", err)
+	}
+	return c, nil
+}
+
+// meshConfigTransform keeps a ConfigMap's "mesh" key only (the sidecar injector's templates, also
+// labelled istio.io/rev, are large).
+func meshConfigTransform(obj any) (any, error) {
+	if cm, ok := obj.(*corev1.ConfigMap); ok {
+		mesh, has := cm.Data[meshconfig.MeshKey]
+		cm.Data, cm.BinaryData = nil, nil
+		if has {
+			cm.Data = map[string]string{meshconfig.MeshKey: mesh}
+		}
+	}
+	return StripTransform(obj)
 }
 
 // Reconcile resolves and publishes the state and writes the config's status.
@@ -167,7 +277,8 @@ func (r *ConfigReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	st.Config = &metav1.OwnerReference{APIVersion: v1alpha1.GroupVersion.String(), Kind: "SMI2IstioConfig", Name: cfg.Name, UID: cfg.UID}
 	if r.Shared.publish(st) {
 		ctrl.LoggerFrom(ctx).Info("configuration in effect", "accessMode", st.Mode, "regexPolicy", st.Mesh.RegexPolicy,
-			"trustDomain", st.Mesh.TrustDomain, "provider", st.Members.Provider, "members", len(st.Members.Members))
+			"trustDomain", st.Mesh.TrustDomain, "provider", st.Members.Provider, "members", len(st.Members.Members),
+			"meshConfigs", st.MeshConfigs, "rootNamespaces", st.RootNamespaces, "meshConflict", st.MeshConflict)
 	}
 	return reconcile.Result{RequeueAfter: r.Recount}, r.writeStatus(ctx, cfg, st)
 }
@@ -192,21 +303,29 @@ func withDefaults(s v1alpha1.SMI2IstioConfigSpec) v1alpha1.SMI2IstioConfigSpec {
 }
 
 func (r *ConfigReconciler) resolve(ctx context.Context, spec v1alpha1.SMI2IstioConfigSpec) (State, error) {
-	members, err := membership.Resolve(ctx, r.Client, r.Client.RESTMapper(), spec)
+	mesh, err := meshconfig.Reader{Client: r.Client, Revisioned: r.revisioned, Direct: r.direct, Mapper: r.Client.RESTMapper()}.
+		Resolve(ctx, spec.IstioNamespace)
 	if err != nil {
 		return State{}, err
 	}
-	trustDomain := spec.TrustDomain
+	r.mesh.Store(&mesh)
+	members, err := membership.Resolve(ctx, r.Client, r.Client.RESTMapper(), spec, mesh)
+	if err != nil {
+		return State{}, err
+	}
+	trustDomain, conflict := spec.TrustDomain, ""
 	if trustDomain == "" {
-		if trustDomain, err = MeshTrustDomain(ctx, r.Client, spec.IstioNamespace); err != nil {
-			return State{}, err
-		}
+		trustDomain, conflict = mesh.TrustDomain()
 	}
 	prev, _ := r.Shared.Current()
 	return State{
 		Mode:           AccessMode(spec.AccessMode),
 		IstioNamespace: spec.IstioNamespace,
 		Members:        members,
+		RootNamespaces: mesh.RootNamespaces(),
+		MeshConfigs:    mesh.Keys(),
+		MeshConflict:   conflict,
+		meshNote:       meshNote(mesh),
 		Mesh: translate.Mesh{
 			ClusterDomain: prev.Mesh.ClusterDomain,
 			TrustDomain:   trustDomain,
@@ -214,6 +333,22 @@ func (r *ConfigReconciler) resolve(ctx context.Context, spec v1alpha1.SMI2IstioC
 			PathTemplates: minorAtLeast(spec.MinIstioVersion, 22),
 		},
 	}, nil
+}
+
+// meshNote says which mesh configs were looked for and not found, and when the fallback was used.
+func meshNote(mesh meshconfig.InEffect) string {
+	var notes []string
+	if len(mesh.Configs) == 0 {
+		notes = append(notes, "no Istio mesh config found (looked for "+strings.Join(mesh.Wanted, ", ")+
+			"): trust domain "+meshconfig.DefaultTrustDomain+" and root namespace "+mesh.IstioNamespace+" assumed")
+	} else if len(mesh.Missing) > 0 {
+		notes = append(notes, "no mesh config "+strings.Join(mesh.Missing, ", ")+" (revision tags have none)")
+	}
+	if mesh.Fallback {
+		notes = append(notes, "no mesh config of a revision in use exists: using those labelled "+meshconfig.RevisionLabel+
+			" ("+strings.Join(mesh.Keys(), ", ")+")")
+	}
+	return strings.Join(notes, "; ")
 }
 
 func minorAtLeast(version string, minor int) bool {
@@ -225,33 +360,11 @@ func minorAtLeast(version string, minor int) bool {
 	return err == nil && n >= minor
 }
 
-// MeshTrustDomain reads trustDomain from Istio's mesh config (ConfigMap "istio", key "mesh");
-// cluster.local when there is none.
-func MeshTrustDomain(ctx context.Context, c client.Reader, istioNamespace string) (string, error) {
-	cm := &corev1.ConfigMap{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: istioNamespace, Name: "istio"}, cm)
-	if apierrors.IsNotFound(err) {
-		return "cluster.local", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("read Istio's mesh config %s/istio: %w", istioNamespace, err)
-	}
-	var mc struct {
-		TrustDomain string `json:"trustDomain"`
-	}
-	if err := yaml.Unmarshal([]byte(cm.Data["mesh"]), &mc); err != nil {
-		return "", fmt.Errorf("parse Istio's mesh config %s/istio: %w", istioNamespace, err)
-	}
-	if mc.TrustDomain == "" {
-		return "cluster.local", nil
-	}
-	return mc.TrustDomain, nil
-}
-
 func (r *ConfigReconciler) writeStatus(ctx context.Context, cfg *v1alpha1.SMI2IstioConfig, st State) error {
 	want := cfg.Status.DeepCopy()
 	want.ObservedGeneration = cfg.Generation
-	want.Mesh = v1alpha1.MeshStatus{Flavour: st.Members.Flavour, Version: st.Members.Version, Provider: st.Members.Provider, TrustDomain: st.Mesh.TrustDomain}
+	want.Mesh = v1alpha1.MeshStatus{Flavour: st.Members.Flavour, Version: st.Members.Version, Provider: st.Members.Provider,
+		TrustDomain: st.Mesh.TrustDomain, RootNamespaces: st.RootNamespaces, ConfigMaps: st.MeshConfigs}
 	want.Members = st.Members.Sorted()
 	counts, err := r.count(ctx, st)
 	if err != nil {
@@ -259,7 +372,13 @@ func (r *ConfigReconciler) writeStatus(ctx context.Context, cfg *v1alpha1.SMI2Is
 	}
 	want.Objects = counts
 	detected := metav1.Condition{Type: "MeshDetected", Status: metav1.ConditionTrue, Reason: "Detected", Message: st.Members.Message, ObservedGeneration: cfg.Generation}
-	if !st.Members.Ready {
+	if st.meshNote != "" {
+		detected.Message += "; " + st.meshNote
+	}
+	switch {
+	case st.MeshConflict != "":
+		detected.Status, detected.Reason, detected.Message = metav1.ConditionFalse, "MeshConfigsDisagree", st.MeshConflict+"; "+detected.Message
+	case !st.Members.Ready:
 		detected.Status, detected.Reason = metav1.ConditionFalse, "MembershipNotReady"
 	}
 	meta.SetStatusCondition(&want.Conditions, detected)

@@ -102,6 +102,15 @@ type MeshStatus struct {
 	// TrustDomain in use.
 	// +optional
 	TrustDomain string `json:"trustDomain,omitempty"`
+	// RootNamespaces are Istio's root namespaces: the rootNamespace of each mesh config in effect
+	// (the Istio namespace by default). An object with a workload selector in a root namespace
+	// applies in every namespace: smi2istio writes none there, and no baseline.
+	// +optional
+	RootNamespaces []string `json:"rootNamespaces,omitempty"`
+	// ConfigMaps are Istio's mesh configs in effect (namespace/name): "istio", "istio-<revision>"
+	// of the revisions namespaces are labelled with, "istio-<name>" of OSSM 2 control planes.
+	// +optional
+	ConfigMaps []string `json:"configMaps,omitempty"`
 }
 
 // ObjectCounts counts SMI objects of one kind by their Ready condition.

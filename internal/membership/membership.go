@@ -16,16 +16,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
+	"github.com/smi2istio/smi2istio/internal/meshconfig"
 )
 
 // OSSM 2.x kinds (maistra.io). No Go module for them is fetchable: they are read as unstructured
 // through the minimal read-only types below.
 var (
 	MemberRollGVK   = schema.GroupVersionKind{Group: "maistra.io", Version: "v1", Kind: "ServiceMeshMemberRoll"}
-	ControlPlaneGVK = schema.GroupVersionKind{Group: "maistra.io", Version: "v2", Kind: "ServiceMeshControlPlane"}
+	ControlPlaneGVK = meshconfig.ControlPlaneGVK
 )
 
 // Mesh flavours.
@@ -65,9 +65,9 @@ type Provider interface {
 }
 
 // Resolve picks the provider the configuration asks for (Auto: MemberRoll when its CRD and a roll
-// exist, else DiscoverySelectors) and computes membership.
-func Resolve(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1alpha1.SMI2IstioConfigSpec) (Result, error) {
-	p, err := For(ctx, c, mapper, spec)
+// exist, else DiscoverySelectors) and computes membership; mesh is the mesh config in effect.
+func Resolve(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1alpha1.SMI2IstioConfigSpec, mesh meshconfig.InEffect) (Result, error) {
+	p, err := For(ctx, c, mapper, spec, mesh)
 	if err != nil {
 		return Result{}, err
 	}
@@ -75,7 +75,7 @@ func Resolve(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec 
 }
 
 // For returns the provider for a configuration.
-func For(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1alpha1.SMI2IstioConfigSpec) (Provider, error) {
+func For(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1alpha1.SMI2IstioConfigSpec, mesh meshconfig.InEffect) (Provider, error) {
 	istioNS := spec.IstioNamespace
 	if istioNS == "" {
 		istioNS = "istio-system"
@@ -84,9 +84,9 @@ func For(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1al
 	case v1alpha1.MemberRoll:
 		return memberRoll{c: c, mapper: mapper, istioNamespace: istioNS}, nil
 	case v1alpha1.DiscoverySelectors:
-		return discovery{c: c, istioNamespace: istioNS}, nil
+		return discovery{c: c, mesh: mesh}, nil
 	case v1alpha1.Labels:
-		return injectionLabels{c: c, istioNamespace: istioNS}, nil
+		return injectionLabels{c: c}, nil
 	case v1alpha1.Explicit:
 		return explicit(spec.Membership.Namespaces), nil
 	case v1alpha1.Auto, "":
@@ -97,7 +97,7 @@ func For(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1al
 		if has {
 			return memberRoll{c: c, mapper: mapper, istioNamespace: istioNS}, nil
 		}
-		return discovery{c: c, istioNamespace: istioNS}, nil
+		return discovery{c: c, mesh: mesh}, nil
 	}
 	return nil, fmt.Errorf("unknown membership provider %q", spec.Membership.Provider)
 }
@@ -144,8 +144,7 @@ func IsInjected(ns *corev1.Namespace) bool {
 }
 
 type injectionLabels struct {
-	c              client.Reader
-	istioNamespace string
+	c client.Reader
 }
 
 func (l injectionLabels) Members(ctx context.Context) (Result, error) {
@@ -166,23 +165,21 @@ func (l injectionLabels) Members(ctx context.Context) (Result, error) {
 // ---- discovery selectors ----
 
 type discovery struct {
-	c              client.Reader
-	istioNamespace string
+	c    client.Reader
+	mesh meshconfig.InEffect
 }
 
-// Members: namespaces labelled for injection that istiod discovers (its mesh config's
-// discoverySelectors; every namespace when there are none).
+// Members: namespaces labelled for injection that the istiod serving them discovers: the
+// discoverySelectors of the mesh config that governs the namespace (its revision's; every config in
+// effect when the labels name none of them); every namespace when there are none.
 func (d discovery) Members(ctx context.Context) (Result, error) {
-	r, err := injectionLabels(d).Members(ctx)
+	r, err := injectionLabels{c: d.c}.Members(ctx)
 	if err != nil {
 		return r, err
 	}
 	r.Provider = v1alpha1.DiscoverySelectors
-	selectors, err := DiscoverySelectorsOf(ctx, d.c, d.istioNamespace)
-	if err != nil {
-		return r, err
-	}
-	if len(selectors) == 0 {
+	described := d.mesh.SelectorsDescription()
+	if described == "" {
 		r.Message = "no discoverySelectors in Istio's mesh config: " + r.Message
 		return r, nil
 	}
@@ -192,42 +189,12 @@ func (d discovery) Members(ctx context.Context) (Result, error) {
 	}
 	for i := range nss.Items {
 		ns := &nss.Items[i]
-		if !r.Members[ns.Name] {
-			continue
-		}
-		discovered := false
-		for _, s := range selectors {
-			discovered = discovered || s.Matches(labels.Set(ns.Labels))
-		}
-		if !discovered {
+		if r.Members[ns.Name] && !d.mesh.Discovers(ns.Labels) {
 			delete(r.Members, ns.Name)
 		}
 	}
-	r.Message = fmt.Sprintf("namespaces labelled for injection and selected by the %d discoverySelectors of Istio's mesh config", len(selectors))
+	r.Message = "namespaces labelled for injection and discovered by the istiod serving them (discoverySelectors: " + described + ")"
 	return r, nil
-}
-
-// DiscoverySelectorsOf reads discoverySelectors from Istio's mesh config (ConfigMap "istio").
-func DiscoverySelectorsOf(ctx context.Context, c client.Reader, istioNamespace string) ([]labels.Selector, error) {
-	cm := &corev1.ConfigMap{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: istioNamespace, Name: "istio"}, cm); err != nil {
-		return nil, client.IgnoreNotFound(err)
-	}
-	var mc struct {
-		DiscoverySelectors []metav1.LabelSelector `json:"discoverySelectors"`
-	}
-	if err := yaml.Unmarshal([]byte(cm.Data["mesh"]), &mc); err != nil {
-		return nil, fmt.Errorf("parse Istio's mesh config %s/istio: %w", istioNamespace, err)
-	}
-	out := make([]labels.Selector, 0, len(mc.DiscoverySelectors))
-	for i := range mc.DiscoverySelectors {
-		s, err := metav1.LabelSelectorAsSelector(&mc.DiscoverySelectors[i])
-		if err != nil {
-			return nil, fmt.Errorf("discoverySelectors[%d] of Istio's mesh config: %w", i, err)
-		}
-		out = append(out, s)
-	}
-	return out, nil
 }
 
 // ---- ServiceMeshMemberRoll ----

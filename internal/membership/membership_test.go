@@ -2,6 +2,7 @@ package membership_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/membership"
+	"github.com/smi2istio/smi2istio/internal/meshconfig"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 )
@@ -81,7 +83,12 @@ func apply(t *testing.T, manifest string) *unstructured.Unstructured {
 
 func members(t *testing.T, spec v1alpha1.SMI2IstioConfigSpec) membership.Result {
 	t.Helper()
-	r, err := membership.Resolve(context.Background(), env.Client, freshMapper(t), spec)
+	mapper := freshMapper(t)
+	mesh, err := meshconfig.Reader{Client: env.Client, Mapper: mapper}.Resolve(context.Background(), "istio-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := membership.Resolve(context.Background(), env.Client, mapper, spec, mesh)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +139,45 @@ data:
 	if err := env.Client.Delete(context.Background(), cm); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A revision install (no ConfigMap "istio"): the discoverySelectors of istio-<rev> decide, for the
+// namespaces of that revision; with "istio" back, each namespace is judged by its own revision's.
+func TestA2_RevisionedDiscoverySelectors(t *testing.T) {
+	namespace(t, "m-rev-in", map[string]string{"istio.io/rev": "canary", "team": "in"})
+	namespace(t, "m-rev-out", map[string]string{"istio.io/rev": "canary", "team": "out"})
+	canary := `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-canary, namespace: istio-system, labels: {istio.io/rev: canary}}
+data:
+  mesh: |
+    trustDomain: canary.example
+    discoverySelectors:
+    - matchLabels: {team: %s}
+`
+	apply(t, fmt.Sprintf(canary, "in"))
+	t.Cleanup(func() {
+		for _, name := range []string{"istio-canary", "istio"} {
+			_ = env.Client.Delete(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "istio-system"}})
+		}
+	})
+	// m-shop (istio-injection: the default revision, whose config is absent) is judged by every
+	// config in effect: canary's selectors leave it out.
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.DiscoverySelectors, "m-rev-in")
+	apply(t, fmt.Sprintf(canary, "blog"))
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.DiscoverySelectors, "m-blog")
+
+	apply(t, `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    discoverySelectors:
+    - matchLabels: {team: shop}
+`)
+	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.DiscoverySelectors, "m-blog", "m-shop")
 }
 
 func TestB_MemberRoll(t *testing.T) {
