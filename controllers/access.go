@@ -272,7 +272,7 @@ type accessScope struct {
 }
 
 func accessScopeOf(state State, ns string) accessScope {
-	return accessScope{inMesh: state.InMesh(ns), enforcingMode: state.Mode == Enforcing, rootNamespace: !selectorOutputsAllowed(state, ns)}
+	return accessScope{inMesh: state.InMesh(ns), enforcingMode: state.Mode == Enforcing, rootNamespace: !state.SelectorOutputsAllowed(ns)}
 }
 
 // enforcing: outputs are written.
@@ -526,7 +526,3 @@ func rungSummary(tr translate.TargetResult) string {
 	}
 	return "regexes by rung: " + strings.Join(parts, ", ")
 }
-
-// selectorOutputsAllowed: a selector-based output in Istio's root namespace applies to every
-// namespace. TODO(lead): State's root namespace from the mesh config.
-func selectorOutputsAllowed(state State, ns string) bool { return ns != state.IstioNamespace }

@@ -71,7 +71,7 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
 	}
-	want := state.Mode == Enforcing && state.InMesh(ns.Name) && selectorOutputsAllowed(state, ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
+	want := state.Mode == Enforcing && state.InMesh(ns.Name) && state.SelectorOutputsAllowed(ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
 	if want && state.Config == nil {
 		return reconcile.Result{}, nil // no owner yet: the config's creation resyncs every namespace
 	}

@@ -315,3 +315,16 @@ spec:
 	})
 	waitCondition(t, ns, "canary", "Ready", "True", controllers.ReasonApplied)
 }
+
+// A selector-based policy in Istio's root namespace would apply to every namespace: nothing is
+// written there, and the TrafficTarget says so.
+func TestNoAccessOutputsInRootNamespace(t *testing.T) {
+	meshNamespace(t, "istio-system")
+	applyYAML(t, "istio-system", regexAccess)
+	waitTTReady(t, "istio-system", "a", "False", controllers.ReasonRootNamespace)
+	for _, obj := range []*unstructured.Unstructured{objOf(controllers.AuthorizationPolicyGVK), objOf(controllers.EnvoyFilterGVK), objOf(controllers.PeerAuthenticationGVK)} {
+		if names, err := listNames(t, "istio-system", obj, client.MatchingLabels{translate.ManagedByLabel: translate.ManagedByValue}); err != nil || len(names) > 0 {
+			t.Errorf("%s written in the root namespace: %v %v", obj.GetKind(), names, err)
+		}
+	}
+}
