@@ -28,10 +28,10 @@ func newSyncer(c client.Client) *syncset.Syncer {
 	return &syncset.Syncer{Client: c, FieldManager: FieldManager, Validate: validateOutput}
 }
 
-// validateOutput checks a generated object before it is applied.
-// TODO(lead): translate.ValidateOutput once it lands.
+// validateOutput checks a generated object before it is applied (translate.ValidateOutput: the
+// rules Istio's validation applies to the fields we emit, and Envoy's own checks of the RBAC filter).
 func validateOutput(u *unstructured.Unstructured) error {
-	return nil
+	return translate.ValidateOutput(u)
 }
 
 // ownerRef makes owner the controller of generated objects (garbage collected with it).
