@@ -279,6 +279,50 @@ apiVersion: specs.smi-spec.io/v1alpha4
 kind: HTTPRouteGroup
 metadata: {name: badmethod}
 spec: {matches: [{name: m, methods: [FETCH]}]}`, `Unsupported value: "FETCH"`},
+		// A name becomes a pattern: names that reach principals, selectors, hosts and labels are
+		// DNS names in every version (a trailing * would be a prefix match in a principal).
+		"wildcard source name": {`
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: wildsrc}
+spec:
+  destination: {kind: ServiceAccount, name: b}
+  sources: [{kind: ServiceAccount, name: "web*"}]`, `spec.sources[0].name: Invalid value: "web*": spec.sources[0].name in body should match`},
+		"wildcard source name v1alpha1": {`
+apiVersion: access.smi-spec.io/v1alpha1
+kind: TrafficTarget
+metadata: {name: wildsrc1}
+destination: {kind: ServiceAccount, name: b}
+sources: [{kind: ServiceAccount, name: "web*"}]`, `sources[0].name: Invalid value: "web*"`},
+		"wildcard source namespace": {`
+apiVersion: access.smi-spec.io/v1alpha2
+kind: TrafficTarget
+metadata: {name: wildns}
+spec:
+  destination: {kind: ServiceAccount, name: b}
+  sources: [{kind: ServiceAccount, name: web, namespace: "*"}]`, `spec.sources[0].namespace: Invalid value: "*"`},
+		"uppercase destination namespace": {`
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: upperns}
+spec:
+  destination: {kind: ServiceAccount, name: b, namespace: Shop}`, `spec.destination.namespace: Invalid value: "Shop"`},
+		"destination name longer than a label value": {`
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: longdest}
+spec:
+  destination: {kind: ServiceAccount, name: ` + strings.Repeat("a", 64) + `}`, `spec.destination.name: Too long: may not be more than 63`},
+		"wildcard backend": {`
+apiVersion: split.smi-spec.io/v1alpha1
+kind: TrafficSplit
+metadata: {name: wildbackend}
+spec: {service: root, backends: [{service: "web*", weight: "1"}]}`, `spec.backends[0].service: Invalid value: "web*"`},
+		"wildcard root service": {`
+apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {name: wildroot}
+spec: {service: "*.shop", backends: [{service: a, weight: 1}]}`, `spec.service: Invalid value: "*.shop"`},
 		"unknown field": {`
 apiVersion: split.smi-spec.io/v1alpha2
 kind: TrafficSplit

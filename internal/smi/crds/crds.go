@@ -120,13 +120,13 @@ func trafficSplit() *apiextv1.CustomResourceDefinition {
 	}
 	backend := func(weight props) props {
 		return object("A Service that receives part of the traffic of the root Service.", []string{"service", "weight"},
-			map[string]props{"service": nonEmptyStr("Name of the backend Service, in the TrafficSplit's namespace."), "weight": weight})
+			map[string]props{"service": nameStr("Name of the backend Service, in the TrafficSplit's namespace (a DNS-1035 label).", dns1035Label, 63), "weight": weight})
 	}
 	spec := func(weight props, withMatches bool) props {
 		backends := array("Services the root Service's traffic is split across.", backend(weight))
 		backends.MaxItems = ptr.To[int64](maxBackends)
 		f := map[string]props{
-			"service":  nonEmptyStr("The root Service clients address: name, name.namespace or an FQDN."),
+			"service":  nameStr("The root Service clients address: name, name.namespace or an FQDN.", dns1123Subdomain, 253),
 			"backends": backends,
 		}
 		if withMatches {
@@ -158,11 +158,19 @@ func trafficSplit() *apiextv1.CustomResourceDefinition {
 // ---- TrafficTarget ----
 
 func trafficTarget() *apiextv1.CustomResourceDefinition {
-	subject := func(withPort bool, desc string) props {
+	subject := func(destination, withPort bool, desc string) props {
+		name := nameStr("Name of the ServiceAccount (a DNS-1123 subdomain).", dns1123Subdomain, 253)
+		if destination {
+			// The destination's name is a label value on every generated object.
+			name = nameStr("Name of the ServiceAccount (a DNS-1123 subdomain of at most 63 characters: it labels the generated objects).", dns1123Subdomain, 63)
+		}
+		namespace := nameStr("Namespace of the ServiceAccount (a DNS-1123 label); defaults to the TrafficTarget's namespace.", dns1123Label, 63)
+		namespace.MinLength = nil // "" is the default
+		namespace.Pattern = `^$|` + dns1123Label
 		f := map[string]props{
 			"kind":      enumStr("Kind of the identity.", "ServiceAccount"),
-			"name":      nonEmptyStr("Name of the ServiceAccount."),
-			"namespace": str("Namespace of the ServiceAccount; defaults to the TrafficTarget's namespace."),
+			"name":      name,
+			"namespace": namespace,
 		}
 		if withPort {
 			f["port"] = port("Destination port traffic is allowed to.")
@@ -177,8 +185,8 @@ func trafficTarget() *apiextv1.CustomResourceDefinition {
 		}))
 	fields := func(withPort bool) map[string]props {
 		return map[string]props{
-			"destination": subject(withPort, "The identity traffic is allowed to."),
-			"sources":     array("Identities allowed to send traffic to the destination.", subject(false, "An identity allowed to send traffic.")),
+			"destination": subject(true, withPort, "The identity traffic is allowed to."),
+			"sources":     array("Identities allowed to send traffic to the destination.", subject(false, false, "An identity allowed to send traffic.")),
 		}
 	}
 	const desc = "TrafficTarget allows traffic from source identities to a destination identity on the given routes."

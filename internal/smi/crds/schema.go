@@ -16,6 +16,20 @@ func nonEmptyStr(desc string) props {
 	return props{Type: "string", Description: desc, MinLength: ptr.To[int64](1)}
 }
 
+// Names that reach Istio outputs (principals, selectors, hosts, label values) are checked as what
+// Kubernetes says they are, so that none is read as a pattern there (a trailing * is a prefix
+// match in a principal). The translator checks them too (for objects stored before these rules).
+const (
+	dns1123Label     = `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	dns1123Subdomain = `^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	dns1035Label     = `^[a-z]([-a-z0-9]*[a-z0-9])?$`
+)
+
+// nameStr is a non-empty string matching pattern, at most maxLen characters.
+func nameStr(desc, pattern string, maxLen int64) props {
+	return props{Type: "string", Description: desc, MinLength: ptr.To[int64](1), MaxLength: ptr.To(maxLen), Pattern: pattern}
+}
+
 func enumStr(desc string, values ...string) props {
 	p := str(desc)
 	for _, v := range values {
