@@ -471,7 +471,7 @@ func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []stri
 			r.methods = nil
 			break
 		}
-		if !headerName.MatchString(meth) || strings.HasPrefix(meth, ":") {
+		if !headerName.MatchString(meth) || strings.ContainsAny(meth, ":*") {
 			return nil, invalid(fmt.Sprintf("%s.methods[%d]", base, i), "InvalidMethod", "%q is not an HTTP method", meth)
 		}
 		r.methods = append(r.methods, meth)

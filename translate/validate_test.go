@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
@@ -56,6 +58,24 @@ func TestValidateOutputAcceptsGoldenOutputs(t *testing.T) {
 		if err := translate.ValidateOutput(obj); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// What smi2istio writes besides the translation passes too: the namespace baseline (allow nothing).
+func TestValidateOutputAcceptsBaseline(t *testing.T) {
+	baseline := &securityv1beta1.AuthorizationPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1beta1", Kind: "AuthorizationPolicy"},
+		ObjectMeta: metav1.ObjectMeta{Name: "smi2istio-default-deny", Namespace: "shop", Labels: map[string]string{translate.ManagedByLabel: translate.ManagedByValue}},
+	}
+	if err := translate.ValidateOutput(baseline); err != nil {
+		t.Error(err)
+	}
+	if err := istiocheck.Validate(baseline); err != nil {
+		t.Error(err)
+	}
+	baseline.TypeMeta = metav1.TypeMeta{}
+	if err := translate.ValidateOutput(baseline); err == nil {
+		t.Error("an object without apiVersion and kind must be refused")
 	}
 }
 
