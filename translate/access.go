@@ -135,7 +135,8 @@ func TranslateAccess(in AccessInput) (*AccessResult, error) {
 	}
 	targets := append([]*accessv1alpha2.TrafficTarget(nil), in.Targets...)
 	sort.SliceStable(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
-	var filterRules []targetRules // valid targets only, for the Envoy rung
+	var valid []targetRules // rules of the valid TrafficTargets, with their index in res.Targets
+	var index []int
 	for _, tt := range targets {
 		tr, rules := translateTarget(in, tt)
 		if tr.Err == nil {
@@ -145,13 +146,28 @@ func TranslateAccess(in AccessInput) (*AccessResult, error) {
 					tr.PeerAuthentications = append(tr.PeerAuthentications, peerAuthentication(tt, sel))
 				}
 			}
-			if err := validateTarget(in, &tr, tt.Name, rules, res.Selectors); err != nil {
+			if err := validateObjects(&tr); err != nil {
 				tr.Err, tr.AuthorizationPolicies, tr.PeerAuthentications = err, nil, nil
 			} else {
-				filterRules = append(filterRules, targetRules{name: tt.Name, rules: rules})
+				valid, index = append(valid, targetRules{name: tt.Name, rules: rules}), append(index, len(res.Targets))
 			}
 		}
 		res.Targets = append(res.Targets, tr)
+	}
+	// When the destination needs the Envoy rung, every valid TrafficTarget's rules go into the
+	// filter: each part is validated on its own, so that one TrafficTarget's rules can only make
+	// that TrafficTarget invalid.
+	var filterRules []targetRules
+	needEnvoy := needsEnvoy(valid)
+	for i, t := range valid {
+		if needEnvoy {
+			if err := validateFilterPart(in, t, res.Selectors); err != nil {
+				tr := &res.Targets[index[i]]
+				tr.Err, tr.AuthorizationPolicies, tr.PeerAuthentications = err, nil, nil
+				continue
+			}
+		}
+		filterRules = append(filterRules, t)
 	}
 	if needsEnvoy(filterRules) {
 		for _, sel := range res.Selectors {
@@ -186,20 +202,21 @@ func needsEnvoy(ts []targetRules) bool {
 	return false
 }
 
-// validateTarget checks a TrafficTarget's outputs, and its part of the Envoy rung's filter, with
-// ValidateOutput; the first failure is the TrafficTarget's InvalidError.
-func validateTarget(in AccessInput, tr *TargetResult, name string, rules []accessRule, sels []Selector) *InvalidError {
+// validateObjects checks a TrafficTarget's outputs with ValidateOutput; the first failure is the
+// TrafficTarget's InvalidError.
+func validateObjects(tr *TargetResult) *InvalidError {
 	for _, o := range tr.Objects() {
 		if err := ValidateOutput(o); err != nil {
 			return invalid("spec", ReasonInvalidOutput, "the generated %v; nothing is applied for this TrafficTarget", err)
 		}
 	}
-	own := []targetRules{{name: name, rules: rules}}
-	if !needsEnvoy(own) {
-		return nil
-	}
+	return nil
+}
+
+// validateFilterPart checks a TrafficTarget's part of the Envoy rung's filter, alone.
+func validateFilterPart(in AccessInput, t targetRules, sels []Selector) *InvalidError {
 	for _, sel := range sels {
-		ef, err := envoyFilter(in, sel, own)
+		ef, err := envoyFilter(in, sel, []targetRules{t})
 		if err == nil {
 			err = ValidateOutput(ef)
 		}
