@@ -201,6 +201,10 @@ func TranslateSplit(in SplitInput) (*SplitResult, error) {
 			res.DestinationRule = dr
 		}
 	}
+	// Outputs Istio or the apiserver would reject are never written: the split is not accepted.
+	if err := res.Validate(); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 
