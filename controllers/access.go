@@ -27,10 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/internal/syncset"
-	"github.com/smi2istio/smi2istio/internal/workloads"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -54,9 +53,11 @@ type AccessReconciler struct {
 	State  StateSource
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
 	// Workloads is the index of pods and pod templates; SetupWithManager makes one when nil.
-	Workloads *workloads.Index
+	Workloads *cache.WorkloadIndex
 
 	syncer *syncset.Syncer
+	// The field indexes SetupWithManager registers (see kinds.go).
+	targetsByDestination, targetsByRoute *cache.NamespacedIndex[cache.SMIObject]
 }
 
 // +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets,verbs=get;list;watch
@@ -70,8 +71,8 @@ type AccessReconciler struct {
 
 // SetupWithManager registers the indexes and watches.
 func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	targetIndex := func(f func(*accessv1alpha2.TrafficTarget) []string) client.IndexerFunc {
-		return func(o client.Object) []string {
+	targetIndex := func(f func(*accessv1alpha2.TrafficTarget) []string) func(cache.SMIObject) []string {
+		return func(o cache.SMIObject) []string {
 			tt, err := normalize.ReadTrafficTarget(o)
 			if err != nil {
 				return nil
@@ -80,12 +81,13 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		}
 	}
 	c := mgr.GetCache()
-	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+	var err error
+	if r.targetsByDestination, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
 		return []string{tt.Spec.Destination.Name}
 	})); err != nil {
 		return fmt.Errorf("index TrafficTarget destination: %w", err)
 	}
-	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
+	if r.targetsByRoute, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
 		var out []string
 		for _, rule := range tt.Spec.Rules {
 			out = append(out, rule.Kind+"/"+rule.Name)
@@ -119,7 +121,12 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	routeFanIn := func(kind string) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-			return r.destinations(ctx, o.GetNamespace(), client.MatchingFields{indexTargetRoutes: kind + "/" + o.GetName()})
+			targets, err := r.targetsByRoute.Lookup(ctx, o.GetNamespace(), kind+"/"+o.GetName())
+			if err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "list TrafficTargets for fan-in", "namespace", o.GetNamespace())
+				return nil
+			}
+			return destinationsOf(o.GetNamespace(), targets)
 		})
 	}
 	// Our outputs map to their destination; anybody else's object of those kinds may hold (or
@@ -137,7 +144,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
 	})
 	if r.Workloads == nil {
-		r.Workloads = workloads.New()
+		r.Workloads = cache.NewWorkloadIndex()
 	}
 	r.syncer = newSyncer(r.Client)
 
@@ -149,31 +156,35 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		}))
 	}
 	return b.
-		Watches(cached.NewSMI(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(cached.NewSMI(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
-		Watches(cached.NewSMI(TCPRouteGVK), routeFanIn("TCPRoute")).
-		Watches(cached.NewSMI(UDPRouteGVK), routeFanIn("UDPRoute")).
+		Watches(cache.NewSMI(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(cache.NewSMI(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
+		Watches(cache.NewSMI(TCPRouteGVK), routeFanIn("TCPRoute")).
+		Watches(cache.NewSMI(UDPRouteGVK), routeFanIn("UDPRoute")).
 		Watches(&corev1.ServiceAccount{}, saFanIn).
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
 		WatchesRawSource(&workloadSource{index: r.Workloads, cfg: mgr.GetConfig(), fan: r.destinations}).
-		Watches(cached.New(AuthorizationPolicyGVK), byDestinationLabel).
-		Watches(cached.New(PeerAuthenticationGVK), byDestinationLabel).
-		Watches(cached.New(EnvoyFilterGVK), byDestinationLabel).
+		Watches(cache.New(AuthorizationPolicyGVK), byDestinationLabel).
+		Watches(cache.New(PeerAuthenticationGVK), byDestinationLabel).
+		Watches(cache.New(EnvoyFilterGVK), byDestinationLabel).
 		Complete(r)
 }
 
-// destinations lists the destination ServiceAccounts of a namespace's TrafficTargets (optionally
-// filtered).
-func (r *AccessReconciler) destinations(ctx context.Context, ns string, opts ...client.ListOption) []reconcile.Request {
-	list := cached.NewSMIList(TrafficTargetGVK)
-	if err := r.Client.List(ctx, list, append(opts, client.InNamespace(ns), client.UnsafeDisableDeepCopy)...); err != nil {
+// destinations lists the destination ServiceAccounts of a namespace's TrafficTargets.
+func (r *AccessReconciler) destinations(ctx context.Context, ns string) []reconcile.Request {
+	list := cache.NewSMIList(TrafficTargetGVK)
+	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "list TrafficTargets for fan-in", "namespace", ns)
 		return nil
 	}
+	return destinationsOf(ns, list.Objects())
+}
+
+// destinationsOf lists the destination ServiceAccounts of TrafficTargets of namespace ns.
+func destinationsOf(ns string, targets []cache.SMIObject) []reconcile.Request {
 	seen := map[string]bool{}
 	var out []reconcile.Request
-	for _, o := range list.Objects() {
+	for _, o := range targets {
 		tt, err := normalize.ReadTrafficTarget(o)
 		if err != nil || seen[tt.Spec.Destination.Name] {
 			continue
@@ -225,7 +236,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if res == nil {
 		return reconcile.Result{}, syncErr
 	}
-	byName := map[string]cached.SMIObject{}
+	byName := map[string]cache.SMIObject{}
 	for _, u := range items {
 		byName[u.GetName()] = u
 	}
@@ -243,14 +254,14 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 }
 
 // targets lists the destination's TrafficTargets that are not being deleted, by name.
-func (r *AccessReconciler) targets(ctx context.Context, req reconcile.Request) ([]cached.SMIObject, []*accessv1alpha2.TrafficTarget, error) {
-	list := cached.NewSMIList(TrafficTargetGVK)
-	if err := r.Client.List(ctx, list, client.InNamespace(req.Namespace), client.MatchingFields{indexTargetDestination: req.Name}, client.UnsafeDisableDeepCopy); err != nil {
+func (r *AccessReconciler) targets(ctx context.Context, req reconcile.Request) ([]cache.SMIObject, []*accessv1alpha2.TrafficTarget, error) {
+	list, err := r.targetsByDestination.Lookup(ctx, req.Namespace, req.Name)
+	if err != nil {
 		return nil, nil, fmt.Errorf("list TrafficTargets of %s: %w", req, err)
 	}
-	var items []cached.SMIObject
+	var items []cache.SMIObject
 	var targets []*accessv1alpha2.TrafficTarget
-	for _, u := range list.Objects() {
+	for _, u := range list {
 		if !u.GetDeletionTimestamp().IsZero() {
 			continue
 		}
@@ -295,7 +306,7 @@ const EnvoyRungFinalizer = "smi2istio.io/envoy-rung"
 // policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
 // (they hold their union; none is their controller, so deleting one TrafficTarget leaves them).
 // Nothing is desired when not enforcing. A set that cannot be written exactly is removed.
-func accessSet(req reconcile.Request, items []cached.SMIObject, res *translate.AccessResult, enforcing bool) (*syncset.Set, error) {
+func accessSet(req reconcile.Request, items []cache.SMIObject, res *translate.AccessResult, enforcing bool) (*syncset.Set, error) {
 	set := &syncset.Set{
 		Namespace: req.Namespace,
 		Kinds:     accessKinds,
@@ -309,7 +320,7 @@ func accessSet(req reconcile.Request, items []cached.SMIObject, res *translate.A
 	if !enforcing || res == nil {
 		return set, nil
 	}
-	byName := map[string]cached.SMIObject{}
+	byName := map[string]cache.SMIObject{}
 	for _, u := range items {
 		byName[u.GetName()] = u
 	}
@@ -383,7 +394,7 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 			default:
 				continue
 			}
-			u := cached.NewSMI(gvk)
+			u := cache.NewSMI(gvk)
 			err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: rule.Name}, u, client.UnsafeDisableDeepCopy)
 			if apierrors.IsNotFound(err) {
 				continue
@@ -418,9 +429,9 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 // workloadSource runs the workload index for the controller and enqueues the destinations of every
 // namespace whose workloads changed; workers start once the index has listed everything.
 type workloadSource struct {
-	index *workloads.Index
+	index *cache.WorkloadIndex
 	cfg   *rest.Config
-	fan   func(ctx context.Context, ns string, opts ...client.ListOption) []reconcile.Request
+	fan   func(ctx context.Context, ns string) []reconcile.Request
 }
 
 func (s *workloadSource) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {

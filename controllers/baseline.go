@@ -14,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/syncset"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -51,7 +51,7 @@ func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return b.
 		For(&corev1.Namespace{}).
-		Watches(cached.New(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+		Watches(cache.New(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
 			if o.GetName() != BaselineName {
 				return nil
 			}

@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -31,7 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/membership"
 	"github.com/smi2istio/smi2istio/internal/meshconfig"
 	"github.com/smi2istio/smi2istio/translate"
@@ -164,7 +164,7 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{configRequest}
 	})
-	// The manager's cache holds only the ConfigMaps named "istio" (CacheOptions); the revisions'
+	// The manager's cache holds only the ConfigMaps named "istio" (cache.Options); the revisions'
 	// mesh configs ("istio-<rev>", labelled istio.io/rev=<rev>) come from a cache of their own,
 	// which keeps only their "mesh" key.
 	revisioned, err := newMeshConfigCache(mgr)
@@ -189,7 +189,7 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	for _, gvk := range []schema.GroupVersionKind{membership.MemberRollGVK, meshconfig.ControlPlaneGVK} {
 		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err == nil {
 			// Unstructured: no Go type of OSSM's is fetchable here (DESIGN §8). SMI and Istio kinds
-			// are read only through internal/cached's types: an unstructured read of one would start
+			// are read only through internal/cache's compact types: an unstructured read of one would start
 			// a second informer holding every object of the kind again.
 			u := &unstructured.Unstructured{}
 			u.SetGroupVersionKind(gvk)
@@ -219,16 +219,16 @@ func meshConfigEvents[T client.Object](relevant func(client.Object) bool) predic
 
 // newMeshConfigCache caches the ConfigMaps labelled istio.io/rev (revisions' mesh configs, and a few
 // other Istio ConfigMaps, e.g. the sidecar injector's), keeping only the "mesh" key of each.
-func newMeshConfigCache(mgr ctrl.Manager) (cache.Cache, error) {
+func newMeshConfigCache(mgr ctrl.Manager) (crcache.Cache, error) {
 	hasRev, err := labels.NewRequirement(meshconfig.RevisionLabel, selection.Exists, nil)
 	if err != nil {
 		return nil, fmt.Errorf("select ConfigMaps labelled %s: %w", meshconfig.RevisionLabel, err)
 	}
-	c, err := cache.New(mgr.GetConfig(), cache.Options{
+	c, err := crcache.New(mgr.GetConfig(), crcache.Options{
 		HTTPClient: mgr.GetHTTPClient(),
 		Scheme:     mgr.GetScheme(),
 		Mapper:     mgr.GetRESTMapper(),
-		ByObject: map[client.Object]cache.ByObject{
+		ByObject: map[client.Object]crcache.ByObject{
 			&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*hasRev), Transform: meshConfigTransform},
 		},
 	})
@@ -248,7 +248,7 @@ func meshConfigTransform(obj any) (any, error) {
 			cm.Data = map[string]string{meshconfig.MeshKey: mesh}
 		}
 	}
-	return StripTransform(obj)
+	return cache.StripTransform(obj)
 }
 
 // Reconcile resolves and publishes the state and writes the config's status.
@@ -403,7 +403,7 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 		if gvk.kind == "TrafficTarget" {
 			g = TrafficTargetGVK
 		}
-		list := cached.NewSMIList(g)
+		list := cache.NewSMIList(g)
 		if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("list %s: %w", gvk.kind, err)
 		}
@@ -428,7 +428,7 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 	return out, nil
 }
 
-func readyOf(o cached.SMIObject) (status, reason string) {
+func readyOf(o cache.SMIObject) (status, reason string) {
 	if c := meta.FindStatusCondition(o.GetStatus().Conditions, ConditionReady); c != nil {
 		return string(c.Status), c.Reason
 	}

@@ -1,23 +1,23 @@
 package controllers
 
 import (
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
 // The kinds the operator reads and writes, declared once. SMI objects are watched in their stored
 // version (no watch event or status write goes through the conversion webhook) and converted in
 // process to the hub types by internal/smi/normalize.
 var (
-	TrafficSplitGVK        = cached.TrafficSplit{}.GVK()
-	TrafficTargetGVK       = cached.TrafficTarget{}.GVK()
-	HTTPRouteGroupGVK      = cached.HTTPRouteGroup{}.GVK()
-	TCPRouteGVK            = cached.TCPRoute{}.GVK()
-	UDPRouteGVK            = cached.UDPRoute{}.GVK()
-	VirtualServiceGVK      = cached.VirtualService{}.GVK()
-	DestinationRuleGVK     = cached.DestinationRule{}.GVK()
-	AuthorizationPolicyGVK = cached.AuthorizationPolicy{}.GVK()
-	PeerAuthenticationGVK  = cached.PeerAuthentication{}.GVK()
-	EnvoyFilterGVK         = cached.EnvoyFilter{}.GVK()
+	TrafficSplitGVK        = cache.TrafficSplit{}.GVK()
+	TrafficTargetGVK       = cache.TrafficTarget{}.GVK()
+	HTTPRouteGroupGVK      = cache.HTTPRouteGroup{}.GVK()
+	TCPRouteGVK            = cache.TCPRoute{}.GVK()
+	UDPRouteGVK            = cache.UDPRoute{}.GVK()
+	VirtualServiceGVK      = cache.VirtualService{}.GVK()
+	DestinationRuleGVK     = cache.DestinationRule{}.GVK()
+	AuthorizationPolicyGVK = cache.AuthorizationPolicy{}.GVK()
+	PeerAuthenticationGVK  = cache.PeerAuthentication{}.GVK()
+	EnvoyFilterGVK         = cache.EnvoyFilter{}.GVK()
 )
 
 // Owner apiVersions generated objects name their SMI owners by: the stored ones, so that the
@@ -27,8 +27,9 @@ var (
 	trafficTargetOwnerAPIVersion = TrafficTargetGVK.GroupVersion().String()
 )
 
-// Field indexes. The SMI ones hold values within one namespace only (indexInNamespace); the
-// VirtualService hosts are across namespaces (a host may be claimed from any namespace).
+// Field indexes (internal/cache). The SMI ones hold values within one namespace only
+// (NewNamespacedIndex); the VirtualService hosts are across namespaces (NewClusterIndex: a host may
+// be claimed from any namespace).
 const (
 	indexSplitServices      = "smi2istio.split.services"       // root and backend Service names
 	indexSplitRoot          = "smi2istio.split.root"           // root Service name

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate/regex"
 )
@@ -42,10 +42,10 @@ type RouteReconciler struct {
 func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("route-"+r.GVK.Kind).
-		For(cached.NewSMI(r.GVK), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+		For(cache.NewSMI(r.GVK), builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			list := cached.NewSMIList(r.GVK)
+			list := cache.NewSMIList(r.GVK)
 			if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 				ctrl.LoggerFrom(ctx).Error(err, "list routes for resync", "kind", r.GVK.Kind)
 				return nil
@@ -67,7 +67,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	if !ok {
 		return reconcile.Result{}, nil
 	}
-	u := cached.NewSMI(r.GVK)
+	u := cache.NewSMI(r.GVK)
 	if err := r.Client.Get(ctx, req.NamespacedName, u); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
@@ -93,7 +93,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 }
 
 // validateRoute checks what the schema cannot: the header shape and the regexes.
-func validateRoute(u cached.SMIObject) error {
+func validateRoute(u cache.SMIObject) error {
 	if u.DefaultGVK().Kind != "HTTPRouteGroup" {
 		return nil
 	}

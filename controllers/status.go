@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/syncset"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -148,7 +148,7 @@ func setConditions(existing *[]metav1.Condition, generation int64, conds ...meta
 
 // writeStatus merges conds into an SMI object's status and patches the status subresource only when
 // a condition or observedGeneration changed; it emits an Event (note) only when Ready changed.
-func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u cached.SMIObject, note string, conds ...metav1.Condition) error {
+func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u cache.SMIObject, note string, conds ...metav1.Condition) error {
 	// A copy: the object may be the cache's own.
 	current := slices.Clone(u.GetStatus().Conditions)
 	before := meta.FindStatusCondition(current, ConditionReady)

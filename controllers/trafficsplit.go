@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/internal/syncset"
 	"github.com/smi2istio/smi2istio/translate"
@@ -40,6 +40,9 @@ type TrafficSplitReconciler struct {
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
 
 	syncer *syncset.Syncer
+	// The field indexes SetupWithManager registers (see kinds.go).
+	splitsByService, splitsByRoot, splitsByRouteGroup *cache.NamespacedIndex[cache.SMIObject]
+	virtualServicesByHost                             *cache.ClusterIndex[cache.Object]
 }
 
 // +kubebuilder:rbac:groups=split.smi-spec.io,resources=trafficsplits,verbs=get;list;watch
@@ -55,8 +58,8 @@ type TrafficSplitReconciler struct {
 func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	r.syncer = newSyncer(r.Client)
 	c := mgr.GetCache()
-	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) client.IndexerFunc {
-		return func(o client.Object) []string {
+	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) func(cache.SMIObject) []string {
+		return func(o cache.SMIObject) []string {
 			ts, err := normalize.ReadTrafficSplit(o)
 			if err != nil {
 				return nil
@@ -64,7 +67,8 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			return f(ts)
 		}
 	}
-	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficSplitGVK), indexSplitServices, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	var err error
+	if r.splitsByService, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficSplitGVK), indexSplitServices, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		var out []string
 		if root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh); err == nil {
 			out = append(out, root)
@@ -76,7 +80,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit services: %w", err)
 	}
-	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficSplitGVK), indexSplitRoot, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if r.splitsByRoot, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficSplitGVK), indexSplitRoot, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		if root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh); err == nil {
 			return []string{root}
 		}
@@ -84,7 +88,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit root: %w", err)
 	}
-	if err := indexInNamespace(ctx, c, cached.NewSMI(TrafficSplitGVK), indexSplitRouteGroups, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
+	if r.splitsByRouteGroup, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficSplitGVK), indexSplitRouteGroups, splitRefs(func(ts *splitv1alpha4.TrafficSplit) []string {
 		var out []string
 		for _, m := range ts.Spec.Matches {
 			out = append(out, m.Name)
@@ -93,8 +97,8 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	})); err != nil {
 		return fmt.Errorf("index TrafficSplit route groups: %w", err)
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, cached.New(VirtualServiceGVK), indexVirtualServiceHost, func(o client.Object) []string {
-		hosts := o.(cached.Object).Hosts()
+	if r.virtualServicesByHost, err = cache.NewClusterIndex(ctx, c, cache.New(VirtualServiceGVK), indexVirtualServiceHost, func(o cache.Object) []string {
+		hosts := o.Hosts()
 		out := make([]string, 0, len(hosts))
 		for _, h := range hosts {
 			out = append(out, qualifyHost(h, o.GetNamespace(), r.Mesh))
@@ -104,10 +108,10 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return fmt.Errorf("index VirtualService hosts: %w", err)
 	}
 
-	splitsBy := func(index string, keys func(client.Object) (string, []string)) handler.EventHandler {
+	splitsBy := func(index *cache.NamespacedIndex[cache.SMIObject], keys func(client.Object) (string, []string)) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			ns, values := keys(o)
-			return r.splitsByIndex(ctx, ns, index, values)
+			return splitsOf(ctx, index, ns, values)
 		})
 	}
 	byName := func(o client.Object) (string, []string) { return o.GetNamespace(), []string{o.GetName()} }
@@ -127,7 +131,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Named("trafficsplit")
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			list := cached.NewSMIList(TrafficSplitGVK)
+			list := cache.NewSMIList(TrafficSplitGVK)
 			if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 				ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for resync")
 				return nil
@@ -141,17 +145,17 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		}))
 	}
 	return b.
-		For(cached.NewSMI(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(cached.New(VirtualServiceGVK)).
-		Owns(cached.New(DestinationRuleGVK)).
-		Watches(&corev1.Service{}, splitsBy(indexSplitServices, byName)).
-		Watches(cached.NewSMI(HTTPRouteGroupGVK), splitsBy(indexSplitRouteGroups, byName)).
+		For(cache.NewSMI(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(cache.New(VirtualServiceGVK)).
+		Owns(cache.New(DestinationRuleGVK)).
+		Watches(&corev1.Service{}, splitsBy(r.splitsByService, byName)).
+		Watches(cache.NewSMI(HTTPRouteGroupGVK), splitsBy(r.splitsByRouteGroup, byName)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
-		Watches(cached.NewSMI(TrafficSplitGVK), splitsBy(indexSplitRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(cache.NewSMI(TrafficSplitGVK), splitsBy(r.splitsByRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a
 		// sibling's not yet garbage collected): its change or removal concerns every split of that root.
-		Watches(cached.New(VirtualServiceGVK), r.splitsOfHosts()).
-		Watches(cached.New(DestinationRuleGVK), r.splitsOfHosts()).
+		Watches(cache.New(VirtualServiceGVK), r.splitsOfHosts()).
+		Watches(cache.New(DestinationRuleGVK), r.splitsOfHosts()).
 		Complete(r)
 }
 
@@ -159,26 +163,26 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 func (r *TrafficSplitReconciler) splitsOfHosts() handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 		var out []reconcile.Request
-		for _, h := range o.(cached.Object).Hosts() {
+		for _, h := range o.(cache.Object).Hosts() {
 			if name, ns, ok := serviceOfHost(qualifyHost(h, o.GetNamespace(), r.Mesh), r.Mesh); ok {
-				out = append(out, r.splitsByIndex(ctx, ns, indexSplitRoot, []string{name})...)
+				out = append(out, splitsOf(ctx, r.splitsByRoot, ns, []string{name})...)
 			}
 		}
 		return out
 	})
 }
 
-// splitsByIndex lists the TrafficSplits of a namespace whose index holds any of the values.
-func (r *TrafficSplitReconciler) splitsByIndex(ctx context.Context, ns, index string, values []string) []reconcile.Request {
+// splitsOf lists the TrafficSplits of a namespace whose index holds any of the values.
+func splitsOf(ctx context.Context, index *cache.NamespacedIndex[cache.SMIObject], ns string, values []string) []reconcile.Request {
 	seen := map[types.NamespacedName]bool{}
 	var out []reconcile.Request
 	for _, v := range values {
-		list := cached.NewSMIList(TrafficSplitGVK)
-		if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingFields{index: v}, client.UnsafeDisableDeepCopy); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for fan-in", "index", index, "value", v)
+		splits, err := index.Lookup(ctx, ns, v)
+		if err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "list TrafficSplits for fan-in", "value", v)
 			continue
 		}
-		for _, ts := range list.Objects() {
+		for _, ts := range splits {
 			key := types.NamespacedName{Namespace: ts.GetNamespace(), Name: ts.GetName()}
 			if !seen[key] {
 				seen[key] = true
@@ -224,7 +228,7 @@ func serviceOfHost(fqdn string, mesh translate.Mesh) (name, namespace string, ok
 // Reconcile: fetch → translate → sync the split's set (a foreign object for the root host blocks
 // it and leaves what we applied) → status.
 func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-	u := cached.NewSMI(TrafficSplitGVK)
+	u := cache.NewSMI(TrafficSplitGVK)
 	if err := r.Client.Get(ctx, req.NamespacedName, u); err != nil {
 		// Deleted: the garbage collector removes what it owned.
 		return reconcile.Result{}, client.IgnoreNotFound(err)
@@ -290,7 +294,7 @@ var splitKinds = []syncset.Kind{{GVK: DestinationRuleGVK}, {GVK: VirtualServiceG
 
 // splitSet is the desired set of one split: its outputs owned by it; nothing when it is not
 // translated (outside the mesh, invalid, or an older split has the root).
-func splitSet(u cached.SMIObject, out splitTranslation) (*syncset.Set, error) {
+func splitSet(u cache.SMIObject, out splitTranslation) (*syncset.Set, error) {
 	set := &syncset.Set{
 		Namespace: u.GetNamespace(),
 		Kinds:     splitKinds,
@@ -371,20 +375,20 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 	if err != nil {
 		return splitTranslation{err: &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "InvalidService", Message: err.Error()}}}, nil
 	}
-	siblings := cached.NewSMIList(TrafficSplitGVK)
-	if err := r.Client.List(ctx, siblings, client.InNamespace(ts.Namespace), client.MatchingFields{indexSplitRoot: root}, client.UnsafeDisableDeepCopy); err != nil {
+	siblings, err := r.splitsByRoot.Lookup(ctx, ts.Namespace, root)
+	if err != nil {
 		return splitTranslation{}, fmt.Errorf("list TrafficSplits for root %s: %w", root, err)
 	}
-	if winner := oldest(siblings.Objects()); winner != nil && winner.GetUID() != ts.UID {
+	if winner := oldest(siblings); winner != nil && winner.GetUID() != ts.UID {
 		return splitTranslation{err: &ConflictError{Message: fmt.Sprintf("TrafficSplit %s is older and splits the same root Service %s: this one is not applied", winner.GetName(), root)}}, nil
 	}
 	host := translate.ServiceFQDN(root, ts.Namespace, r.Mesh)
-	others := cached.NewList(VirtualServiceGVK)
-	if err := r.Client.List(ctx, others, client.MatchingFields{indexVirtualServiceHost: host}, client.UnsafeDisableDeepCopy); err != nil {
+	others, err := r.virtualServicesByHost.Lookup(ctx, host)
+	if err != nil {
 		return splitTranslation{}, fmt.Errorf("list VirtualServices for host %s: %w", host, err)
 	}
 	var out splitTranslation
-	for _, vs := range others.Objects() {
+	for _, vs := range others {
 		if vs.GetLabels()[translate.SourceKindLabel] == TrafficSplitGVK.Kind && vs.GetLabels()[translate.SourceNameLabel] == ts.Name &&
 			vs.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue && vs.GetNamespace() == ts.Namespace {
 			continue // ours
@@ -413,7 +417,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		in.Services[n] = svc
 	}
 	for _, m := range ts.Spec.Matches {
-		g := cached.NewSMI(HTTPRouteGroupGVK)
+		g := cache.NewSMI(HTTPRouteGroupGVK)
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ts.Namespace, Name: m.Name}, g, client.UnsafeDisableDeepCopy)
 		if apierrors.IsNotFound(err) {
 			continue
@@ -446,7 +450,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 // visible beyond its own namespace's private scope to those clients — in the split's namespace,
 // or exported to every namespace or to the split's. One in another namespace that is private to it
 // (exportTo ["."]) or exported elsewhere only concerns its own clients, not ours.
-func sameClients(vs cached.Object, ns string) bool {
+func sameClients(vs cache.Object, ns string) bool {
 	gateways, exportTo := vs.Scope()
 	mesh := len(gateways) == 0
 	for _, g := range gateways {
@@ -467,7 +471,7 @@ func sameClients(vs cached.Object, ns string) bool {
 }
 
 // oldest is the split created first (name breaks ties).
-func oldest(items []cached.SMIObject) cached.SMIObject {
+func oldest(items []cache.SMIObject) cache.SMIObject {
 	if len(items) == 0 {
 		return nil
 	}

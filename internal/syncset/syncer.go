@@ -12,7 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
 // Result is what a sync did.
@@ -82,7 +82,7 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 
 // release removes the set's finalizer from guarded objects (a JSON patch that fails if their
 // finalizers changed meanwhile).
-func (s *Syncer) release(ctx context.Context, objs []cached.Object, finalizer string, res *Result) error {
+func (s *Syncer) release(ctx context.Context, objs []cache.Object, finalizer string, res *Result) error {
 	for _, o := range objs {
 		old := o.GetFinalizers()
 		kept := make([]string, 0, len(old))
@@ -121,7 +121,7 @@ func (s *Syncer) removeAll(ctx context.Context, set *Set, res *Result) error {
 	return s.release(ctx, plan.Release, set.Finalizer, res)
 }
 
-func (s *Syncer) delete(ctx context.Context, objs []cached.Object, res *Result) error {
+func (s *Syncer) delete(ctx context.Context, objs []cache.Object, res *Result) error {
 	for _, o := range objs {
 		if err := s.Client.Delete(ctx, o, client.Preconditions{UID: ptr.To(o.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete %s %s/%s: %w", o.DefaultGVK().Kind, o.GetNamespace(), o.GetName(), err)
@@ -133,11 +133,11 @@ func (s *Syncer) delete(ctx context.Context, objs []cached.Object, res *Result) 
 
 // live reads the set's live objects from the cache: those carrying its labels, and any object
 // with the name of a desired one.
-func (s *Syncer) live(ctx context.Context, set *Set) (map[schema.GroupVersionKind][]cached.Object, error) {
-	out := map[schema.GroupVersionKind][]cached.Object{}
+func (s *Syncer) live(ctx context.Context, set *Set) (map[schema.GroupVersionKind][]cache.Object, error) {
+	out := map[schema.GroupVersionKind][]cache.Object{}
 	seen := map[key]bool{}
 	for _, k := range set.Kinds {
-		list, err := cached.NewList(k.GVK), error(nil)
+		list, err := cache.NewList(k.GVK), error(nil)
 		if err = s.Client.List(ctx, list, client.InNamespace(set.Namespace), client.MatchingLabels(set.Labels), client.UnsafeDisableDeepCopy); err != nil {
 			return nil, fmt.Errorf("list %s in %s: %w", k.GVK.Kind, set.Namespace, err)
 		}
@@ -151,7 +151,7 @@ func (s *Syncer) live(ctx context.Context, set *Set) (map[schema.GroupVersionKin
 		if seen[key{gvk, want.GetName()}] {
 			continue
 		}
-		have, err := cached.NewFor(gvk)
+		have, err := cache.NewFor(gvk)
 		if err != nil {
 			return nil, err
 		}

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
 // Kind is a kind a set may hold.
@@ -104,14 +104,14 @@ type Plan struct {
 	// Problems block the whole desired set: nothing of it is applied.
 	Problems []Problem
 	// PruneFirst are deleted before anything is applied.
-	PruneFirst []cached.Object
+	PruneFirst []cache.Object
 	// Apply are the desired objects that differ from the live ones, in apply order.
 	Apply []*unstructured.Unstructured
 	// Prune are deleted last, in reverse kind order.
-	Prune []cached.Object
+	Prune []cache.Object
 	// Release are guarded objects being deleted (or pruned by this plan) whose Finalizer is
 	// removed once the plan's prunes are done: nothing of the set that relies on them is left.
-	Release []cached.Object
+	Release []cache.Object
 	// Unchanged counts desired objects the live set already holds.
 	Unchanged int
 }
@@ -157,10 +157,10 @@ type key struct {
 // Diff decides what a sync of set writes given the live objects: every object of the set's kinds
 // in its namespace that carries the set's labels, plus any live object that has the name of a
 // desired one. It is pure.
-func Diff(set *Set, live map[schema.GroupVersionKind][]cached.Object, validate Validator) Plan {
+func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Validator) Plan {
 	var plan Plan
 	plan.Problems = append(plan.Problems, set.Blockers...)
-	byKey := map[key]cached.Object{}
+	byKey := map[key]cache.Object{}
 	for gvk, objs := range live {
 		for _, o := range objs {
 			byKey[key{gvk, o.GetName()}] = o
@@ -227,7 +227,7 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cached.Object, validate V
 	// Prune: the set's live objects that are not desired, in reverse kind order.
 	for i := len(set.Kinds) - 1; i >= 0; i-- {
 		k := set.Kinds[i]
-		stale := make([]cached.Object, 0)
+		stale := make([]cache.Object, 0)
 		for _, o := range live[k.GVK] {
 			if !set.Owns(o) {
 				continue
@@ -282,8 +282,8 @@ func ownerWord(set *Set) string {
 }
 
 // UpToDate reports whether have (as cached: a hash of its spec) already carries everything in want.
-func UpToDate(want *unstructured.Unstructured, have cached.Object) bool {
-	if h, err := cached.SpecHash(want.Object["spec"]); err != nil || h != have.SpecHash() {
+func UpToDate(want *unstructured.Unstructured, have cache.Object) bool {
+	if h, err := cache.SpecHash(want.Object["spec"]); err != nil || h != have.SpecHash() {
 		return false
 	}
 	for k, v := range want.GetLabels() {

@@ -12,13 +12,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
-	"github.com/smi2istio/smi2istio/internal/cached"
+	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
 var (
-	efGVK = cached.EnvoyFilter{}.GVK()
-	apGVK = cached.AuthorizationPolicy{}.GVK()
-	paGVK = cached.PeerAuthentication{}.GVK()
+	efGVK = cache.EnvoyFilter{}.GVK()
+	apGVK = cache.AuthorizationPolicy{}.GVK()
+	paGVK = cache.PeerAuthentication{}.GVK()
 )
 
 var setLabels = map[string]string{"app.kubernetes.io/managed-by": "smi2istio", "smi2istio.io/destination": "api"}
@@ -55,7 +55,7 @@ func desired(gvk schema.GroupVersionKind, name, spec string, owners ...metav1.Ow
 }
 
 // live is the cached form of an object as the apiserver would hold it.
-func live(t *testing.T, u *unstructured.Unstructured, edit func(*unstructured.Unstructured)) cached.Object {
+func live(t *testing.T, u *unstructured.Unstructured, edit func(*unstructured.Unstructured)) cache.Object {
 	t.Helper()
 	u = u.DeepCopy()
 	u.SetUID(types.UID("live-" + u.GetName()))
@@ -66,7 +66,7 @@ func live(t *testing.T, u *unstructured.Unstructured, edit func(*unstructured.Un
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := cached.NewFor(u.GroupVersionKind())
+	o, err := cache.NewFor(u.GroupVersionKind())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +76,8 @@ func live(t *testing.T, u *unstructured.Unstructured, edit func(*unstructured.Un
 	return o
 }
 
-func liveSet(objs ...cached.Object) map[schema.GroupVersionKind][]cached.Object {
-	out := map[schema.GroupVersionKind][]cached.Object{}
+func liveSet(objs ...cache.Object) map[schema.GroupVersionKind][]cache.Object {
+	out := map[schema.GroupVersionKind][]cache.Object{}
 	for _, o := range objs {
 		out[o.DefaultGVK()] = append(out[o.DefaultGVK()], o)
 	}
@@ -219,7 +219,7 @@ func TestDiffGuard(t *testing.T) {
 	if len(ef.GetFinalizers()) != 0 {
 		t.Error("Diff modified the desired object")
 	}
-	guarded := func(edit func(*unstructured.Unstructured)) cached.Object {
+	guarded := func(edit func(*unstructured.Unstructured)) cache.Object {
 		return live(t, ef, func(u *unstructured.Unstructured) {
 			u.SetFinalizers([]string{"smi2istio.io/envoy-rung"})
 			if edit != nil {

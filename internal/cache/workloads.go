@@ -1,12 +1,4 @@
-// Package workloads keeps, per namespace, the ServiceAccount and stable labels of every pod and pod
-// template (Deployment, StatefulSet, DaemonSet) — all that selector resolution reads of them — in a
-// few bytes per pod, and tells which namespaces' workloads changed.
-//
-// It replaces four informer caches of typed objects: a cached Pod costs over a kilobyte of struct
-// alone however much a transform blanks, and 50,000 pods dominated the operator's memory (see
-// docs/benchmarks.md). Here a pod is a name in a map pointing at an identity (ServiceAccount and
-// stable labels) shared with every pod of the same template.
-package workloads
+package cache
 
 import (
 	"context"
@@ -29,8 +21,8 @@ import (
 	"github.com/smi2istio/smi2istio/translate"
 )
 
-// kinds of workloads, indexed as the reflectors in Run and the namespace arrays are.
-var kinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Pod"}
+// workloadKinds are the kinds of workloads, indexed as the reflectors in Run and the namespace arrays are.
+var workloadKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Pod"}
 
 // identity is what selector resolution needs of a workload. Shared by every workload that has it:
 // never modified once made.
@@ -41,13 +33,20 @@ type identity struct {
 	refs           int
 }
 
-// namespace holds the workloads of one namespace: per kind, name -> identity.
-type namespace [4]map[string]*identity
+// workloadNamespace holds the workloads of one namespace: per kind, name -> identity.
+type workloadNamespace [4]map[string]*identity
 
-// Index is the compact, per-namespace index of workload identities.
-type Index struct {
+// WorkloadIndex keeps, per namespace, the ServiceAccount and stable labels of every pod and pod
+// template (Deployment, StatefulSet, DaemonSet) — all that selector resolution reads of them — in a
+// few bytes per pod, and tells which namespaces' workloads changed.
+//
+// It replaces four informer caches of typed objects: a cached Pod costs over a kilobyte of struct
+// alone however much a transform blanks, and 50,000 pods dominated the operator's memory (see
+// docs/benchmarks.md). Here a pod is a name in a map pointing at an identity (ServiceAccount and
+// stable labels) shared with every pod of the same template.
+type WorkloadIndex struct {
 	mu         sync.RWMutex
-	namespaces map[string]*namespace
+	namespaces map[string]*workloadNamespace
 	identities map[string]*identity
 	// pending holds the labels of identities met while compacting a list, until the list is in.
 	pending  map[string]map[string]string
@@ -59,10 +58,10 @@ type Index struct {
 	signal chan struct{}
 }
 
-// New returns an empty index; Run fills it.
-func New() *Index {
-	return &Index{
-		namespaces: map[string]*namespace{},
+// NewWorkloadIndex returns an empty index; Run fills it.
+func NewWorkloadIndex() *WorkloadIndex {
+	return &WorkloadIndex{
+		namespaces: map[string]*workloadNamespace{},
 		identities: map[string]*identity{},
 		pending:    map[string]map[string]string{},
 		syncedCh:   make(chan struct{}),
@@ -71,8 +70,8 @@ func New() *Index {
 	}
 }
 
-// Run watches the four kinds (protobuf, streamed initial lists) until ctx ends.
-func (ix *Index) Run(ctx context.Context, cfg *rest.Config) error {
+// Run watches the four kinds of workloads (protobuf, streamed initial lists) until ctx ends.
+func (ix *WorkloadIndex) Run(ctx context.Context, cfg *rest.Config) error {
 	cfg = rest.CopyConfig(cfg)
 	cfg.ContentType = runtime.ContentTypeProtobuf
 	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
@@ -99,23 +98,20 @@ func (ix *Index) Run(ctx context.Context, cfg *rest.Config) error {
 			},
 			WatchFuncWithContext: lw.WatchFuncWithContext,
 		}
-		r := toolscache.NewReflectorWithOptions(compactLW, s.obj, &store{ix: ix, kind: i}, toolscache.ReflectorOptions{Name: "workloads/" + s.resource})
+		r := toolscache.NewReflectorWithOptions(compactLW, s.obj, &workloadStore{ix: ix, kind: i}, toolscache.ReflectorOptions{Name: "workloads/" + s.resource})
 		wg.Go(func() { r.RunWithContext(ctx) })
 	}
 	wg.Wait()
 	return nil
 }
 
-// listPage is how many objects a list asks for at a time.
-const listPage = 500
-
 // compactList lists page by page and compacts each page's objects before asking for the next, so
 // that listing never holds more than a page of full objects. Reflectors list when the apiserver
 // cannot stream the initial list (watch-list needs etcd's progress notifications, which etcd 3.4
 // lacks), and a list at resourceVersion "0" would otherwise come as one response of every pod.
-func (ix *Index) compactList(ctx context.Context, list toolscache.ListWithContextFunc, opts metav1.ListOptions) (runtime.Object, error) {
+func (ix *WorkloadIndex) compactList(ctx context.Context, list toolscache.ListWithContextFunc, opts metav1.ListOptions) (runtime.Object, error) {
 	out := &metav1.List{}
-	opts.Limit = listPage
+	opts.Limit = listPageSize
 	if opts.ResourceVersion == "0" {
 		opts.ResourceVersion, opts.ResourceVersionMatch = "", "" // the watch cache ignores limits at "0"
 	}
@@ -152,7 +148,7 @@ func (ix *Index) compactList(ctx context.Context, list toolscache.ListWithContex
 }
 
 // WaitForSync blocks until every kind has been listed once, or ctx ends.
-func (ix *Index) WaitForSync(ctx context.Context) error {
+func (ix *WorkloadIndex) WaitForSync(ctx context.Context) error {
 	select {
 	case <-ix.syncedCh:
 		return nil
@@ -162,7 +158,7 @@ func (ix *Index) WaitForSync(ctx context.Context) error {
 }
 
 // HasSynced reports whether every kind has been listed once.
-func (ix *Index) HasSynced() bool {
+func (ix *WorkloadIndex) HasSynced() bool {
 	select {
 	case <-ix.syncedCh:
 		return true
@@ -172,7 +168,7 @@ func (ix *Index) HasSynced() bool {
 }
 
 // Workloads lists the namespace's workloads (pods and pod templates), named "<Kind>/<name>".
-func (ix *Index) Workloads(ns string) []translate.Workload {
+func (ix *WorkloadIndex) Workloads(ns string) []translate.Workload {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	n := ix.namespaces[ns]
@@ -186,7 +182,7 @@ func (ix *Index) Workloads(ns string) []translate.Workload {
 	out := make([]translate.Workload, 0, size)
 	for k, m := range n {
 		for name, id := range m {
-			out = append(out, translate.Workload{Name: kinds[k] + "/" + name, ServiceAccount: id.serviceAccount, Labels: id.labels})
+			out = append(out, translate.Workload{Name: workloadKinds[k] + "/" + name, ServiceAccount: id.serviceAccount, Labels: id.labels})
 		}
 	}
 	return out
@@ -194,7 +190,7 @@ func (ix *Index) Workloads(ns string) []translate.Workload {
 
 // Changed waits for namespaces whose workloads changed (added, removed, or a new ServiceAccount
 // or stable labels) and returns them; nil when ctx ends.
-func (ix *Index) Changed(ctx context.Context) []string {
+func (ix *WorkloadIndex) Changed(ctx context.Context) []string {
 	for {
 		ix.mu.Lock()
 		if len(ix.dirty) > 0 {
@@ -216,7 +212,7 @@ func (ix *Index) Changed(ctx context.Context) []string {
 	}
 }
 
-func (ix *Index) markDirty(ns string) {
+func (ix *WorkloadIndex) markDirty(ns string) {
 	ix.dirty[ns] = struct{}{}
 	select {
 	case ix.signal <- struct{}{}:
@@ -262,7 +258,7 @@ func (*compacted) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectK
 // DeepCopyObject copies the entry; the labels are shared, as identities share them: never modified.
 func (c *compacted) DeepCopyObject() runtime.Object { cp := *c; return &cp }
 
-// GetObjectMeta gives key functions (cache.MetaNamespaceKeyFunc) the namespace and name.
+// GetObjectMeta gives key functions (toolscache.MetaNamespaceKeyFunc) the namespace and name.
 func (c *compacted) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: c.namespace, Name: c.name}
 }
@@ -311,7 +307,7 @@ func identityKey(sa string, labels map[string]string) string {
 }
 
 // set records a workload (or removes it when it is terminating); callers hold mu.
-func (ix *Index) set(kind int, e entry) {
+func (ix *WorkloadIndex) set(kind int, e entry) {
 	if e.deleting {
 		ix.remove(kind, e.namespace, e.name)
 		return
@@ -321,7 +317,7 @@ func (ix *Index) set(kind int, e entry) {
 	key := identityKey(sa, labels)
 	n := ix.namespaces[e.namespace]
 	if n == nil {
-		n = &namespace{}
+		n = &workloadNamespace{}
 		ix.namespaces[e.namespace] = n
 	}
 	if n[kind] == nil {
@@ -345,7 +341,7 @@ func (ix *Index) set(kind int, e entry) {
 }
 
 // remove forgets a workload; callers hold mu.
-func (ix *Index) remove(kind int, ns, name string) {
+func (ix *WorkloadIndex) remove(kind int, ns, name string) {
 	n := ix.namespaces[ns]
 	if n == nil || n[kind][name] == nil {
 		return
@@ -361,7 +357,7 @@ func (ix *Index) remove(kind int, ns, name string) {
 	ix.markDirty(ns)
 }
 
-func (ix *Index) release(id *identity) {
+func (ix *WorkloadIndex) release(id *identity) {
 	id.refs--
 	if id.refs == 0 {
 		delete(ix.identities, id.key)
@@ -370,7 +366,7 @@ func (ix *Index) release(id *identity) {
 
 // compact turns a workload into its compacted form, its labels shared with others of the same
 // identity: a known one, or one met earlier in lists not yet replaced into the index (pending).
-func (ix *Index) compact(obj any) (any, error) {
+func (ix *WorkloadIndex) compact(obj any) (any, error) {
 	if _, already := obj.(*compacted); already {
 		return obj, nil
 	}
@@ -392,19 +388,19 @@ func (ix *Index) compact(obj any) (any, error) {
 	return &compacted{e}, nil
 }
 
-// store is the reflector's store for one kind: it writes through to the index.
-type store struct {
-	ix   *Index
+// workloadStore is the reflector's store for one kind: it writes through to the index.
+type workloadStore struct {
+	ix   *WorkloadIndex
 	kind int
 }
 
-var _ toolscache.TransformingStore = &store{}
+var _ toolscache.TransformingStore = &workloadStore{}
 
-func (s *store) Add(obj any) error                     { return s.Update(obj) }
-func (s *store) Resync() error                         { return nil }
-func (s *store) Transformer() toolscache.TransformFunc { return s.ix.compact }
+func (s *workloadStore) Add(obj any) error                     { return s.Update(obj) }
+func (s *workloadStore) Resync() error                         { return nil }
+func (s *workloadStore) Transformer() toolscache.TransformFunc { return s.ix.compact }
 
-func (s *store) Update(obj any) error {
+func (s *workloadStore) Update(obj any) error {
 	e, ok := entryOf(obj)
 	if !ok {
 		return fmt.Errorf("workload index: unexpected %T", obj)
@@ -415,7 +411,7 @@ func (s *store) Update(obj any) error {
 	return nil
 }
 
-func (s *store) Delete(obj any) error {
+func (s *workloadStore) Delete(obj any) error {
 	e, ok := entryOf(obj)
 	if !ok {
 		return fmt.Errorf("workload index: unexpected %T", obj)
@@ -427,7 +423,7 @@ func (s *store) Delete(obj any) error {
 }
 
 // Replace makes the kind's content exactly list (a fresh list or relist).
-func (s *store) Replace(list []any, _ string) error {
+func (s *workloadStore) Replace(list []any, _ string) error {
 	for _, obj := range list { // all or nothing
 		if _, ok := entryOf(obj); !ok {
 			return fmt.Errorf("workload index: unexpected %T", obj)

@@ -1,4 +1,4 @@
-package controllers_test
+package cache
 
 import (
 	"context"
@@ -11,11 +11,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	"github.com/smi2istio/smi2istio/controllers"
-	"github.com/smi2istio/smi2istio/internal/cached"
 )
 
 // listRecorder keeps the query of every list request of one resource.
@@ -39,30 +36,34 @@ func (l *listRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 // taking every object in one response from the watch cache: with 1,201 TCPRoutes, the first list
 // comes in three pages, and the cache holds all of them without managed fields.
 func TestInformersListPageByPage(t *testing.T) {
+	env := controlPlane(t)
 	ns := freshNamespace(t)
 	const n = 1201
 	for i := range n {
-		apply(t, &unstructured.Unstructured{Object: map[string]any{
+		tcpRoute := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "TCPRoute",
 			"metadata": map[string]any{"name": fmt.Sprintf("r%04d", i), "namespace": ns},
 			"spec":     map[string]any{"matches": map[string]any{"ports": []any{int64(8080)}}},
-		}})
+		}}
+		if err := env.Client.Create(t.Context(), tcpRoute); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	rec := &listRecorder{resource: "tcproutes"}
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { rec.next = rt; return rec })
-	opts := controllers.CacheOptions()
+	opts := Options()
 	opts.Scheme = env.Scheme
-	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
-	c, err := cache.New(cfg, opts)
+	opts.DefaultNamespaces = map[string]crcache.Config{ns: {}}
+	c, err := crcache.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	go func() { _ = c.Start(ctx) }()
-	list := cached.NewSMIList(controllers.TCPRouteGVK)
+	list := NewSMIList(TCPRoute{}.GVK())
 	deadline := time.Now().Add(time.Minute)
 	for {
 		if err := c.List(ctx, list, client.InNamespace(ns)); err == nil && len(list.Objects()) == n {

@@ -1,9 +1,8 @@
-package workloads
+package cache
 
 import (
 	"context"
 	"fmt"
-	"os"
 	"reflect"
 	"runtime"
 	"sort"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	toolscache "k8s.io/client-go/tools/cache"
 
-	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -43,7 +41,7 @@ func sorted(ws []translate.Workload) []translate.Workload {
 	return ws
 }
 
-func changed(t *testing.T, ix *Index) []string {
+func changed(t *testing.T, ix *WorkloadIndex) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -57,13 +55,9 @@ func changed(t *testing.T, ix *Index) []string {
 // Against a real apiserver: objects listed at start (streamed in compact form) and watched after,
 // identities shared between pods of a template, and changes reported only when a workload appears,
 // goes, or changes ServiceAccount or stable labels.
-func TestIndex(t *testing.T) {
-	cp, err := localcp.Start("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cp.Stop() }()
-	cs := kubernetes.NewForConfigOrDie(cp.Config)
+func TestWorkloadIndex(t *testing.T) {
+	env := controlPlane(t)
+	cs := kubernetes.NewForConfigOrDie(env.Config)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	for _, ns := range []string{"shop", "other"} {
@@ -85,9 +79,9 @@ func TestIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ix := New()
+	ix := NewWorkloadIndex()
 	go func() {
-		if err := ix.Run(ctx, cp.Config); err != nil {
+		if err := ix.Run(ctx, env.Config); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -171,10 +165,10 @@ func TestIndex(t *testing.T) {
 
 // A relist replaces a kind's content: what is not listed again is gone, other kinds stay, and an
 // identity nobody has any more is forgotten.
-func TestReplace(t *testing.T) {
-	ix := New()
-	pods := &store{ix: ix, kind: 3}
-	deps := &store{ix: ix, kind: 0}
+func TestWorkloadIndexReplace(t *testing.T) {
+	ix := NewWorkloadIndex()
+	pods := &workloadStore{ix: ix, kind: 3}
+	deps := &workloadStore{ix: ix, kind: 0}
 	if err := deps.Replace([]any{deployment("ns", "d", "sa", map[string]string{"app": "d"})}, "1"); err != nil {
 		t.Fatal(err)
 	}
@@ -204,20 +198,12 @@ func TestReplace(t *testing.T) {
 	}
 }
 
-func TestMain(m *testing.M) {
-	if os.Getenv(localcp.AssetsEnv) == "" {
-		fmt.Fprintln(os.Stderr, "set "+localcp.AssetsEnv+" (make test does: hack/kube-assets.sh)")
-		os.Exit(1)
-	}
-	os.Exit(m.Run())
-}
-
 // While a watch streams the initial list, the reflector keeps what it received in a temporary
 // store built with the index's transformer and keyed by namespace and name: the compacted form
 // must give the key, and replacing the index from that store must give the workloads.
 func TestCompactedInTheReflectorsStore(t *testing.T) {
-	ix := New()
-	pods := &store{ix: ix, kind: 3}
+	ix := NewWorkloadIndex()
+	pods := &workloadStore{ix: ix, kind: 3}
 	tmp := toolscache.NewStore(toolscache.DeletionHandlingMetaNamespaceKeyFunc, toolscache.WithTransformer(pods.Transformer()))
 	for _, p := range []*corev1.Pod{
 		pod("ns", "a", "", map[string]string{"app": "a", "pod-template-hash": "x"}),
@@ -254,7 +240,7 @@ func TestCompactedInTheReflectorsStore(t *testing.T) {
 // first list meets them (no identity in the index yet). Run with -bench CompactedRetained
 // -benchtime 50000x.
 func BenchmarkCompactedRetained(b *testing.B) {
-	ix := New()
+	ix := NewWorkloadIndex()
 	for _, c := range []struct {
 		name    string
 		compact func(*corev1.Pod) any
@@ -289,11 +275,4 @@ func BenchmarkCompactedRetained(b *testing.B) {
 			runtime.KeepAlive(in)
 		})
 	}
-}
-
-func heapInUse() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

@@ -1,13 +1,4 @@
-// Package cached defines the compact Go types the operator's cache holds objects in: Istio objects
-// as their metadata, the hosts their spec routes and a hash of the whole spec (Generated); SMI
-// objects as their metadata, their spec as JSON and their status (SMI).
-//
-// An object cached as unstructured is a tree of maps: a generated VirtualService (spec trimmed to
-// its hosts) about 2.6 KB, a TrafficSplit with its conditions about 4.5 KB; in these types about
-// 1.2 KB each (BenchmarkRetained). The hash is of the spec as it is in the cluster, so an edit by hand still
-// shows as a difference from the spec the operator wants (SpecHash).
-// +kubebuilder:skip
-package cached
+package cache
 
 import (
 	"crypto/sha256"
@@ -22,6 +13,15 @@ import (
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
+
+// The compact types the cache holds objects in: Istio objects as their metadata, the hosts their
+// spec routes and a hash of the whole spec (Generated); SMI objects as their metadata, their spec as
+// JSON and their status (SMI).
+//
+// An object cached as unstructured is a tree of maps: a generated VirtualService (spec trimmed to
+// its hosts) about 2.6 KB, a TrafficSplit with its conditions about 4.5 KB; in these types about
+// 1.2 KB each (BenchmarkRetained). The hash is of the spec as it is in the cluster, so an edit by
+// hand still shows as a difference from the spec the operator wants (SpecHash).
 
 // Kind names the Istio kind a Generated holds: one Go type per kind, so that the scheme maps each
 // type to exactly one GroupVersionKind.
@@ -292,7 +292,7 @@ func kind(gvk schema.GroupVersionKind) (obj func() Compact, list func() client.O
 	k, ok := kinds[gvk]
 	if !ok {
 		// The kinds are fixed: asking for another is a programming error.
-		panic("cached: no compact type for " + gvk.String())
+		panic("cache: no compact type for " + gvk.String())
 	}
 	return k.obj, k.list
 }
@@ -315,7 +315,7 @@ func NewFor(gvk schema.GroupVersionKind) (Object, error) {
 func New(gvk schema.GroupVersionKind) Object {
 	obj, err := NewFor(gvk)
 	if err != nil {
-		panic("cached: " + err.Error())
+		panic("cache: " + err.Error())
 	}
 	return obj
 }

@@ -1,4 +1,4 @@
-package cached
+package cache
 
 import (
 	"fmt"
@@ -34,7 +34,7 @@ func splitWithStatus(i int) string {
 }
 
 // BenchmarkRetained reports the heap a cache keeps per object (retained-B/op) as unstructured and
-// in this package's types: a generated VirtualService (unstructured with the spec reduced to its
+// in the compact types: a generated VirtualService (unstructured with the spec reduced to its
 // hosts, as the cache kept it before) and a TrafficSplit with its conditions. Strings are not
 // interned in either. Run with -bench Retained -benchtime 10000x.
 func BenchmarkRetained(b *testing.B) {
