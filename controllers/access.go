@@ -230,7 +230,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		synced.Problems = append(synced.Problems, syncset.Problem{Reason: ReasonApplyFailed, Message: syncErr.Error()})
 	}
 	if synced.Wrote() {
-		ctrl.LoggerFrom(ctx).Info("synced", "destination", req.Name, "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
+		ctrl.LoggerFrom(ctx).Info("synced", "destination", req.Name, "applied", refNames(synced.Applied), "pruned", refNames(synced.Pruned))
 	}
 	recordRungs(req.Namespace, req.Name, res)
 	if res == nil {

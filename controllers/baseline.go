@@ -88,7 +88,7 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		log.Info("an AuthorizationPolicy we did not write has the baseline's name: left untouched", "namespace", ns.Name, "problem", p.Message)
 	}
 	if synced.Wrote() {
-		log.Info("synced the deny-by-default baseline", "namespace", ns.Name, "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
+		log.Info("synced the deny-by-default baseline", "namespace", ns.Name, "applied", refNames(synced.Applied), "pruned", refNames(synced.Pruned))
 	}
 	return reconcile.Result{}, nil
 }

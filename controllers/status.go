@@ -124,13 +124,13 @@ func joinFindings(fs []translate.Finding) string {
 	return strings.Join(parts, "; ")
 }
 
-func refNames(refs []syncset.Ref, sep string) string {
+func refNames(refs []syncset.Ref) string {
 	names := make([]string, 0, len(refs))
 	for _, r := range refs {
 		names = append(names, r.Kind+" "+r.Name)
 	}
 	sort.Strings(names)
-	return strings.Join(names, sep)
+	return strings.Join(names, ", ")
 }
 
 // setConditions merges conds into the object's status conditions (lastTransitionTime changes only

@@ -156,7 +156,7 @@ func TestEnvoyRungFilterOutlivesEachOwner(t *testing.T) {
 	eventually(t, "every output of api gone", func() error {
 		for _, obj := range []*unstructured.Unstructured{objOf(controllers.AuthorizationPolicyGVK), objOf(controllers.EnvoyFilterGVK), objOf(controllers.PeerAuthenticationGVK)} {
 			if names, err := listNames(t, ns, obj, client.MatchingLabels{translate.DestinationLabel: "api"}); err != nil || len(names) > 0 {
-				return fmt.Errorf("%s left: %v %v", obj.GetKind(), names, err)
+				return fmt.Errorf("%s left: %v: %w", obj.GetKind(), names, err)
 			}
 		}
 		return nil
@@ -200,7 +200,7 @@ spec:
 	eventually(t, "nothing of the set left", func() error {
 		for _, obj := range []*unstructured.Unstructured{objOf(controllers.AuthorizationPolicyGVK), objOf(controllers.EnvoyFilterGVK), objOf(controllers.PeerAuthenticationGVK)} {
 			if names, err := listNames(t, ns, obj, client.MatchingLabels{translate.DestinationLabel: "api"}); err != nil || len(names) > 0 {
-				return fmt.Errorf("%s left: %v %v", obj.GetKind(), names, err)
+				return fmt.Errorf("%s left: %v: %w", obj.GetKind(), names, err)
 			}
 		}
 		return nil

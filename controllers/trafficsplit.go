@@ -262,7 +262,7 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 		synced.Problems = append(synced.Problems, syncset.Problem{Reason: ReasonApplyFailed, Message: syncErr.Error()})
 	}
 	if synced.Wrote() {
-		ctrl.LoggerFrom(ctx).Info("synced", "applied", refNames(synced.Applied, ", "), "pruned", refNames(synced.Pruned, ", "))
+		ctrl.LoggerFrom(ctx).Info("synced", "applied", refNames(synced.Applied), "pruned", refNames(synced.Pruned))
 	}
 	st := splitConditions(u.GetNamespace(), inMesh, out, synced)
 	reconcileOutcomes.WithLabelValues("TrafficSplit", st.outcome).Inc()

@@ -202,8 +202,8 @@ func TestDiffWaitsForTerminating(t *testing.T) {
 	}
 }
 
-func guardedSet(onBlocked OnBlocked, objs ...*unstructured.Unstructured) *Set {
-	set := newSet(onBlocked, objs...)
+func guardedSet(objs ...*unstructured.Unstructured) *Set {
+	set := newSet(Remove, objs...)
 	set.Kinds = []Kind{{GVK: efGVK, Guard: true}, {GVK: paGVK}, {GVK: apGVK, PruneFirst: true}}
 	set.Finalizer = "smi2istio.io/envoy-rung"
 	return set
@@ -212,7 +212,7 @@ func guardedSet(onBlocked OnBlocked, objs ...*unstructured.Unstructured) *Set {
 // A guarded object carries the set's finalizer; it is let go only when it is pruned or deleted
 // by someone else, after the policies relying on it.
 func TestDiffGuard(t *testing.T) {
-	plan := Diff(guardedSet(Remove, ef, ap), nil, nil)
+	plan := Diff(guardedSet(ef, ap), nil, nil)
 	if f := plan.Apply[0].GetFinalizers(); len(f) != 1 || f[0] != "smi2istio.io/envoy-rung" {
 		t.Fatalf("the filter is applied with finalizers %v", f)
 	}
@@ -227,19 +227,19 @@ func TestDiffGuard(t *testing.T) {
 			}
 		})
 	}
-	plan = Diff(guardedSet(Remove, ef, ap), liveSet(guarded(nil), live(t, ap, nil)), nil)
+	plan = Diff(guardedSet(ef, ap), liveSet(guarded(nil), live(t, ap, nil)), nil)
 	if len(plan.Release)+len(plan.Apply)+len(plan.Prune)+len(plan.PruneFirst) != 0 {
 		t.Errorf("a desired, live filter is touched: %+v", plan)
 	}
 	// No longer desired: the widened policy goes first, the filter is pruned and let go.
-	plan = Diff(guardedSet(Remove), liveSet(guarded(nil), live(t, ap, nil)), nil)
+	plan = Diff(guardedSet(), liveSet(guarded(nil), live(t, ap, nil)), nil)
 	if names(plan.PruneFirst) != "a-api" || names(plan.Prune) != "api-filter" || names(plan.Release) != "api-filter" {
 		t.Errorf("prune first %q, prune %q, release %q", names(plan.PruneFirst), names(plan.Prune), names(plan.Release))
 	}
 	// Deleted by the garbage collector while still desired: the set is removed, the filter let go
 	// after its policies, and written again on the next sync.
 	now := metav1.Now()
-	plan = Diff(guardedSet(Remove, ef, ap), liveSet(guarded(func(u *unstructured.Unstructured) { u.SetDeletionTimestamp(&now) }), live(t, ap, nil)), nil)
+	plan = Diff(guardedSet(ef, ap), liveSet(guarded(func(u *unstructured.Unstructured) { u.SetDeletionTimestamp(&now) }), live(t, ap, nil)), nil)
 	if !plan.Blocked() || names(plan.PruneFirst) != "a-api" || names(plan.Release) != "api-filter" || len(plan.Apply) != 0 {
 		t.Errorf("plan = %+v, want the policy pruned and the terminating filter released", plan)
 	}
