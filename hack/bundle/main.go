@@ -1,4 +1,4 @@
-// Command bundle writes the OLM bundle to bundle/ and bundle.Dockerfile (see internal/bundle).
+// Command bundle writes the OLM bundle to bundle/ and bundle.Dockerfile (see internal/build/bundle).
 package main
 
 import (
@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/smi2istio/smi2istio/internal/bundle"
+	"github.com/smi2istio/smi2istio/internal/build/bundle"
 )
 
 func main() {

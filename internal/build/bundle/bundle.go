@@ -22,7 +22,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/smi2istio/smi2istio/internal/install"
+	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/operator-framework/api/pkg/validation"
 	"github.com/operator-framework/api/pkg/validation/errors"
 
-	"github.com/smi2istio/smi2istio/internal/bundle"
+	"github.com/smi2istio/smi2istio/internal/build/bundle"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 )
 

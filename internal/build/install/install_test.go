@@ -14,7 +14,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/smi2istio/smi2istio/internal/install"
+	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/testenv"
 )
