@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
-	"github.com/smi2istio/smi2istio/internal/install"
+	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"

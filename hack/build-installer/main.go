@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/smi2istio/smi2istio/internal/install"
+	"github.com/smi2istio/smi2istio/internal/build/install"
 )
 
 func main() {
