@@ -14,6 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	"github.com/smi2istio/smi2istio/internal/proc"
 )
 
 const timeout = 90 * time.Second
@@ -50,77 +52,201 @@ func verdictLine(r Request, ok bool) string {
 	return "DENY  " + r.String()
 }
 
-// expectAccess waits until istiod's config for the destination sidecar gives every request its
-// expected verdict; on timeout it reports the verdicts that differ and the cluster's state.
+// expectAccess waits until istiod's config for the destination sidecar has settled and gives every
+// request its expected verdict; on timeout it reports the verdicts that differ and the cluster's
+// state. An allowed request must be allowed on the chain Envoy picks for From's sidecar
+// connection. A denied request must be denied on every chain a client can reach at the port: the
+// evaluator sweeps its connection shapes (mTLS with From's certificate, TLS without one,
+// plaintext, every ALPN and server name the listener distinguishes), and any shape that gets
+// through is reported as an over-allow with the chain that let it.
 func (cl *cluster) expectAccess(step string, dest Proxy, checks ...check) {
 	cl.t.Helper()
 	var want []string
 	for _, c := range checks {
 		want = append(want, verdictLine(c.Request, c.allow))
 	}
-	cl.expectLines(step, fmt.Sprintf("inbound RBAC of %s/%s", dest.Namespace, dest.Pod), want, func() ([]string, error) {
+	cl.expectLines(step, fmt.Sprintf("inbound RBAC of %s/%s", dest.Namespace, dest.Pod), want, func() (observation, error) {
 		cfg, err := fetch(context.Background(), cl.istiodGRPC, dest)
 		if err != nil {
-			return nil, err
+			return observation{}, err
+		}
+		in, err := cfg.Inbound()
+		if err != nil {
+			return observation{}, err
 		}
 		var got []string
 		for _, c := range checks {
-			ok, err := cfg.Verdict(c.Request)
-			if err != nil {
-				return nil, err
+			r := c.Request
+			if r.To == "" {
+				r.To = dest.IP
 			}
-			got = append(got, verdictLine(c.Request, ok))
+			ok, err := in.Verdict(r)
+			if err != nil {
+				return observation{}, fmt.Errorf("%s: %w", r, err)
+			}
+			// Every shape is judged for every check, so that whatever the evaluator cannot model on
+			// any reachable chain is refused; the over-allows count for the denied ones.
+			outcomes, err := in.Sweep(r)
+			if err != nil {
+				return observation{}, err
+			}
+			line := verdictLine(c.Request, ok)
+			if !c.allow && !ok {
+				var leaks []string
+				for _, o := range outcomes {
+					if o.Allowed {
+						leaks = append(leaks, o.String())
+					}
+				}
+				if len(leaks) > 0 {
+					if len(leaks) > 3 {
+						leaks = append(leaks[:3], fmt.Sprintf("and %d more", len(leaks)-3))
+					}
+					line = "ALLOW " + c.String() + " (over-allow: " + strings.Join(leaks, "; ") + ")"
+				}
+			}
+			got = append(got, line)
 		}
-		return got, nil
+		return observation{lines: got, config: cfg.Fingerprint()}, nil
 	})
 }
 
 // expectRoutes waits until the client's outbound virtual host for host:port routes as wanted
-// (lines of Routes: "<match> -> <cluster>=<weight> ...").
+// (lines of Routes: "<match> -> <cluster>=<weight> ..."), on a settled config.
 func (cl *cluster) expectRoutes(step string, from Proxy, host string, port uint32, want ...string) {
 	cl.t.Helper()
-	cl.expectLines(step, fmt.Sprintf("outbound routes of %s/%s for %s:%d", from.Namespace, from.Pod, host, port), want, func() ([]string, error) {
+	cl.expectLines(step, fmt.Sprintf("outbound routes of %s/%s for %s:%d", from.Namespace, from.Pod, host, port), want, func() (observation, error) {
 		cfg, err := fetch(context.Background(), cl.istiodGRPC, from)
 		if err != nil {
-			return nil, err
+			return observation{}, err
 		}
-		return cfg.OutboundRoutes(host, port)
+		lines, err := cfg.OutboundRoutes(host, port)
+		return observation{lines: lines, config: cfg.Fingerprint()}, err
 	})
 }
 
-// expectFilter waits until the destination's inbound HTTP chains carry (or lack) an HTTP filter.
+// expectFilter waits until the destination's inbound HTTP chains carry (or lack) an HTTP filter,
+// on a settled config.
 func (cl *cluster) expectFilter(step string, dest Proxy, name string, present bool) {
 	cl.t.Helper()
 	want := []string{fmt.Sprintf("%s present=%v", name, present)}
-	cl.expectLines(step, fmt.Sprintf("inbound HTTP filters of %s/%s", dest.Namespace, dest.Pod), want, func() ([]string, error) {
+	cl.expectLines(step, fmt.Sprintf("inbound HTTP filters of %s/%s", dest.Namespace, dest.Pod), want, func() (observation, error) {
 		cfg, err := fetch(context.Background(), cl.istiodGRPC, dest)
 		if err != nil {
-			return nil, err
+			return observation{}, err
 		}
-		return []string{fmt.Sprintf("%s present=%v", name, cfg.HasFilter(name))}, nil
+		return observation{lines: []string{fmt.Sprintf("%s present=%v", name, cfg.HasFilter(name))}, config: cfg.Fingerprint()}, nil
 	})
 }
 
-func (cl *cluster) expectLines(step, what string, want []string, get func() ([]string, error)) {
+// observation is one poll of istiod: the lines judged and the fingerprint of the config they were
+// judged on.
+type observation struct {
+	lines  []string
+	config string
+}
+
+// A configuration has settled when settlePolls consecutive polls, spanning at least settleFor,
+// saw the same config fingerprint, the same wanted lines, and neither istiod's inbound updates nor
+// the generated Istio objects changed in between: a verdict is never taken from a config istiod
+// is still pushing.
+const (
+	settlePolls = 3
+	settleFor   = 1500 * time.Millisecond
+	pollEvery   = 500 * time.Millisecond
+)
+
+func (cl *cluster) expectLines(step, what string, want []string, get func() (observation, error)) {
 	cl.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var got []string
-	var err error
+	var (
+		obs, prev     observation
+		quiet, prevQ  string
+		err           error
+		streak        int
+		since         time.Time
+		seenWant      bool
+		lastUnsettled string
+	)
 	for time.Now().Before(deadline) {
-		got, err = get()
-		if err == nil && strings.Join(got, "\n") == strings.Join(want, "\n") {
-			return
+		obs, err = get()
+		var qerr error
+		if err == nil {
+			quiet, qerr = cl.quietState()
 		}
-		time.Sleep(500 * time.Millisecond)
+		switch {
+		case err != nil:
+			streak = 0
+		case qerr != nil:
+			err, streak = qerr, 0
+		case strings.Join(obs.lines, "\n") != strings.Join(want, "\n"):
+			streak = 0
+		default:
+			seenWant = true
+			if streak > 0 && obs.config == prev.config && quiet == prevQ {
+				streak++
+			} else {
+				if streak > 0 {
+					lastUnsettled = fmt.Sprintf("config %s -> %s, istiod/objects %q -> %q", prev.config, obs.config, prevQ, quiet)
+				}
+				streak, since = 1, time.Now()
+			}
+			if streak >= settlePolls && time.Since(since) >= settleFor {
+				return
+			}
+		}
+		prev, prevQ = obs, quiet
+		time.Sleep(pollEvery)
 	}
-	msg := fmt.Sprintf("%s: %s not as expected within %s", step, what, timeout)
-	if err != nil {
+	msg := fmt.Sprintf("%s: %s not as expected on a settled config within %s", step, what, timeout)
+	switch {
+	case err != nil:
 		msg += fmt.Sprintf("\nlast error: %v", err)
-	} else {
-		msg += "\n" + lineDiff(want, got)
+	case seenWant && strings.Join(obs.lines, "\n") == strings.Join(want, "\n"):
+		msg += "\nthe wanted lines were seen, but the config never settled (last change: " + lastUnsettled + ")"
+	default:
+		if seenWant {
+			msg += "\nthe wanted lines were seen once, then changed"
+		}
+		msg += "\n" + lineDiff(want, obs.lines)
 	}
 	cl.t.Fatal(msg + "\n" + cl.state())
 }
+
+// quietState renders what must not change while a config settles: istiod's count of config,
+// service and endpoint updates it received, and every generated Istio object's resourceVersion.
+func (cl *cluster) quietState() (string, error) {
+	ms, err := proc.Metrics("http://" + cl.istiodMon + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, name := range istiodUpdateMetrics {
+		var sum float64
+		for _, s := range ms[name] {
+			sum += s.Value
+		}
+		fmt.Fprintf(&b, "%s=%v ", name, sum)
+	}
+	var objs []string
+	for _, gvk := range istioKinds {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if err := cl.c.List(context.Background(), list, client.MatchingLabels{"app.kubernetes.io/managed-by": "smi2istio"}); err != nil {
+			return "", err
+		}
+		for _, o := range list.Items {
+			objs = append(objs, gvk.Kind+"/"+o.GetNamespace()+"/"+o.GetName()+"@"+o.GetResourceVersion())
+		}
+	}
+	sort.Strings(objs)
+	fmt.Fprintf(&b, "objects=%x", fnv64([]byte(strings.Join(objs, ","))))
+	return b.String(), nil
+}
+
+// istiodUpdateMetrics count the updates istiod received (config, services, endpoints) and the
+// pushes they triggered.
+var istiodUpdateMetrics = []string{"pilot_inbound_updates", "pilot_push_triggers"}
 
 // lineDiff shows want and got line by line, marking the lines that differ.
 func lineDiff(want, got []string) string {

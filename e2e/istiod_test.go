@@ -4,14 +4,21 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testenv"
 )
 
 // istiodMetrics whose value must stay 0 for our objects: rejected pushes (our sidecars NACK what
@@ -51,10 +58,11 @@ func (cl *cluster) expectIstiodClean() {
 		}
 		seen[c.Kind+" "+ns+"/"+name] = true
 	}
-	var names []string
+	var names, owned []string
 	for _, gvk := range istioKinds {
 		for _, o := range cl.managed(gvk) {
 			names = append(names, o)
+			owned = append(owned, gvk.Kind+" "+o)
 			if !seen[gvk.Kind+" "+o] {
 				cl.t.Errorf("istiod does not hold %s %s (its config dump has %d objects)", gvk.Kind, o, len(seen))
 			}
@@ -82,9 +90,85 @@ func (cl *cluster) expectIstiodClean() {
 			}
 		}
 	}
+	cl.expectAnalyzeClean(owned)
 	if cl.t.Failed() {
 		cl.t.Log(cl.state())
 	}
+}
+
+// istioctl of the pinned Istio version (hack/istioctl.sh), built or found once per test binary.
+var istioctlBin = sync.OnceValues(func() (string, error) {
+	cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "istioctl.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/istioctl.sh: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+})
+
+// analyzerMessage is one message of `istioctl analyze -o json`.
+type analyzerMessage struct {
+	Code    string `json:"code"`
+	Level   string `json:"level"`
+	Origin  string `json:"origin"`
+	Message string `json:"message"`
+}
+
+func (m analyzerMessage) String() string {
+	return fmt.Sprintf("%s [%s] (%s) %s", m.Level, m.Code, m.Origin, m.Message)
+}
+
+// expectAnalyzeClean runs Istio's analyzers as users run them (`istioctl analyze --all-namespaces`
+// against the cluster) and fails on any warning or error about an object smi2istio wrote (the
+// message's origin, or a message naming it); every message is logged. managed lists the objects as
+// "Kind namespace/name".
+func (cl *cluster) expectAnalyzeClean(managed []string) {
+	cl.t.Helper()
+	bin, err := istioctlBin()
+	must(cl.t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "analyze", "--kubeconfig="+cl.cp.Kubeconfig, "--istioNamespace=istio-system",
+		"--all-namespaces", "--output=json", "--output-threshold=Info", "--color=false", "--timeout=90s")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	// istioctl analyze exits non-zero when it finds warnings or errors: judge its messages, and
+	// fail on an exit without parsable output.
+	var msgs []analyzerMessage
+	if jerr := json.Unmarshal(out, &msgs); jerr != nil {
+		cl.t.Fatalf("istioctl analyze: %v (decode: %v)\nstdout:\n%s\nstderr:\n%s", err, jerr, out, stderr.String())
+	}
+	ours := map[string]bool{}
+	for _, n := range managed {
+		ours[n] = true
+	}
+	for _, m := range msgs {
+		cl.t.Logf("istioctl analyze: %s", m)
+		if m.Level != "Warning" && m.Level != "Error" {
+			continue
+		}
+		about := ""
+		if ours[m.Origin] {
+			about = m.Origin
+		}
+		for n := range ours {
+			_, nsName, _ := strings.Cut(n, " ")
+			if about == "" && namesObject(m.Message, nsName) {
+				about = n
+			}
+		}
+		if about != "" {
+			cl.t.Errorf("istioctl analyze reports about %s, which smi2istio wrote: %s", about, m)
+		}
+	}
+}
+
+// namesObject reports whether a message names "namespace/name" as a whole (not as the start of
+// "namespace/name-other").
+func namesObject(msg, nsName string) bool {
+	return regexp.MustCompile(`(^|[^a-z0-9.-])` + regexp.QuoteMeta(nsName) + `($|[^a-z0-9.-]|\.($|[^a-z0-9-]))`).MatchString(msg)
 }
 
 func httpGet(url string) (string, error) {
