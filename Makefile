@@ -59,6 +59,7 @@ test: lint verify-manifests build ## Lint, check generated files, build as the D
 .PHONY: e2e
 e2e: ## Run the end-to-end suite: the operator binary and istiod (built once by hack/istiod.sh) on a local control plane.
 	@hack/istiod.sh >/dev/null
+	@hack/istioctl.sh >/dev/null
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) -tags e2e -timeout 30m ./e2e/...
 
 SIZES ?= S,M,L

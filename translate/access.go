@@ -288,6 +288,7 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 	}
 	var httpRules, tcpRules []accessRule
 	var tcpRoutes []string // TCPRoute names, when they restrict HTTP rules
+	var udpRoutes []string // UDPRoute names next to HTTP rules: ANDed, they leave no TCP port
 	tcpPorts := portSet{}  // union of the TCPRoutes' ports; empty until one is found
 	for i, rule := range tt.Spec.Rules {
 		field := fmt.Sprintf("spec.rules[%d]", i)
@@ -325,6 +326,9 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 			}
 			if rule.Kind == "UDPRoute" {
 				tr.Warnings = append(tr.Warnings, finding(field, "Unsupported", "Istio cannot enforce UDP: nothing is allowed for UDPRoute %s", rule.Name))
+				if hasHTTP {
+					udpRoutes = append(udpRoutes, rule.Name) // it restricts the HTTP rules to UDP ports: to nothing
+				}
 				continue
 			}
 			if err := checkRoutePorts(field, pr); err != nil {
@@ -353,7 +357,9 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 	ports := destPorts
 	hasTCPRoute := false
 	for _, rule := range tt.Spec.Rules {
-		hasTCPRoute = hasTCPRoute || rule.Kind == "TCPRoute"
+		// Port routes are ORed among themselves and ANDed with the HTTP rules; a UDPRoute is one
+		// whose ports no HTTP request uses (the narrower reading).
+		hasTCPRoute = hasTCPRoute || rule.Kind == "TCPRoute" || rule.Kind == "UDPRoute"
 	}
 	if hasTCPRoute {
 		ports = ports.intersect(tcpPorts)
@@ -365,7 +371,10 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 	}
 	if ports.empty() && len(httpRules) > 0 {
 		msg := "the TCPRoutes and the destination port of this TrafficTarget have no port in common: nothing is allowed"
-		if len(tcpRoutes) == 0 {
+		switch {
+		case len(tcpRoutes) == 0 && len(udpRoutes) > 0:
+			msg = "the HTTP rules are ANDed with UDPRoute " + strings.Join(udpRoutes, ", ") + ", whose ports no HTTP request uses (and Istio cannot enforce UDP): nothing is allowed"
+		case len(tcpRoutes) == 0:
 			msg = "no TCPRoute of this TrafficTarget was found, and they restrict its HTTP rules: nothing is allowed"
 		}
 		tr.Warnings = append(tr.Warnings, finding("spec.rules", "NoCommonPort", "%s", msg))
@@ -675,19 +684,31 @@ func peerAuthentication(tt *accessv1alpha2.TrafficTarget, sel Selector) *securit
 	return pa
 }
 
-// rbacFilterMatch is where the Envoy rung's filter goes: before the router of every inbound HTTP
-// connection manager of the selected workloads.
-var rbacFilterMatch = &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
-	Context: networkingapi.EnvoyFilter_SIDECAR_INBOUND,
-	ObjectTypes: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
-		FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{
-			Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{
-				Name:      "envoy.filters.network.http_connection_manager",
-				SubFilter: &networkingapi.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: "envoy.filters.http.router"},
-			},
-		},
-	}},
+// rbacFilterMatches are where the Envoy rung's filter goes: first in every HTTP connection manager
+// the selected workloads serve with — a sidecar's inbound listeners, and a gateway's listeners
+// (Istio applies selector-based AuthorizationPolicies to gateways too, so the widened policy would
+// hold there without the filter). INSERT_FIRST depends on no other filter being there (Istio's
+// analyzer warns, IST0151, that a relative insertion may not be applied).
+var rbacFilterMatches = []*networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
+	rbacFilterMatch(networkingapi.EnvoyFilter_SIDECAR_INBOUND),
+	rbacFilterMatch(networkingapi.EnvoyFilter_GATEWAY),
 }
+
+func rbacFilterMatch(context networkingapi.EnvoyFilter_PatchContext) *networkingapi.EnvoyFilter_EnvoyConfigObjectMatch {
+	return &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch{
+		Context: context,
+		ObjectTypes: &networkingapi.EnvoyFilter_EnvoyConfigObjectMatch_Listener{Listener: &networkingapi.EnvoyFilter_ListenerMatch{
+			FilterChain: &networkingapi.EnvoyFilter_ListenerMatch_FilterChainMatch{
+				Filter: &networkingapi.EnvoyFilter_ListenerMatch_FilterMatch{Name: "envoy.filters.network.http_connection_manager"},
+			},
+		}},
+	}
+}
+
+// AnalyzeSuppressAnnotation tells `istioctl analyze` which of its messages about an object are
+// expected. The Envoy rung is an EnvoyFilter by design (docs/design.md §5; `regexPolicy: Reject`
+// avoids it), so the warning that EnvoyFilters expose implementation details (IST0133) is.
+const AnalyzeSuppressAnnotation = "galley.istio.io/analyze-suppress"
 
 // envoyFilter holds every rule allowed to the selector, with full regexes: an Envoy RBAC filter is
 // all-or-nothing for the workload's inbound HTTP traffic, so it must allow the union. Policies are
@@ -713,12 +734,15 @@ func envoyFilter(in AccessInput, sel Selector, targets []targetRules) (*networki
 		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.istio.io/v1alpha3", Kind: "EnvoyFilter"},
 		ObjectMeta: accessMeta(in.ServiceAccount+"-"+sel.Key(), in.Namespace, in.ServiceAccount, "ServiceAccount", in.ServiceAccount),
 	}
+	ef.Annotations = map[string]string{AnalyzeSuppressAnnotation: "IST0133"}
 	ef.Spec.WorkloadSelector = &networkingapi.WorkloadSelector{Labels: copyMap(sel.Labels)}
-	ef.Spec.ConfigPatches = []*networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{{
-		ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
-		Match:   proto.Clone(rbacFilterMatch).(*networkingapi.EnvoyFilter_EnvoyConfigObjectMatch),
-		Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_BEFORE, Value: cfg},
-	}}
+	for _, m := range rbacFilterMatches {
+		ef.Spec.ConfigPatches = append(ef.Spec.ConfigPatches, &networkingapi.EnvoyFilter_EnvoyConfigObjectPatch{
+			ApplyTo: networkingapi.EnvoyFilter_HTTP_FILTER,
+			Match:   proto.Clone(m).(*networkingapi.EnvoyFilter_EnvoyConfigObjectMatch),
+			Patch:   &networkingapi.EnvoyFilter_Patch{Operation: networkingapi.EnvoyFilter_Patch_INSERT_FIRST, Value: proto.Clone(cfg).(*structpb.Struct)},
+		})
+	}
 	return ef, nil
 }
 

@@ -541,8 +541,9 @@ func (q request) String() string {
 // destination.port restricts every rule. Within a TrafficTarget with an HTTPRouteGroup rule,
 // TCPRoutes only restrict the ports of its HTTP requests (a missing TCPRoute to none) and allow
 // no raw TCP; without one, a TCPRoute allows every connection and request on its ports (none
-// listed: every port). A UDPRoute (Istio cannot enforce UDP; it neither allows nor restricts), a
-// missing route group or match, and an invalid TrafficTarget allow nothing.
+// listed: every port). A UDPRoute is a port route too: next to an HTTPRouteGroup it restricts the
+// HTTP requests to its (UDP) ports, which no TCP request uses; it allows nothing by itself (Istio
+// cannot enforce UDP). A missing route group or match, and an invalid TrafficTarget allow nothing.
 type smiModel struct {
 	targets   []smiTarget
 	workloads map[string]string // name -> ServiceAccount
@@ -585,6 +586,8 @@ func (c *pCase) model() *smiModel {
 						}
 					}
 				}
+			case "UDPRoute":
+				mt.hasTCP = true // a port route: it restricts, and contributes no TCP port
 			case "TCPRoute":
 				mt.hasTCP = true
 				if pr := portRoutes["TCPRoute/"+r.name]; pr != nil {

@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/smi2istio/smi2istio/translate/regex"
 )
 
 // ReasonInvalidOutput is the reason of an *InvalidError for a source whose generated object fails
@@ -278,6 +280,15 @@ func checkRegex(path, re string) []error {
 	if _, err := regexp.Compile(re); err != nil {
 		return []error{fmt.Errorf("%s %q: not an RE2 regex: %w", path, re, err)}
 	}
+	// Envoy rejects a listener or route whose regex compiles to a larger RE2 program than Istio
+	// allows, and the proxy then keeps its old configuration: revocations would stop.
+	if n, err := regex.RE2ProgramSizeBound(re); err != nil || n > regex.RE2ProgramLimit {
+		return []error{fmt.Errorf("%s: regex too large for Envoy's RE2 (program size up to %d, limit %d)", path, n, regex.RE2ProgramLimit)}
+	}
+	// Go accepts (?<name>...); RE2 releases before 2023, in the Envoys of older Istio versions, do not.
+	if strings.Contains(re, "(?<") {
+		return []error{fmt.Errorf("%s %q: named groups must be written (?P<name>...) for the RE2 of older Envoys", path, re)}
+	}
 	return nil
 }
 
@@ -411,8 +422,8 @@ func validateEnvoyFilter(spec *networkingapi.EnvoyFilter) []error {
 	if spec.GetTargetRefs() != nil {
 		errs = append(errs, errors.New("spec.targetRefs: not written by smi2istio"))
 	}
-	if len(spec.ConfigPatches) == 0 {
-		errs = append(errs, errors.New("spec.configPatches: empty"))
+	if len(spec.ConfigPatches) != len(rbacFilterMatches) {
+		errs = append(errs, fmt.Errorf("spec.configPatches: %d, want one per context the filter goes to (%d)", len(spec.ConfigPatches), len(rbacFilterMatches)))
 	}
 	for i, cp := range spec.ConfigPatches {
 		p := fmt.Sprintf("spec.configPatches[%d]", i)
@@ -420,9 +431,9 @@ func validateEnvoyFilter(spec *networkingapi.EnvoyFilter) []error {
 			errs = append(errs, fmt.Errorf("%s: no patch value", p))
 			continue
 		}
-		if !proto.Equal(cp.Match, rbacFilterMatch) || cp.ApplyTo != networkingapi.EnvoyFilter_HTTP_FILTER ||
-			cp.Patch.Operation != networkingapi.EnvoyFilter_Patch_INSERT_BEFORE || cp.Patch.FilterClass != networkingapi.EnvoyFilter_Patch_UNSPECIFIED {
-			errs = append(errs, fmt.Errorf("%s: smi2istio inserts its RBAC filter before the router of the inbound HTTP connection managers only", p))
+		if i >= len(rbacFilterMatches) || !proto.Equal(cp.Match, rbacFilterMatches[i]) || cp.ApplyTo != networkingapi.EnvoyFilter_HTTP_FILTER ||
+			cp.Patch.Operation != networkingapi.EnvoyFilter_Patch_INSERT_FIRST || cp.Patch.FilterClass != networkingapi.EnvoyFilter_Patch_UNSPECIFIED {
+			errs = append(errs, fmt.Errorf("%s: smi2istio inserts its RBAC filter first in the HTTP connection managers of inbound sidecar and gateway listeners only", p))
 		}
 		errs = append(errs, validateRBACFilter(p+".patch.value", cp.Patch.Value.AsMap())...)
 	}
