@@ -2,8 +2,14 @@ package main
 
 import (
 	"fmt"
+	"strings"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // unitsPerNamespace is how many services (with their SMI objects) share a namespace.
@@ -169,4 +175,77 @@ func (u unit) istio() []*unstructured.Unstructured {
 		}}))
 	}
 	return out
+}
+
+// operatorConditions are the conditions the operator writes on an SMI object of the synthetic mesh
+// once its outputs are applied (controllers: writeStatus, with the messages of its happy path):
+// Accepted, ResolvedRefs (TrafficSplits and TrafficTargets) and Ready, all True.
+func operatorConditions(o *unstructured.Unstructured) []metav1.Condition {
+	name, host := o.GetName(), o.GetName()+"."+o.GetNamespace()+".svc.cluster.local"
+	cond := func(typ, reason, message string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: reason, Message: message}
+	}
+	resolved := cond("ResolvedRefs", "ResolvedRefs", "all references found")
+	switch o.GetKind() {
+	case "TrafficSplit":
+		return []metav1.Condition{cond("Accepted", "Accepted", "subset mode for "+host), resolved,
+			cond("Ready", "Applied", "applied VirtualService "+name+" and DestinationRule "+name)}
+	case "TrafficTarget":
+		var applied []string
+		for _, k := range []string{"AuthorizationPolicy", "PeerAuthentication"} {
+			applied = append(applied, k+" "+name+"-v1", k+" "+name+"-v2")
+		}
+		return []metav1.Condition{cond("Accepted", "Accepted", "regexes by rung: ExactRung: 2"), resolved,
+			cond("Ready", "Applied", "applied "+strings.Join(applied, ", "))}
+	default: // the route kinds
+		return []metav1.Condition{cond("Accepted", "Valid", "valid"), cond("Ready", "Valid", "usable by TrafficTargets and TrafficSplits")}
+	}
+}
+
+// operatorStatus is the status patch the operator writes on o (as created, with its generation):
+// its conditions with o's generation observed, as writeStatus sends it.
+func operatorStatus(o *unstructured.Unstructured, now time.Time) (*unstructured.Unstructured, error) {
+	conds := operatorConditions(o)
+	raw := make([]any, 0, len(conds))
+	for i := range conds {
+		conds[i].ObservedGeneration = o.GetGeneration()
+		conds[i].LastTransitionTime = metav1.NewTime(now)
+		m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&conds[i])
+		if err != nil {
+			return nil, err
+		}
+		raw = append(raw, m)
+	}
+	patch := &unstructured.Unstructured{}
+	patch.SetGroupVersionKind(o.GroupVersionKind())
+	patch.SetNamespace(o.GetNamespace())
+	patch.SetName(o.GetName())
+	patch.Object["status"] = map[string]any{"observedGeneration": o.GetGeneration(), "conditions": raw}
+	return patch, nil
+}
+
+// operatorEvent is the Event the operator emits when o becomes Ready (internal/recorder: an
+// events.k8s.io/v1 Event, its note the Ready condition's message); i makes its name unique.
+func operatorEvent(o *unstructured.Unstructured, i int, now time.Time) (*unstructured.Unstructured, error) {
+	conds := operatorConditions(o)
+	ready := conds[len(conds)-1]
+	ev := &eventsv1.Event{
+		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", o.GetName(), now.UnixNano()+int64(i)), Namespace: o.GetNamespace()},
+		EventTime:           metav1.NewMicroTime(now),
+		ReportingController: "smi2istio",
+		ReportingInstance:   "smi2istio-bench",
+		Action:              "Reconcile",
+		Reason:              ready.Reason,
+		Regarding:           corev1.ObjectReference{APIVersion: o.GetAPIVersion(), Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()},
+		Note:                ready.Message,
+		Type:                corev1.EventTypeNormal,
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ev)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetAPIVersion("events.k8s.io/v1")
+	u.SetKind("Event")
+	return u, nil
 }

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"sort"
 	"testing"
+	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/manifests"
 	"github.com/smi2istio/smi2istio/internal/offline"
 	"github.com/smi2istio/smi2istio/translate"
@@ -57,5 +60,64 @@ func TestSyntheticMeshTranslation(t *testing.T) {
 	}
 	if got := kinds(baseline); got != want {
 		t.Errorf("the baseline writes %s, the operator %s", got, want)
+	}
+}
+
+// Baseline (c) leaves every SMI object as the operator does once converged: the conditions the
+// operator writes, of its kinds and reasons, Ready for the object's generation (what the harness
+// waits for); and its Events can all be created (unique names).
+func TestOperatorStatusAndEvents(t *testing.T) {
+	want := map[string][]string{
+		"TrafficSplit":   {controllers.ConditionAccepted + "/" + controllers.ReasonAccepted, controllers.ConditionResolvedRefs + "/" + controllers.ReasonResolvedRefs, controllers.ConditionReady + "/" + controllers.ReasonApplied},
+		"TrafficTarget":  {controllers.ConditionAccepted + "/" + controllers.ReasonAccepted, controllers.ConditionResolvedRefs + "/" + controllers.ReasonResolvedRefs, controllers.ConditionReady + "/" + controllers.ReasonApplied},
+		"HTTPRouteGroup": {controllers.ConditionAccepted + "/" + controllers.ReasonValid, controllers.ConditionReady + "/" + controllers.ReasonValid},
+		"TCPRoute":       {controllers.ConditionAccepted + "/" + controllers.ReasonValid, controllers.ConditionReady + "/" + controllers.ReasonValid},
+	}
+	now := time.Now()
+	names := map[string]bool{}
+	i := 0
+	for _, u := range units(size{Name: "test", Units: 3}) {
+		for _, o := range u.smi([2]int64{50, 50}) {
+			o.SetGeneration(2)
+			patch, err := operatorStatus(o, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if patch.GroupVersionKind() != o.GroupVersionKind() || patch.GetName() != o.GetName() || patch.GetNamespace() != o.GetNamespace() {
+				t.Errorf("the status patch of %s %s/%s is for %s %s/%s", o.GetKind(), o.GetNamespace(), o.GetName(), patch.GetKind(), patch.GetNamespace(), patch.GetName())
+			}
+			if og, _, _ := unstructured.NestedInt64(patch.Object, "status", "observedGeneration"); og != 2 {
+				t.Errorf("%s %s: status.observedGeneration %d, want 2", o.GetKind(), o.GetName(), og)
+			}
+			if ready(o) {
+				t.Fatalf("%s %s is ready before its status", o.GetKind(), o.GetName())
+			}
+			o.Object["status"] = patch.Object["status"]
+			if !ready(o) {
+				t.Errorf("%s %s is not ready for its generation with the baseline's status %v", o.GetKind(), o.GetName(), o.Object["status"])
+			}
+			var got []string
+			for _, c := range operatorConditions(o) {
+				if c.Status != metav1.ConditionTrue || c.Message == "" {
+					t.Errorf("%s %s: condition %+v", o.GetKind(), o.GetName(), c)
+				}
+				got = append(got, c.Type+"/"+c.Reason)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want[o.GetKind()]) {
+				t.Errorf("%s: conditions %v, the operator writes %v", o.GetKind(), got, want[o.GetKind()])
+			}
+			ev, err := operatorEvent(o, i, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			i++
+			if names[ev.GetNamespace()+"/"+ev.GetName()] {
+				t.Errorf("two Events named %s/%s", ev.GetNamespace(), ev.GetName())
+			}
+			names[ev.GetNamespace()+"/"+ev.GetName()] = true
+			if k, _, _ := unstructured.NestedString(ev.Object, "regarding", "kind"); k != o.GetKind() || ev.GetNamespace() != o.GetNamespace() {
+				t.Errorf("the Event of %s %s/%s regards a %s in %s", o.GetKind(), o.GetNamespace(), o.GetName(), k, ev.GetNamespace())
+			}
+		}
 	}
 }

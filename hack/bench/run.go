@@ -44,9 +44,13 @@ type result struct {
 	MemLimit                   string // the -memlimit value the operator ran with
 	SMI, Pods, Istio           int
 	BaselineIstio, BaselineAll time.Duration
+	BaselineStatus             time.Duration // (c): the SMI and Istio objects and a status write per SMI object
+	FloorWrites                float64       // (c)'s writes per SMI object beside the SMI objects': Istio objects and status
+	EventsAlone                time.Duration // one Event per SMI object, created alone
 	Convergence                time.Duration
 	CPUConverge                float64 // the operator's CPU seconds while converging
 	WritesConverge             float64
+	ConvergeByClass            map[string]float64 // WritesConverge by writeClass
 	WritesIdle, WritesRestart  float64
 	LatP50, LatP99             time.Duration
 	PeakRSS, PeakHeap          uint64 // the first process: converging, idle, changes
@@ -81,6 +85,8 @@ type bench struct {
 	webhook    string // the address the operator serves its conversion webhook at
 	certDir    string // the webhook's certificate, provided as under OLM
 	res        result
+
+	writesAtConverge map[string]float64 // the operator's writes by resource when convergence started
 }
 
 // operator is the operator's process and the addresses it serves.
@@ -187,25 +193,6 @@ func (b *bench) objects() (smi, istio []*unstructured.Unstructured) {
 	return smi, istio
 }
 
-// measureBaselines times a plain client, with the same writers and no operator running, creating
-// (a) the Istio objects and (b) the SMI and the Istio objects; each set is deleted again.
-func (b *bench) measureBaselines(ctx context.Context) {
-	smi, istio := b.objects()
-	b.res.BaselineIstio = b.timedCreate(ctx, istio, istioKinds)
-	b.res.BaselineAll = b.timedCreate(ctx, interleave(smi, istio), append(istioKinds, smiKinds...))
-	logf("%s: baselines: %d Istio objects in %s; %d SMI + %d Istio objects in %s", b.s.Name, len(istio), b.res.BaselineIstio.Round(time.Millisecond), len(smi), len(istio), b.res.BaselineAll.Round(time.Millisecond))
-}
-
-// timedCreate is how long the harness's writers take to create objs; then it deletes every object
-// of the kinds.
-func (b *bench) timedCreate(ctx context.Context, objs []*unstructured.Unstructured, kinds []schema.GroupVersionKind) time.Duration {
-	t0 := time.Now()
-	check(createAll(ctx, b.c, b.cfg.workers, objs))
-	d := time.Since(t0)
-	check(deleteAll(ctx, b.c, b.s, kinds))
-	return d
-}
-
 // startOperator starts the operator's binary as the install manifest runs it (its memory limit, a
 // provided webhook certificate), with its pprof endpoint when profiles are asked for.
 func (b *bench) startOperator() *operator {
@@ -231,6 +218,7 @@ func (b *bench) startOperator() *operator {
 // started here goes on.
 func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeaks {
 	before := writes(op.metrics)
+	b.writesAtConverge = writesByResource(op.metrics)
 	cpuBefore := metricSum(op.metrics, "process_cpu_seconds_total", "")
 	mem := sampleMemory(op.PID(), op.metrics, nil)
 	prof := b.profileConvergence(ctx, op)
@@ -241,9 +229,15 @@ func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeak
 	b.res.Convergence = time.Since(t0)
 	prof.stopAPIServer()
 	b.res.WritesConverge = writes(op.metrics) - before
+	byResource := writesByResource(op.metrics)
 	b.res.CPUConverge = metricSum(op.metrics, "process_cpu_seconds_total", "") - cpuBefore
 	logf("%s: converged in %s with %.0f operator writes and %.1f s of operator CPU", b.s.Name, b.res.Convergence.Round(time.Millisecond),
 		b.res.WritesConverge, b.res.CPUConverge)
+	b.res.ConvergeByClass = writesByClass(b.writesAtConverge, byResource)
+	logWrites(b.s.Name+": while converging", b.writesAtConverge, byResource)
+	if n := metricSum(op.metrics, "smi2istio_events_dropped_total", ""); n > 0 {
+		logf("%s: %.0f Events dropped (the recorder's queue was full)", b.s.Name, n)
+	}
 	if ms, err := proc.Metrics("http://" + op.metrics + "/metrics"); err == nil {
 		for _, c := range ms["smi2istio_conversions_total"] {
 			logf("%s: %.0f objects through the conversion webhook %s", b.s.Name, c.Value, c.Labels)
@@ -301,14 +295,13 @@ func (b *bench) idle(ctx context.Context, op *operator) {
 	waitFor("the SMI2IstioConfig status counts", 3*time.Minute, func() bool { return countsCurrent(ctx, b.c, b.s) })
 	before := writes(op.metrics)
 	beforeByResource := writesByResource(op.metrics)
+	// The recorder writes Events from a queue: some may come after convergence.
+	events := writesByClass(b.writesAtConverge, beforeByResource)[writesEvents]
+	logf("%s: %.0f Events from the first SMI object applied until idle (%.2f per SMI object)", b.s.Name, events, events/float64(b.res.SMI))
 	time.Sleep(b.cfg.idle)
 	b.res.WritesIdle = writes(op.metrics) - before
 	logf("%s: %.0f writes in %s idle", b.s.Name, b.res.WritesIdle, b.cfg.idle)
-	for r, n := range writesByResource(op.metrics) {
-		if d := n - beforeByResource[r]; d > 0 {
-			logf("%s: while idle, %.0f writes of %s", b.s.Name, d, r)
-		}
-	}
+	logWrites(b.s.Name+": while idle", beforeByResource, writesByResource(op.metrics))
 }
 
 // changeWeights times weight changes one at a time, then ends the sampling of the first process's

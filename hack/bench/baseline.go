@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/smi2istio/smi2istio/internal/smi/conversion"
+	"github.com/smi2istio/smi2istio/internal/smi/crds"
+)
+
+var eventKind = schema.GroupVersionKind{Group: "events.k8s.io", Version: "v1", Kind: "Event"}
+
+// measureBaselines times a plain client, with the same writers and no operator running: (a) creating
+// the Istio objects; (b) creating the SMI and the Istio objects; (c) as (b), each SMI object then
+// given the status the operator writes (its floor: see statusBaseline). Each set is deleted again.
+// Then it times one Event per SMI object alone, what the operator's Events cost.
+func (b *bench) measureBaselines(ctx context.Context) {
+	smi, istio := b.objects()
+	all := append(append([]schema.GroupVersionKind{}, istioKinds...), smiKinds...)
+	b.res.BaselineIstio = b.timedCreate(ctx, istio, istioKinds)
+	b.res.BaselineAll = b.timedCreate(ctx, interleave(smi, istio), all)
+	logf("%s: baselines: %d Istio objects in %s; %d SMI + %d Istio objects in %s", b.s.Name, len(istio), b.res.BaselineIstio.Round(time.Millisecond), len(smi), len(istio), b.res.BaselineAll.Round(time.Millisecond))
+	b.statusBaseline(ctx, smi, istio, all)
+	b.eventsAlone(ctx, smi)
+}
+
+// statusBaseline is baseline (c), the least any operator reporting status writes: the SMI objects,
+// the Istio objects and one status write per SMI object, patched as the operator patches it (a
+// merge patch of the status subresource in the stored version, its conditions with the observed
+// generation), right after the object's create. The conversion webhook is served meanwhile (by
+// the harness, with the operator's handler and certificate, at the operator's address), so that
+// every SMI write costs the apiserver its conversions into each served version's watch cache, as
+// it does while the operator runs; (a) and (b) run with the webhook down.
+func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.Unstructured, kinds []schema.GroupVersionKind) {
+	stop := serveConversion(ctx, b.webhook, b.certDir)
+	defer stop()
+	convertedBefore := conversions()
+	var floor atomic.Int64 // the writes beyond the SMI objects' creates
+	now := time.Now()
+	t0 := now
+	check(forAll(b.cfg.workers, interleave(smi, istio), func(o *unstructured.Unstructured) error {
+		if err := b.c.Create(ctx, o); err != nil {
+			return err
+		}
+		if isSMI(o) {
+			patch, err := operatorStatus(o, now)
+			if err != nil {
+				return err
+			}
+			if err := b.c.Status().Patch(ctx, patch, client.Merge); err != nil {
+				return err
+			}
+		}
+		floor.Add(1) // an Istio object's create, or an SMI object's status
+		return nil
+	}))
+	b.res.BaselineStatus = time.Since(t0)
+	converted := conversions() - convertedBefore
+	b.res.FloorWrites = float64(floor.Load()) / float64(len(smi))
+	check(deleteAll(ctx, b.c, b.s, kinds))
+	logf("%s: baseline: %d SMI + %d Istio objects and %d status writes in %s, %.0f objects through the conversion webhook (served by the harness)",
+		b.s.Name, len(smi), len(istio), len(smi), b.res.BaselineStatus.Round(time.Millisecond), converted)
+}
+
+// eventsAlone times the harness's writers creating the Event the operator emits for each SMI object
+// becoming Ready, and deletes them again.
+func (b *bench) eventsAlone(ctx context.Context, smi []*unstructured.Unstructured) {
+	now := time.Now()
+	events := make([]*unstructured.Unstructured, 0, len(smi))
+	for i, o := range smi {
+		ev, err := operatorEvent(o, i, now)
+		check(err)
+		events = append(events, ev)
+	}
+	b.res.EventsAlone = b.timedCreate(ctx, events, []schema.GroupVersionKind{eventKind})
+	logf("%s: %d Events alone (one per SMI object) in %s", b.s.Name, len(events), b.res.EventsAlone.Round(time.Millisecond))
+}
+
+// timedCreate is how long the harness's writers take to create objs; then it deletes every object
+// of the kinds.
+func (b *bench) timedCreate(ctx context.Context, objs []*unstructured.Unstructured, kinds []schema.GroupVersionKind) time.Duration {
+	t0 := time.Now()
+	check(createAll(ctx, b.c, b.cfg.workers, objs))
+	d := time.Since(t0)
+	check(deleteAll(ctx, b.c, b.s, kinds))
+	return d
+}
+
+func isSMI(o *unstructured.Unstructured) bool {
+	return strings.HasSuffix(o.GroupVersionKind().Group, ".smi-spec.io")
+}
+
+// serveConversion serves the SMI CRDs' conversion webhook as the operator does (its handler, at
+// addr, with the certificate in certDir) until stop, which waits for the server to end.
+func serveConversion(ctx context.Context, addr, certDir string) (stop func()) {
+	host, port, err := net.SplitHostPort(addr)
+	check(err)
+	p, err := strconv.Atoi(port)
+	check(err)
+	srv := webhook.NewServer(webhook.Options{Host: host, Port: p, CertDir: certDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.MinVersion = tls.VersionTLS12 }}})
+	srv.Register(crds.ConversionPath, conversion.Handler(logr.Discard()))
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	waitFor("the harness's conversion webhook", time.Minute, func() bool {
+		select {
+		case err := <-done:
+			fail(fmt.Errorf("the harness's conversion webhook ended: %w", err))
+		default:
+		}
+		return srv.StartedChecker()(nil) == nil
+	})
+	return func() {
+		cancel()
+		check(<-done)
+	}
+}
+
+// conversions is how many objects the harness's conversion webhook converted so far.
+func conversions() float64 {
+	reg := prometheus.NewRegistry()
+	check(reg.Register(conversion.Conversions))
+	mfs, err := reg.Gather()
+	check(err)
+	var n float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			n += m.GetCounter().GetValue()
+		}
+	}
+	return n
+}
