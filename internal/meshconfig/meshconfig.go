@@ -2,7 +2,8 @@
 // revision, "istio-<rev>" of the revisions namespaces name in their istio.io/rev label (Istio's
 // charts, Sail / OSSM 3), and "istio-<name>" of each OSSM 2 ServiceMeshControlPlane in its own
 // namespace. It reads what smi2istio needs from them: trustDomain, rootNamespace and
-// discoverySelectors.
+// discoverySelectors, decoding them as istiod does (istio.io/api's MeshConfig through jsonpb: proto
+// and JSON field names alike, unknown fields ignored).
 package meshconfig
 
 import (
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	meshapi "istio.io/api/mesh/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -34,6 +36,10 @@ const (
 	MemberOfLabel = "maistra.io/member-of"
 	// DefaultTrustDomain is Istio's trust domain when the mesh config sets none.
 	DefaultTrustDomain = "cluster.local"
+	// DefaultRootNamespace is istiod's root namespace when its mesh config sets none, whatever
+	// istiod's own namespace (istio.io/istio pkg/config/mesh DefaultMeshConfig), and when it has no
+	// mesh config at all or rejects the one it has.
+	DefaultRootNamespace = "istio-system"
 	// DefaultRevision is the revision of the ConfigMap "istio".
 	DefaultRevision = "default"
 	// MeshKey is the ConfigMap key holding the mesh config.
@@ -51,8 +57,11 @@ type Config struct {
 	Revision string
 	// TrustDomain, DefaultTrustDomain when unset.
 	TrustDomain string
-	// RootNamespace, the ConfigMap's namespace (istiod's) when unset.
-	RootNamespace string
+	// RootNamespaces istiod may use, sorted: the rootNamespace set, else both istiod's default
+	// (DefaultRootNamespace) and the ConfigMap's namespace (what installers that write none mean).
+	// An extra root namespace only denies (nothing selector-based is written there); a missing one
+	// could open every namespace.
+	RootNamespaces []string
 	// Selectors are the discoverySelectors; none: istiod discovers every namespace.
 	Selectors []labels.Selector
 }
@@ -92,32 +101,67 @@ func NameOf(revision string) string {
 	return DefaultName + "-" + revision
 }
 
-// Parse reads the "mesh" key of a mesh config ConfigMap.
+// Parse reads the "mesh" key of a mesh config ConfigMap as istiod does (istio.io/istio
+// pkg/config/mesh ApplyMeshConfig, protomarshal.ApplyYAML): YAML to JSON, then istio.io/api's
+// MeshConfig through jsonpb, which takes proto field names (root_namespace) as well as JSON names
+// (rootNamespace; the JSON name wins when both are set), ignores unknown fields and fails on a value
+// of the wrong type, as istiod does. istiod also validates the whole config and ignores it when
+// invalid; that is not repeated here.
 func Parse(cm *corev1.ConfigMap) (Config, error) {
 	c := Config{Namespace: cm.Namespace, Name: cm.Name, Revision: RevisionOf(cm.Name)}
-	var mc struct {
-		TrustDomain        string                 `json:"trustDomain"`
-		RootNamespace      string                 `json:"rootNamespace"`
-		DiscoverySelectors []metav1.LabelSelector `json:"discoverySelectors"`
-	}
-	if err := yaml.Unmarshal([]byte(cm.Data[MeshKey]), &mc); err != nil {
+	js, err := yaml.YAMLToJSON([]byte(cm.Data[MeshKey]))
+	if err != nil {
 		return c, fmt.Errorf("parse Istio's mesh config %s: %w", c.Key(), err)
 	}
-	c.TrustDomain, c.RootNamespace = mc.TrustDomain, mc.RootNamespace
+	var mc meshapi.MeshConfig
+	if err := mc.UnmarshalJSON(js); err != nil {
+		return c, fmt.Errorf("parse Istio's mesh config %s: %w", c.Key(), err)
+	}
+	c.TrustDomain = mc.GetTrustDomain()
 	if c.TrustDomain == "" {
 		c.TrustDomain = DefaultTrustDomain
 	}
-	if c.RootNamespace == "" {
-		c.RootNamespace = cm.Namespace
+	if root := mc.GetRootNamespace(); root != "" {
+		c.RootNamespaces = []string{root}
+	} else {
+		// Unset (or set empty: istiod then has no root namespace at all, an extra one only denies).
+		c.RootNamespaces = union(DefaultRootNamespace, cm.Namespace)
 	}
-	for i := range mc.DiscoverySelectors {
-		s, err := metav1.LabelSelectorAsSelector(&mc.DiscoverySelectors[i])
+	for i, ls := range mc.GetDiscoverySelectors() {
+		s, err := selectorOf(ls)
 		if err != nil {
 			return c, fmt.Errorf("discoverySelectors[%d] of Istio's mesh config %s: %w", i, c.Key(), err)
 		}
 		c.Selectors = append(c.Selectors, s)
 	}
 	return c, nil
+}
+
+// selectorOf converts a discovery selector as istiod does (istio.io/istio pkg/config/mesh/
+// labelselector): nil selects nothing, empty everything; an unknown operator or an invalid
+// requirement is an error (istiod then keeps its previous discovery filter).
+func selectorOf(ls *meshapi.LabelSelector) (labels.Selector, error) {
+	if ls == nil {
+		return labels.Nothing(), nil
+	}
+	m := metav1.LabelSelector{MatchLabels: ls.GetMatchLabels()}
+	for _, r := range ls.GetMatchExpressions() {
+		m.MatchExpressions = append(m.MatchExpressions, metav1.LabelSelectorRequirement{
+			Key: r.GetKey(), Operator: metav1.LabelSelectorOperator(r.GetOperator()), Values: r.GetValues()})
+	}
+	return metav1.LabelSelectorAsSelector(&m)
+}
+
+// union is the sorted set of these namespaces, "" left out.
+func union(namespaces ...string) []string {
+	var out []string
+	for _, ns := range namespaces {
+		if ns != "" && !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // InEffect is the set of mesh configs in effect.
@@ -170,21 +214,19 @@ func (e InEffect) TrustDomain() (td, conflict string) {
 	return td, fmt.Sprintf("the mesh configs in effect have different trust domains (%s); using %s", strings.Join(parts, ", "), td)
 }
 
-// RootNamespaces are Istio's root namespaces: each config's rootNamespace, or the Istio namespace
-// without any config. Any of them is the root namespace for some namespaces: an object with a
-// workload selector written there applies in every namespace that revision serves.
+// RootNamespaces are Istio's root namespaces: those of each config (Config.RootNamespaces), or,
+// without any config, the Istio namespace and DefaultRootNamespace (istiod without a mesh config
+// uses the latter, whatever its namespace). Any of them is the root namespace for some namespaces:
+// an object with a workload selector written there applies in every namespace that revision serves.
 func (e InEffect) RootNamespaces() []string {
 	if len(e.Configs) == 0 {
-		return []string{e.IstioNamespace}
+		return union(e.IstioNamespace, DefaultRootNamespace)
 	}
-	var out []string
+	var all []string
 	for _, c := range e.Configs {
-		if !slices.Contains(out, c.RootNamespace) {
-			out = append(out, c.RootNamespace)
-		}
+		all = append(all, c.RootNamespaces...)
 	}
-	sort.Strings(out)
-	return out
+	return union(all...)
 }
 
 // For returns the configs that govern a namespace: istio-injection=enabled selects the default

@@ -149,7 +149,7 @@ func TestFallbackToLabelled(t *testing.T) {
 		t.Errorf("trust domain %q", td)
 	}
 	if got := e.RootNamespaces(); !reflect.DeepEqual(got, []string{"istio-system"}) {
-		t.Errorf("root namespaces %v (the default is the config's namespace)", got)
+		t.Errorf("root namespaces %v (unset: istiod's default, istio-system, and the config's namespace)", got)
 	}
 }
 
@@ -179,7 +179,8 @@ func TestServiceMeshControlPlane(t *testing.T) {
 	if td, _ := e.TrustDomain(); td != "ossm.example" {
 		t.Errorf("trust domain %q", td)
 	}
-	if got := e.RootNamespaces(); !reflect.DeepEqual(got, []string{"cp"}) {
+	// No rootNamespace: istiod's default and the control plane's namespace both count.
+	if got := e.RootNamespaces(); !reflect.DeepEqual(got, []string{"cp", "istio-system"}) {
 		t.Errorf("root namespaces %v", got)
 	}
 	if !reflect.DeepEqual(e.ControlPlaneNamespaces, []string{"cp", "istio-system"}) {
