@@ -521,17 +521,10 @@ func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []stri
 			// A header present with an empty value: the policy checks presence, the Envoy rung the value.
 			exact, superset = false, regex.Pattern{Kind: regex.Presence}
 		}
+		// A host regex is matched against the whole authority, port included, as a regex on the
+		// Host header is (the narrower reading); Istio's hosts compare it too, ignoring case, which
+		// the classification took into account (IgnoreCase).
 		supersets := []string{superset.String()}
-		if what == hostValue {
-			// The host regex means the host without its port (as the Envoy rung's filter checks
-			// it), while Istio compares the whole authority: only presence, and a prefix without a
-			// colon, mean the same; an exact host L needs L and L:* (any port) in the policy, a
-			// superset when the port is not a number, so the filter checks the regex.
-			if exact && c.Exact.Kind != regex.Presence && (c.Exact.Kind != regex.Prefix || strings.Contains(c.Exact.Literal, ":")) {
-				exact, superset = false, c.Exact
-			}
-			supersets = hostSupersets(superset)
-		}
 		if exact {
 			tr.Rungs = append(tr.Rungs, finding(field, RungExact, "%q is %s %q in the AuthorizationPolicy", expr, strings.ToLower(c.Exact.Kind.String()), c.Exact))
 			return &value{patterns: []string{c.Exact.String()}}, nil
@@ -586,18 +579,6 @@ func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []stri
 		return nil, nil
 	}
 	return r, nil
-}
-
-// hostSupersets are Istio host patterns (compared with the whole authority, ignoring case) that
-// allow every authority whose host, without its port, p allows.
-func hostSupersets(p regex.Pattern) []string {
-	switch p.Kind {
-	case regex.Exact:
-		return []string{p.Literal, p.Literal + ":*"}
-	case regex.Prefix:
-		return []string{p.String()}
-	}
-	return []string{"*"}
 }
 
 func quoted(ss []string) string {
@@ -765,9 +746,8 @@ func envoyPolicy(r accessRule) map[string]any {
 		and = append(and, map[string]any{"url_path": map[string]any{"path": map[string]any{"safe_regex": map[string]any{"regex": r.pathRegex}}}})
 	}
 	if r.hostRegex != "" {
-		// The host may carry a port the regex does not. The regex is wrapped in its parsed form, so
-		// that a \Q without \E cannot quote the wrapper.
-		and = append(and, header(":authority", map[string]any{"safe_regex": map[string]any{"regex": "(?:" + parsedRegex(r.hostRegex) + ")(?::[0-9]+)?"}}))
+		// The whole authority, port included, as a regex on the Host header means.
+		and = append(and, header(":authority", map[string]any{"safe_regex": map[string]any{"regex": parsedRegex(r.hostRegex)}}))
 	}
 	names := make([]string, 0, len(r.headerRegexes))
 	for n := range r.headerRegexes {

@@ -142,15 +142,15 @@ var headerCatalog = []reCase{
 	{expr: "a(", exact: exactNo, ambiguous: true, witnesses: []string{"a("}},
 }
 
-// Istio's hosts ignore case and keep the port: no host regex with letters or a port-less literal
-// is exact there.
+// Istio's hosts ignore case and compare the whole authority, as the SMI regex does: a host regex
+// with letters is exact there only when it ignores case itself.
 var hostCatalog = []reCase{
 	{expr: `api\.shop`, exact: exactNo, witnesses: []string{"api.shop", "api.shop:8080", "API.shop", "apiXshop"}},
 	{expr: "api.shop", exact: exactNo, witnesses: []string{"apiXshop", "api.shop"}},
 	{expr: "api.*", exact: exactNo, witnesses: []string{"api.shop", "API.shop:9090", "apx"}},
 	{expr: `.*\.shop`, exact: exactNo, witnesses: []string{"web.shop", "web.SHOP", "shop"}},
-	{expr: `(?i)api\.shop`, exact: exactNo, witnesses: []string{"API.SHOP", "api.shop:8080"}},
-	{expr: `10\.0\.0\.1`, exact: exactNo, witnesses: []string{"10.0.0.1", "10.0.0.1:8080", "10.0.0.12"}},
+	{expr: `(?i)api\.shop`, exact: exactYes, witnesses: []string{"API.SHOP", "api.shop:8080"}},
+	{expr: `10\.0\.0\.1`, exact: exactYes, witnesses: []string{"10.0.0.1", "10.0.0.1:8080", "10.0.0.12"}},
 	{expr: ".*", witnesses: []string{"anything.example"}},
 }
 
@@ -651,15 +651,6 @@ func fullMatches(expr, s string) bool {
 	return err == nil && re.MatchString(s)
 }
 
-func stripPort(host string) string {
-	if i := strings.LastIndexByte(host, ':'); i >= 0 {
-		if _, err := strconv.Atoi(host[i+1:]); err == nil {
-			return host[:i]
-		}
-	}
-	return host
-}
-
 func matchAllows(m pMatch, q *httpRequest) bool {
 	if len(m.methods) > 0 && !slices.Contains(m.methods, "*") && !slices.Contains(m.methods, q.method) {
 		return false
@@ -674,7 +665,7 @@ func matchAllows(m pMatch, q *httpRequest) bool {
 	for _, h := range m.headers {
 		v, ok := q.headers[strings.ToLower(h.Name)]
 		if isHostHeader(h.Name) {
-			v, ok = stripPort(q.host), true
+			v, ok = q.host, true // the whole authority, port included
 		}
 		if !ok || !fullMatches(h.Value, v) {
 			return false
