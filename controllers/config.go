@@ -340,7 +340,7 @@ func meshNote(mesh meshconfig.InEffect) string {
 	var notes []string
 	if len(mesh.Configs) == 0 {
 		notes = append(notes, "no Istio mesh config found (looked for "+strings.Join(mesh.Wanted, ", ")+
-			"): trust domain "+meshconfig.DefaultTrustDomain+" and root namespace "+mesh.IstioNamespace+" assumed")
+			"): trust domain "+meshconfig.DefaultTrustDomain+" and root namespaces "+strings.Join(mesh.RootNamespaces(), ", ")+" assumed")
 	} else if len(mesh.Missing) > 0 {
 		notes = append(notes, "no mesh config "+strings.Join(mesh.Missing, ", ")+" (revision tags have none)")
 	}
