@@ -379,8 +379,8 @@ func recordRungs(ns, destination string, res *translate.AccessResult) {
 // fetch gathers what the destination's TrafficTargets reference, from the cache.
 func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*accessv1alpha2.TrafficTarget, mesh translate.Mesh) (translate.AccessInput, error) {
 	in := translate.AccessInput{Namespace: ns, ServiceAccount: sa, Targets: targets, Mesh: mesh,
-		RouteGroups: map[string]*normalize.HTTPRouteGroup{}, PortRoutes: map[string]*normalize.PortRoute{},
-		RouteGroupErrors: map[string]*normalize.FieldError{}}
+		RouteGroups: map[string]*translate.HTTPRouteGroup{}, PortRoutes: map[string]*translate.PortRoute{},
+		RouteGroupErrors: map[string]*translate.FieldError{}}
 	for _, tt := range targets {
 		for _, rule := range tt.Spec.Rules {
 			var gvk schema.GroupVersionKind
@@ -404,7 +404,7 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 			}
 			if rule.Kind == "HTTPRouteGroup" {
 				g, err := normalize.ReadHTTPRouteGroup(u)
-				var fe *normalize.FieldError
+				var fe *translate.FieldError
 				if errors.As(err, &fe) {
 					in.RouteGroupErrors[rule.Name] = fe // the TrafficTarget is not Accepted
 					continue

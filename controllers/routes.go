@@ -18,6 +18,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
+	"github.com/smi2istio/smi2istio/translate"
 	"github.com/smi2istio/smi2istio/translate/regex"
 )
 
@@ -74,7 +75,7 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req reconcile.Request) 
 	accepted := metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonValid, Message: "valid"}
 	if err := validateRoute(u); err != nil {
 		reason := "Invalid"
-		var fe *normalize.FieldError
+		var fe *translate.FieldError
 		if errors.As(err, &fe) {
 			reason = fe.Reason
 		}
@@ -104,12 +105,12 @@ func validateRoute(u cache.SMIObject) error {
 	for i, m := range g.Matches {
 		if m.PathRegex != "" {
 			if _, err := regex.Classify(m.PathRegex, regex.Options{}); err != nil {
-				return &normalize.FieldError{Field: fmt.Sprintf("spec.matches[%d].pathRegex", i), Reason: "InvalidRegex", Message: err.Error()}
+				return &translate.FieldError{Field: fmt.Sprintf("spec.matches[%d].pathRegex", i), Reason: "InvalidRegex", Message: err.Error()}
 			}
 		}
 		for j, h := range m.Headers {
 			if _, err := regex.Classify(h.Value, regex.Options{}); err != nil {
-				return &normalize.FieldError{Field: fmt.Sprintf("spec.matches[%d].headers[%d]", i, j), Reason: "InvalidRegex", Message: err.Error()}
+				return &translate.FieldError{Field: fmt.Sprintf("spec.matches[%d].headers[%d]", i, j), Reason: "InvalidRegex", Message: err.Error()}
 			}
 		}
 	}

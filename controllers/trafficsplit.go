@@ -399,8 +399,8 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		}
 	}
 
-	in := translate.SplitInput{Split: ts, Services: map[string]*corev1.Service{}, RouteGroups: map[string]*normalize.HTTPRouteGroup{},
-		RouteGroupErrors: map[string]*normalize.FieldError{}, Mesh: r.Mesh}
+	in := translate.SplitInput{Split: ts, Services: map[string]*corev1.Service{}, RouteGroups: map[string]*translate.HTTPRouteGroup{},
+		RouteGroupErrors: map[string]*translate.FieldError{}, Mesh: r.Mesh}
 	names := []string{root}
 	for _, b := range ts.Spec.Backends {
 		names = append(names, b.Service)
@@ -426,7 +426,7 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 			return out, fmt.Errorf("get HTTPRouteGroup %s/%s: %w", ts.Namespace, m.Name, err)
 		}
 		hrg, err := normalize.ReadHTTPRouteGroup(g)
-		var fe *normalize.FieldError
+		var fe *translate.FieldError
 		if errors.As(err, &fe) {
 			in.RouteGroupErrors[m.Name] = fe
 			continue

@@ -18,7 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate/regex"
 )
 
@@ -50,10 +49,10 @@ type AccessInput struct {
 	Targets []*accessv1alpha2.TrafficTarget
 	// RouteGroups and PortRoutes of the namespace; PortRoutes are keyed "TCPRoute/<name>" or
 	// "UDPRoute/<name>".
-	RouteGroups map[string]*normalize.HTTPRouteGroup
-	PortRoutes  map[string]*normalize.PortRoute
+	RouteGroups map[string]*HTTPRouteGroup
+	PortRoutes  map[string]*PortRoute
 	// RouteGroupErrors holds route groups that exist but cannot be read (e.g. headers of a wrong shape).
-	RouteGroupErrors map[string]*normalize.FieldError
+	RouteGroupErrors map[string]*FieldError
 	// Workloads of the namespace, of every ServiceAccount (to check that selectors are precise).
 	Workloads []Workload
 	Mesh      Mesh
@@ -453,7 +452,7 @@ func sortedUnique(ps []int) []int {
 }
 
 // checkRoutePorts refuses a route port that is no port (the CRD allows 1-65535; the CLI reads files).
-func checkRoutePorts(field string, pr *normalize.PortRoute) *InvalidError {
+func checkRoutePorts(field string, pr *PortRoute) *InvalidError {
 	for _, p := range pr.Ports {
 		if p < 1 || p > 65535 {
 			return invalid(field+".name", "InvalidPort", "%s %s: port %d is not 1-65535", pr.Kind, pr.Name, p)
@@ -463,7 +462,7 @@ func checkRoutePorts(field string, pr *normalize.PortRoute) *InvalidError {
 }
 
 // selectMatches picks the named matches of a group; no names means every match (SMI spec).
-func selectMatches(g *normalize.HTTPRouteGroup, names []string) (idx []int, missing []string) {
+func selectMatches(g *HTTPRouteGroup, names []string) (idx []int, missing []string) {
 	if len(names) == 0 {
 		for i := range g.Matches {
 			idx = append(idx, i)
@@ -488,7 +487,7 @@ func selectMatches(g *normalize.HTTPRouteGroup, names []string) (idx []int, miss
 
 // httpRule turns one HTTPRouteGroup match into a rule; nil when the match allows nothing (a value
 // no request can have) or the regex policy drops it. The caller sets its ports.
-func httpRule(mesh Mesh, g *normalize.HTTPRouteGroup, idx int, principals []string, tr *TargetResult) (*accessRule, *InvalidError) {
+func httpRule(mesh Mesh, g *HTTPRouteGroup, idx int, principals []string, tr *TargetResult) (*accessRule, *InvalidError) {
 	m := g.Matches[idx]
 	base := fmt.Sprintf("HTTPRouteGroup %s spec.matches[%d]", g.Name, idx)
 	r := &accessRule{principals: principals, headers: map[string]value{}, headerRegexes: map[string]string{}}

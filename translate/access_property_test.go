@@ -67,7 +67,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/internal/istiocheck"
-	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -210,7 +209,7 @@ type pMatch struct {
 	name    string
 	methods []string
 	path    string
-	headers []normalize.Header
+	headers []translate.Header
 }
 
 type pGroup struct {
@@ -230,7 +229,7 @@ type pCase struct {
 }
 
 // portRoutes are the namespace's TCPRoutes and UDPRoutes ("tcp-gone" is referenced but missing).
-var portRoutes = map[string]*normalize.PortRoute{
+var portRoutes = map[string]*translate.PortRoute{
 	"TCPRoute/tcp-any":   {Kind: "TCPRoute"},
 	"TCPRoute/tcp-8080":  {Kind: "TCPRoute", Ports: []int{8080}},
 	"TCPRoute/tcp-3306":  {Kind: "TCPRoute", Ports: []int{3306}},
@@ -289,13 +288,13 @@ func genMatch(r *rand.Rand, name string) pMatch {
 		}
 	}
 	if r.Intn(3) == 0 {
-		m.headers = append(m.headers, normalize.Header{Name: pickOne(r, []string{"user-agent", "User-Agent"}), Value: pickOne(r, headerCatalog).expr})
+		m.headers = append(m.headers, translate.Header{Name: pickOne(r, []string{"user-agent", "User-Agent"}), Value: pickOne(r, headerCatalog).expr})
 	}
 	if r.Intn(6) == 0 {
-		m.headers = append(m.headers, normalize.Header{Name: "x-tenant", Value: pickOne(r, headerCatalog).expr})
+		m.headers = append(m.headers, translate.Header{Name: "x-tenant", Value: pickOne(r, headerCatalog).expr})
 	}
 	if r.Intn(4) == 0 {
-		m.headers = append(m.headers, normalize.Header{Name: pickOne(r, []string{"host", "Host", ":authority"}), Value: pickOne(r, hostCatalog).expr})
+		m.headers = append(m.headers, translate.Header{Name: pickOne(r, []string{"host", "Host", ":authority"}), Value: pickOne(r, hostCatalog).expr})
 	}
 	return m
 }
@@ -387,15 +386,15 @@ func (c *pCase) workloads() []translate.Workload {
 func (c *pCase) input() translate.AccessInput {
 	in := translate.AccessInput{
 		Namespace: propNS, ServiceAccount: propSA,
-		RouteGroups: map[string]*normalize.HTTPRouteGroup{},
-		PortRoutes:  map[string]*normalize.PortRoute{},
+		RouteGroups: map[string]*translate.HTTPRouteGroup{},
+		PortRoutes:  map[string]*translate.PortRoute{},
 		Workloads:   c.workloads(),
 		Mesh:        translate.Mesh{RegexPolicy: c.policy, PathTemplates: c.templates, TrustDomain: c.trustDomain},
 	}
 	for _, g := range c.groups {
-		hg := &normalize.HTTPRouteGroup{ObjectMeta: metav1.ObjectMeta{Name: g.name, Namespace: propNS}}
+		hg := &translate.HTTPRouteGroup{ObjectMeta: metav1.ObjectMeta{Name: g.name, Namespace: propNS}}
 		for _, m := range g.matches {
-			hg.Matches = append(hg.Matches, normalize.HTTPMatch{Name: m.name, Methods: slices.Clone(m.methods), PathRegex: m.path, Headers: slices.Clone(m.headers)})
+			hg.Matches = append(hg.Matches, translate.HTTPMatch{Name: m.name, Methods: slices.Clone(m.methods), PathRegex: m.path, Headers: slices.Clone(m.headers)})
 		}
 		in.RouteGroups[g.name] = hg
 	}

@@ -7,14 +7,13 @@ import (
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
-func rtInput(m normalize.HTTPMatch, extraRules ...accessv1alpha2.TrafficTargetRule) translate.AccessInput {
+func rtInput(m translate.HTTPMatch, extraRules ...accessv1alpha2.TrafficTargetRule) translate.AccessInput {
 	in := translate.AccessInput{Namespace: "shop", ServiceAccount: "api",
-		RouteGroups: map[string]*normalize.HTTPRouteGroup{"g": {ObjectMeta: metav1.ObjectMeta{Name: "g", Namespace: "shop"}, Matches: []normalize.HTTPMatch{m}}},
-		PortRoutes: map[string]*normalize.PortRoute{
+		RouteGroups: map[string]*translate.HTTPRouteGroup{"g": {ObjectMeta: metav1.ObjectMeta{Name: "g", Namespace: "shop"}, Matches: []translate.HTTPMatch{m}}},
+		PortRoutes: map[string]*translate.PortRoute{
 			"UDPRoute/dns": {ObjectMeta: metav1.ObjectMeta{Name: "dns", Namespace: "shop"}, Kind: "UDPRoute", Ports: []int{53}},
 		},
 		Workloads: []translate.Workload{{Name: "Deployment/api", ServiceAccount: "api", Labels: map[string]string{"app": "api"}}},
@@ -41,7 +40,7 @@ func rtAuthz(t *testing.T, res *translate.AccessResult) *workloadAuthz {
 // Istio's bootstrap): istiod accepts the EnvoyFilter, Envoy NACKs the inbound listener.
 func TestEnvoyRungRegexTooLargeForRE2(t *testing.T) {
 	for _, re := range []string{`/\pL{40}`, `/(?i)\pL{100}`, `/(?:a{1000}|b{1000}|c{1000}|d{1000}|e{1000}|f{1000}|g{1000}|h{1000}|i{1000}|j{1000}|k{1000}|l{1000}|m{1000}|n{1000}|o{1000}|p{1000}|q{1000}|r{1000}|s{1000}|t{1000}|u{1000}|v{1000}|w{1000}|x{1000}|y{1000}|z{1000}|A{1000}|B{1000}|C{1000}|D{1000}|E{1000}|F{1000}|G{1000}|H{1000})`} {
-		res, err := translate.TranslateAccess(rtInput(normalize.HTTPMatch{Name: "m", PathRegex: re}))
+		res, err := translate.TranslateAccess(rtInput(translate.HTTPMatch{Name: "m", PathRegex: re}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -54,7 +53,7 @@ func TestEnvoyRungRegexTooLargeForRE2(t *testing.T) {
 // Go accepts (?<name>...), RE2 before 2023 (Envoy of Istio 1.16-1.18, the default
 // minIstioVersion 1.16) does not.
 func TestEnvoyRungNamedGroupForOldRE2(t *testing.T) {
-	res, err := translate.TranslateAccess(rtInput(normalize.HTTPMatch{Name: "m", PathRegex: `(?<v>/api)/[0-9]+`}))
+	res, err := translate.TranslateAccess(rtInput(translate.HTTPMatch{Name: "m", PathRegex: `(?<v>/api)/[0-9]+`}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +64,7 @@ func TestEnvoyRungNamedGroupForOldRE2(t *testing.T) {
 
 // HTTPRouteGroup + UDPRoute(53) in one TrafficTarget are ANDed: no HTTP request uses a UDP port.
 func TestUDPRouteRestrictsHTTPRules(t *testing.T) {
-	res, err := translate.TranslateAccess(rtInput(normalize.HTTPMatch{Name: "m", PathRegex: "/x"}, accessv1alpha2.TrafficTargetRule{Kind: "UDPRoute", Name: "dns"}))
+	res, err := translate.TranslateAccess(rtInput(translate.HTTPMatch{Name: "m", PathRegex: "/x"}, accessv1alpha2.TrafficTargetRule{Kind: "UDPRoute", Name: "dns"}))
 	if err != nil {
 		t.Fatal(err)
 	}

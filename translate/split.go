@@ -15,8 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 )
 
 // GatewaysAnnotation is the annotation Flagger writes on a TrafficSplit to attach the generated
@@ -42,9 +40,9 @@ type SplitInput struct {
 	// Services of the split's namespace by name; those not referenced are ignored.
 	Services map[string]*corev1.Service
 	// RouteGroups of the split's namespace by name; those not referenced are ignored.
-	RouteGroups map[string]*normalize.HTTPRouteGroup
+	RouteGroups map[string]*HTTPRouteGroup
 	// RouteGroupErrors holds route groups that exist but cannot be read.
-	RouteGroupErrors map[string]*normalize.FieldError
+	RouteGroupErrors map[string]*FieldError
 	Mesh             Mesh
 }
 
@@ -434,7 +432,7 @@ func tcpRoute(ws []weighted, root *networkingapi.Destination) []*networkingapi.R
 
 // splitMatches returns the HTTP match requests of the split's matches, nil when the split has no
 // matches (everything is split), and an empty list when none could be resolved.
-func splitMatches(ts *splitv1alpha4.TrafficSplit, groups map[string]*normalize.HTTPRouteGroup, groupErrs map[string]*normalize.FieldError, res *SplitResult) ([]*networkingapi.HTTPMatchRequest, error) {
+func splitMatches(ts *splitv1alpha4.TrafficSplit, groups map[string]*HTTPRouteGroup, groupErrs map[string]*FieldError, res *SplitResult) ([]*networkingapi.HTTPMatchRequest, error) {
 	if len(ts.Spec.Matches) == 0 {
 		return nil, nil
 	}
@@ -466,7 +464,7 @@ func splitMatches(ts *splitv1alpha4.TrafficSplit, groups map[string]*normalize.H
 
 // httpMatchRequests turns one SMI match into Istio match requests (one per method: methods are
 // ORed, the other fields ANDed). Istio's regex is RE2 full match, like SMI's.
-func httpMatchRequests(m normalize.HTTPMatch, field string) ([]*networkingapi.HTTPMatchRequest, error) {
+func httpMatchRequests(m HTTPMatch, field string) ([]*networkingapi.HTTPMatchRequest, error) {
 	base := &networkingapi.HTTPMatchRequest{}
 	if m.PathRegex != "" {
 		if _, err := regexp.Compile(m.PathRegex); err != nil {

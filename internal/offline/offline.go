@@ -27,10 +27,10 @@ import (
 // Set is the translatable content of some manifests, by namespace.
 type Set struct {
 	Services    map[string]map[string]*corev1.Service
-	RouteGroups map[string]map[string]*normalize.HTTPRouteGroup
+	RouteGroups map[string]map[string]*translate.HTTPRouteGroup
 	// RouteGroupErrors: route groups that cannot be read; the objects using them are not accepted.
-	RouteGroupErrors map[string]map[string]*normalize.FieldError
-	PortRoutes       map[string]map[string]*normalize.PortRoute // "TCPRoute/<name>", "UDPRoute/<name>"
+	RouteGroupErrors map[string]map[string]*translate.FieldError
+	PortRoutes       map[string]map[string]*translate.PortRoute // "TCPRoute/<name>", "UDPRoute/<name>"
 	Workloads        map[string][]translate.Workload
 	Splits           []*splitv1alpha4.TrafficSplit
 	Targets          []*accessv1alpha2.TrafficTarget
@@ -64,9 +64,9 @@ func describe(u *unstructured.Unstructured) string {
 func Load(objs []*unstructured.Unstructured) (*Set, error) {
 	s := &Set{
 		Services:         map[string]map[string]*corev1.Service{},
-		RouteGroups:      map[string]map[string]*normalize.HTTPRouteGroup{},
-		RouteGroupErrors: map[string]map[string]*normalize.FieldError{},
-		PortRoutes:       map[string]map[string]*normalize.PortRoute{},
+		RouteGroups:      map[string]map[string]*translate.HTTPRouteGroup{},
+		RouteGroupErrors: map[string]map[string]*translate.FieldError{},
+		PortRoutes:       map[string]map[string]*translate.PortRoute{},
 		Workloads:        map[string][]translate.Workload{},
 		Namespaces:       map[string]bool{},
 	}
@@ -94,10 +94,10 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 			s.Services[ns][svc.Name] = svc
 		case gv.Group == "specs.smi-spec.io" && gv.Kind == "HTTPRouteGroup":
 			g, err := normalize.ReadHTTPRouteGroup(u)
-			var fe *normalize.FieldError
+			var fe *translate.FieldError
 			if errors.As(err, &fe) {
 				if s.RouteGroupErrors[ns] == nil {
-					s.RouteGroupErrors[ns] = map[string]*normalize.FieldError{}
+					s.RouteGroupErrors[ns] = map[string]*translate.FieldError{}
 				}
 				s.RouteGroupErrors[ns][u.GetName()] = fe
 				continue
@@ -106,7 +106,7 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 				return nil, fmt.Errorf("%s: %w", describe(u), err)
 			}
 			if s.RouteGroups[ns] == nil {
-				s.RouteGroups[ns] = map[string]*normalize.HTTPRouteGroup{}
+				s.RouteGroups[ns] = map[string]*translate.HTTPRouteGroup{}
 			}
 			s.RouteGroups[ns][g.Name] = g
 		case gv.Group == "specs.smi-spec.io" && (gv.Kind == "TCPRoute" || gv.Kind == "UDPRoute"):
@@ -115,7 +115,7 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 				return nil, fmt.Errorf("%s: %w", describe(u), err)
 			}
 			if s.PortRoutes[ns] == nil {
-				s.PortRoutes[ns] = map[string]*normalize.PortRoute{}
+				s.PortRoutes[ns] = map[string]*translate.PortRoute{}
 			}
 			s.PortRoutes[ns][r.Kind+"/"+r.Name] = r
 		case gv.Group == "access.smi-spec.io" && gv.Kind == "TrafficTarget":

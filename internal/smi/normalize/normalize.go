@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/smi2istio/smi2istio/translate"
+
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,33 +23,6 @@ const (
 	TrafficSplitAPIVersion   = "split.smi-spec.io/v1alpha4"
 	HTTPRouteGroupAPIVersion = "specs.smi-spec.io/v1alpha4"
 )
-
-// HTTPRouteGroup is an HTTPRouteGroup with its headers in one shape: an ordered list.
-type HTTPRouteGroup struct {
-	metav1.ObjectMeta
-	Matches []HTTPMatch
-}
-
-// HTTPMatch is one named match of an HTTPRouteGroup; all its fields must match.
-type HTTPMatch struct {
-	Name      string
-	Methods   []string
-	PathRegex string
-	// Headers in the order written (a map is sorted by name).
-	Headers []Header
-}
-
-// Header is one header name and the RE2 regex its value must fully match.
-type Header struct {
-	Name, Value string
-}
-
-// FieldError is invalid input, named by its field path.
-type FieldError struct {
-	Field, Reason, Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
 
 // Object is an SMI object as read: unstructured, or in a compact type of the cache
 // (internal/cached); either way with its apiVersion and kind set, and encoding into its JSON.
@@ -97,28 +72,28 @@ type rawHTTPRouteGroup struct {
 }
 
 // ReadHTTPRouteGroup reads an HTTPRouteGroup of any version, accepting both header shapes.
-func ReadHTTPRouteGroup(u Object) (*HTTPRouteGroup, error) {
+func ReadHTTPRouteGroup(u Object) (*translate.HTTPRouteGroup, error) {
 	var raw rawHTTPRouteGroup
 	if err := toHub(u, HTTPRouteGroupAPIVersion, &raw); err != nil {
 		return nil, err
 	}
-	g := &HTTPRouteGroup{ObjectMeta: raw.ObjectMeta}
+	g := &translate.HTTPRouteGroup{ObjectMeta: raw.ObjectMeta}
 	for i, m := range raw.Spec.Matches {
 		headers, err := parseHeaders(m.Headers, fmt.Sprintf("spec.matches[%d].headers", i))
 		if err != nil {
 			return nil, err
 		}
-		g.Matches = append(g.Matches, HTTPMatch{Name: m.Name, Methods: m.Methods, PathRegex: m.PathRegex, Headers: headers})
+		g.Matches = append(g.Matches, translate.HTTPMatch{Name: m.Name, Methods: m.Methods, PathRegex: m.PathRegex, Headers: headers})
 	}
 	return g, nil
 }
 
-func parseHeaders(raw json.RawMessage, field string) ([]Header, error) {
+func parseHeaders(raw json.RawMessage, field string) ([]translate.Header, error) {
 	s := strings.TrimSpace(string(raw))
 	if s == "" || s == "null" {
 		return nil, nil
 	}
-	bad := &FieldError{Field: field, Reason: "InvalidHeaders",
+	bad := &translate.FieldError{Field: field, Reason: "InvalidHeaders",
 		Message: "headers must be a map of header name to regex, or a list of single-entry maps"}
 	var asMap map[string]string
 	if strings.HasPrefix(s, "{") {
@@ -131,22 +106,22 @@ func parseHeaders(raw json.RawMessage, field string) ([]Header, error) {
 	if err := json.Unmarshal(raw, &asList); err != nil {
 		return nil, bad
 	}
-	var out []Header
+	var out []translate.Header
 	for _, m := range asList {
 		out = append(out, sortedHeaders(m)...)
 	}
 	return out, nil
 }
 
-func sortedHeaders(m map[string]string) []Header {
+func sortedHeaders(m map[string]string) []translate.Header {
 	names := make([]string, 0, len(m))
 	for k := range m {
 		names = append(names, k)
 	}
 	sort.Strings(names)
-	out := make([]Header, 0, len(m))
+	out := make([]translate.Header, 0, len(m))
 	for _, n := range names {
-		out = append(out, Header{Name: n, Value: m[n]})
+		out = append(out, translate.Header{Name: n, Value: m[n]})
 	}
 	return out
 }
@@ -167,15 +142,8 @@ func ReadTrafficTarget(u Object) (*accessv1alpha2.TrafficTarget, error) {
 	return tt, nil
 }
 
-// PortRoute is a TCPRoute or UDPRoute: named ports (none means every port).
-type PortRoute struct {
-	metav1.ObjectMeta
-	Kind  string
-	Ports []int
-}
-
 // ReadPortRoute reads a TCPRoute of any version, or a UDPRoute.
-func ReadPortRoute(u Object) (*PortRoute, error) {
+func ReadPortRoute(u Object) (*translate.PortRoute, error) {
 	var raw struct {
 		metav1.ObjectMeta `json:"metadata"`
 		Spec              struct {
@@ -192,5 +160,5 @@ func ReadPortRoute(u Object) (*PortRoute, error) {
 	if err := toHub(u, apiVersion, &raw); err != nil {
 		return nil, err
 	}
-	return &PortRoute{ObjectMeta: raw.ObjectMeta, Kind: gvk.Kind, Ports: raw.Spec.Matches.Ports}, nil
+	return &translate.PortRoute{ObjectMeta: raw.ObjectMeta, Kind: gvk.Kind, Ports: raw.Spec.Matches.Ports}, nil
 }
