@@ -18,10 +18,10 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/build/install"
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 // The manager's arguments in dist/install.yaml are flags this binary has (a renamed or mistyped

@@ -17,7 +17,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/translate"
 )
 

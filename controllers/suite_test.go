@@ -27,7 +27,7 @@ import (
 	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/recorder"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 	"github.com/smi2istio/smi2istio/translate"
 )
 

@@ -13,8 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/smi2istio/smi2istio/controllers"
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 func vsObj() *unstructured.Unstructured {

@@ -20,10 +20,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/localcp"
-	"github.com/smi2istio/smi2istio/internal/proc"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 // Binaries the suite runs: built (operator) or provided by hack/istiod.sh (istiod) in TestMain.

@@ -12,7 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
 )
 
 // Faults on the OSM 1.2 demo: the operator crashes and restarts mid-walk-through, generated

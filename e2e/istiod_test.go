@@ -17,8 +17,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/smi2istio/smi2istio/internal/proc"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 // istiodMetrics whose value must stay 0 for our objects: rejected pushes (our sidecars NACK what

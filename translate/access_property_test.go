@@ -66,7 +66,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/translate"
 )
 

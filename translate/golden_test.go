@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
 
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/offline"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/translate"
 )
 

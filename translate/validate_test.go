@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/translate"
 )
 

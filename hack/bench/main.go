@@ -21,7 +21,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/smi2istio/smi2istio/internal/memlimit"
-	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
 )
 
 var sizes = map[string]size{
@@ -77,7 +77,7 @@ func main() {
 	printTable(os.Stdout, rows)
 }
 
-// repoRoot is the repository holding this file (internal/testenv would bring Istio's validation
+// repoRoot is the repository holding this file (internal/testing/testenv would bring Istio's validation
 // packages).
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
 )
 
 // memSample is one reading of the operator's memory: the kernel's view (/proc/<pid>/status) and

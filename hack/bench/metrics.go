@@ -3,7 +3,7 @@ package main
 import (
 	"strings"
 
-	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
 )
 
 // writes is the operator's apiserver write requests so far (client-go's request counter).

@@ -25,7 +25,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/memlimit"
-	"github.com/smi2istio/smi2istio/internal/proc"
+	"github.com/smi2istio/smi2istio/internal/testing/proc"
 )
 
 type config struct {

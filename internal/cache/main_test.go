@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/smi2istio/smi2istio/internal/localcp"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 var (

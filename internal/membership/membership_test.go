@@ -23,7 +23,7 @@ import (
 	"github.com/smi2istio/smi2istio/internal/membership"
 	"github.com/smi2istio/smi2istio/internal/meshconfig"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 var env *testenv.Env

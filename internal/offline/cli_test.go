@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/smi2istio/smi2istio/internal/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/offline"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 	"github.com/smi2istio/smi2istio/translate"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/operator-framework/api/pkg/validation/errors"
 
 	"github.com/smi2istio/smi2istio/internal/build/bundle"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 // bundle/ and bundle.Dockerfile are what `make bundle` generates: running it again changes nothing.

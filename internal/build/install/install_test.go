@@ -16,7 +16,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/localcp"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 // dist/install.yaml (config/default) applies to a bare cluster: CRDs established, the manager

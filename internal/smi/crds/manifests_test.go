@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
-	"github.com/smi2istio/smi2istio/internal/testenv"
+	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
 // config/crd/bases is generated from this package: it must not drift (run `make manifests`).
