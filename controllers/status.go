@@ -147,7 +147,8 @@ func setConditions(existing *[]metav1.Condition, generation int64, conds ...meta
 }
 
 // writeStatus merges conds into an SMI object's status and patches the status subresource only when
-// a condition or observedGeneration changed; it emits an Event (note) only when Ready changed.
+// a condition or observedGeneration changed; it emits an Event (note) only when Ready changed from
+// an earlier value, or first appears not True.
 func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u cache.SMIObject, note string, conds ...metav1.Condition) error {
 	// A copy: the object may be the cache's own.
 	current := slices.Clone(u.GetStatus().Conditions)
@@ -177,8 +178,12 @@ func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder,
 	if err := c.Status().Patch(ctx, patch, client.Merge); err != nil {
 		return fmt.Errorf("update status of %s %s/%s: %w", u.DefaultGVK().Kind, u.GetNamespace(), u.GetName(), err)
 	}
+	// An Event says what changed: a Ready condition that changed from an earlier one, or a first one
+	// that is not True. The first Ready=True of a new object is what its status already says (and
+	// one write per SMI object on a bulk apply, the bench measured); it is not repeated as an Event.
 	ready := meta.FindStatusCondition(current, ConditionReady)
-	if ready != nil && (ready.Status != beforeStatus || ready.Reason != beforeReason) {
+	changed := ready != nil && (ready.Status != beforeStatus || ready.Reason != beforeReason)
+	if changed && (before != nil || ready.Status != metav1.ConditionTrue) {
 		kind := corev1.EventTypeNormal
 		if ready.Status != metav1.ConditionTrue {
 			kind = corev1.EventTypeWarning
