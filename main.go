@@ -38,6 +38,7 @@ import (
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	crdmanifests "github.com/smi2istio/smi2istio/config/crd"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/certs"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/memlimit"
@@ -61,7 +62,7 @@ func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(apiextv1.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-	utilruntime.Must(controllers.AddToScheme(scheme))
+	utilruntime.Must(cache.AddToScheme(scheme))
 }
 
 type options struct {
@@ -234,7 +235,7 @@ func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
 		Scheme: scheme,
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
 		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  cache.Options(),
 		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
 		HealthProbeBindAddress: o.probeAddr,
 		PprofBindAddress:       o.pprofAddr,

@@ -207,6 +207,10 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	byName := make(map[string]cache.SMIObject, len(items))
+	for _, u := range items {
+		byName[u.GetName()] = u
+	}
 	scope := accessScopeOf(state, req.Namespace)
 	var res *translate.AccessResult
 	if len(items) > 0 {
@@ -220,7 +224,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			return reconcile.Result{}, err
 		}
 	}
-	set, err := accessSet(req, items, res, scope.enforcing())
+	set, err := accessSet(req, items, byName, res, scope.enforcing())
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -235,10 +239,6 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	recordRungs(req.Namespace, req.Name, res)
 	if res == nil {
 		return reconcile.Result{}, syncErr
-	}
-	byName := map[string]cache.SMIObject{}
-	for _, u := range items {
-		byName[u.GetName()] = u
 	}
 	for _, tr := range res.Targets {
 		st := targetConditions(tr, res, scope, synced)
@@ -306,7 +306,7 @@ const EnvoyRungFinalizer = "smi2istio.io/envoy-rung"
 // policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
 // (they hold their union; none is their controller, so deleting one TrafficTarget leaves them).
 // Nothing is desired when not enforcing. A set that cannot be written exactly is removed.
-func accessSet(req reconcile.Request, items []cache.SMIObject, res *translate.AccessResult, enforcing bool) (*syncset.Set, error) {
+func accessSet(req reconcile.Request, items []cache.SMIObject, byName map[string]cache.SMIObject, res *translate.AccessResult, enforcing bool) (*syncset.Set, error) {
 	set := &syncset.Set{
 		Namespace: req.Namespace,
 		Kinds:     accessKinds,
@@ -319,10 +319,6 @@ func accessSet(req reconcile.Request, items []cache.SMIObject, res *translate.Ac
 	}
 	if !enforcing || res == nil {
 		return set, nil
-	}
-	byName := map[string]cache.SMIObject{}
-	for _, u := range items {
-		byName[u.GetName()] = u
 	}
 	var all []metav1.OwnerReference
 	for _, u := range items {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
 // startConfigReconciler runs a ConfigReconciler of its own that never recounts: a change it
@@ -30,7 +31,7 @@ func startConfigReconciler(t *testing.T) *controllers.Shared {
 		Scheme:     env.Scheme,
 		Client:     client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      controllers.CacheOptions(),
+		Cache:      cache.Options(),
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/recorder"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testing/testenv"
@@ -126,7 +127,7 @@ func runMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "install the ServiceMeshMemberRoll CRD:", err)
 		return 1
 	}
-	if err := errors.Join(v1alpha1.AddToScheme(env.Scheme), controllers.AddToScheme(env.Scheme)); err != nil {
+	if err := errors.Join(v1alpha1.AddToScheme(env.Scheme), cache.AddToScheme(env.Scheme)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -134,7 +135,7 @@ func runMain(m *testing.M) int {
 		Scheme:  env.Scheme,
 		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   controllers.CacheOptions(),
+		Cache:   cache.Options(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "create manager:", err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
 
@@ -48,7 +49,7 @@ func create(t *testing.T, o client.Object) {
 // The ConfigReconciler (alone here, never recounting) re-resolves on the events of the mesh
 // configs in effect, revisioned ones included, and on no other ConfigMap's.
 func TestConfigReconcilerWatchesMeshConfigs(t *testing.T) {
-	if err := errors.Join(v1alpha1.AddToScheme(env.Scheme), controllers.AddToScheme(env.Scheme)); err != nil {
+	if err := errors.Join(v1alpha1.AddToScheme(env.Scheme), cache.AddToScheme(env.Scheme)); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range []*corev1.Namespace{ns("istio-system", nil), ns("tenant", nil), ns("app", map[string]string{"istio.io/rev": "canary"})} {
@@ -58,7 +59,7 @@ func TestConfigReconcilerWatchesMeshConfigs(t *testing.T) {
 		Scheme:  env.Scheme,
 		Client:  client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache:   controllers.CacheOptions(),
+		Cache:   cache.Options(),
 	})
 	if err != nil {
 		t.Fatal(err)
