@@ -214,13 +214,13 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	scope := accessScopeOf(state, req.Namespace)
 	var res *translate.AccessResult
 	if len(items) > 0 {
-		in, err := r.fetch(ctx, req.Namespace, req.Name, targets, state.Mesh)
-		if err != nil {
+		if res, err = r.translate(ctx, req, targets, state.Mesh); err != nil {
+			// The destination's exact set cannot be known: allow nothing to it until it can.
 			reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
-			return reconcile.Result{}, err
-		}
-		if res, err = translate.TranslateAccess(in); err != nil {
-			reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
+			empty, _ := accessSet(req, nil, nil, nil, false)
+			if _, rerr := r.syncer.Sync(ctx, empty); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
 			return reconcile.Result{}, err
 		}
 	}
@@ -253,6 +253,15 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	return reconcile.Result{}, syncErr
 }
 
+// translate fetches what the destination's TrafficTargets reference and translates them together.
+func (r *AccessReconciler) translate(ctx context.Context, req reconcile.Request, targets []*accessv1alpha2.TrafficTarget, mesh translate.Mesh) (*translate.AccessResult, error) {
+	in, err := r.fetch(ctx, req.Namespace, req.Name, targets, mesh)
+	if err != nil {
+		return nil, err
+	}
+	return translate.TranslateAccess(in)
+}
+
 // targets lists the destination's TrafficTargets that are not being deleted, by name.
 func (r *AccessReconciler) targets(ctx context.Context, req reconcile.Request) ([]cache.SMIObject, []*accessv1alpha2.TrafficTarget, error) {
 	list, err := r.targetsByDestination.Lookup(ctx, req.Namespace, req.Name)
@@ -283,7 +292,10 @@ type accessScope struct {
 }
 
 func accessScopeOf(state State, ns string) accessScope {
-	return accessScope{inMesh: state.InMesh(ns), enforcingMode: state.Mode == Enforcing, rootNamespace: !state.SelectorOutputsAllowed(ns)}
+	// Istio's own namespace gets no baseline (controllers/baseline.go): without one, removing an
+	// ALLOW policy there would open its workload, so nothing is written there either.
+	return accessScope{inMesh: state.InMesh(ns), enforcingMode: state.Mode == Enforcing,
+		rootNamespace: !state.SelectorOutputsAllowed(ns) || ns == state.IstioNamespace}
 }
 
 // enforcing: outputs are written.
