@@ -146,7 +146,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if r.Workloads == nil {
 		r.Workloads = cache.NewWorkloadIndex()
 	}
-	r.syncer = newSyncer(r.Client)
+	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
 
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("access")
@@ -229,6 +229,11 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		return reconcile.Result{}, err
 	}
 	synced, syncErr := r.syncer.Sync(ctx, set)
+	if errors.Is(syncErr, syncset.ErrRelied) {
+		// A policy of the set applied a moment ago is not in the cache yet: prune it, then let go.
+		ctrl.LoggerFrom(ctx).Info("filter kept until the policies relying on it are pruned", "destination", req.Name, "reason", syncErr.Error())
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
 	if syncErr != nil {
 		// Reported on the object, then retried: what the set held was removed (access) or left.
 		synced.Problems = append(synced.Problems, syncset.Problem{Reason: ReasonApplyFailed, Message: syncErr.Error()})
@@ -249,6 +254,9 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting && syncErr == nil {
 		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	if len(synced.Held) > 0 && syncErr == nil {
+		return reconcile.Result{RequeueAfter: time.Minute}, nil // nobody tells us when the relier goes
 	}
 	return reconcile.Result{}, syncErr
 }
@@ -314,6 +322,11 @@ var accessKinds = []syncset.Kind{
 // TrafficTargets in no particular order).
 const EnvoyRungFinalizer = "smi2istio.io/envoy-rung"
 
+// ReliesOnAnnotation names, on a destination's policies, the Envoy rung's filters they rely on: the
+// filter is let go only once no AuthorizationPolicy or PeerAuthentication of the namespace names it,
+// whoever manages that object now (a relabelled policy still relies on the filter).
+const ReliesOnAnnotation = "smi2istio.io/relies-on"
+
 // accessSet is the complete desired set of one destination ServiceAccount: each TrafficTarget's
 // policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
 // (they hold their union; none is their controller, so deleting one TrafficTarget leaves them).
@@ -328,6 +341,7 @@ func accessSet(req reconcile.Request, items []cache.SMIObject, byName map[string
 		OwnerKinds: []string{TrafficTargetGVK.Kind},
 		OnBlocked:  syncset.Remove,
 		Finalizer:  EnvoyRungFinalizer,
+		ReliesOn:   ReliesOnAnnotation,
 	}
 	if !enforcing || res == nil {
 		return set, nil
@@ -524,6 +538,9 @@ func targetConditions(tr translate.TargetResult, res *translate.AccessResult, sc
 		if len(tr.Warnings) > 0 {
 			st.ready.Message += "; " + joinFindings(tr.Warnings)
 		}
+	}
+	for _, h := range synced.Held {
+		st.ready.Message += "; " + h.Message
 	}
 	return st
 }

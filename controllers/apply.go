@@ -24,8 +24,9 @@ const FieldManager = "smi2istio"
 
 // newSyncer is the sync step every reconciler writes through: server-side apply with the one field
 // manager, every object validated as Istio would before anything is written.
-func newSyncer(c client.Client) *syncset.Syncer {
-	return &syncset.Syncer{Client: c, FieldManager: FieldManager, Validate: validateOutput}
+// Reader (the manager's APIReader) is read before a guard is let go.
+func newSyncer(c client.Client, reader client.Reader) *syncset.Syncer {
+	return &syncset.Syncer{Client: c, Reader: reader, FieldManager: FieldManager, Validate: validateOutput}
 }
 
 // validateOutput checks a generated object before it is applied (translate.ValidateOutput: the

@@ -39,7 +39,7 @@ type BaselineReconciler struct {
 
 // SetupWithManager watches namespaces and the baselines.
 func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.syncer = newSyncer(r.Client)
+	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("baseline")
 	if r.Resync != nil {

@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/controllers"
@@ -326,5 +327,69 @@ func TestNoAccessOutputsInRootNamespace(t *testing.T) {
 		if names, err := listNames(t, "istio-system", obj, client.MatchingLabels{translate.ManagedByLabel: translate.ManagedByValue}); err != nil || len(names) > 0 {
 			t.Errorf("%s written in the root namespace: %v %v", obj.GetKind(), names, err)
 		}
+	}
+}
+
+// A widened policy that stops being ours (a tool overwrote our managed-by label) still relies on
+// the Envoy rung's filter: the set is removed (Conflict), but the filter stays in effect as long as
+// that policy exists, and the TrafficTargets say why; when the policy goes, the set comes back.
+func TestRelabelledPolicyKeepsItsFilter(t *testing.T) {
+	ns := freshNamespace(t)
+	meshNamespace(t, ns)
+	applyYAML(t, ns, regexAccess)
+	waitTTReady(t, ns, "a", "True", controllers.ReasonApplied)
+	waitTTReady(t, ns, "b", "True", controllers.ReasonApplied)
+	filters, err := listNames(t, ns, objOf(controllers.EnvoyFilterGVK), client.MatchingLabels{translate.DestinationLabel: "api"})
+	if err != nil || len(filters) != 1 {
+		t.Fatalf("EnvoyFilters of api: %v %v", filters, err)
+	}
+	names, err := listNames(t, ns, objOf(controllers.AuthorizationPolicyGVK), client.MatchingLabels{translate.SourceNameLabel: "a"})
+	if err != nil || len(names) != 1 {
+		t.Fatalf("a's policies: %v %v", names, err)
+	}
+	widened, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := widened.GetAnnotations()[controllers.ReliesOnAnnotation]; got != filters[0] {
+		t.Fatalf("a's policy relies on %q, want the filter %q", got, filters[0])
+	}
+	stop := watchEnvoyRung(t, ns, "api") // the relabelled policy keeps its destination label
+	patch := []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:"someone-else"}}}`, translate.ManagedByLabel))
+	if err := env.Client.Patch(context.Background(), widened, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		t.Fatal(err)
+	}
+	waitTTReady(t, ns, "a", "False", controllers.ReasonConflict)
+	waitTTReady(t, ns, "b", "False", controllers.ReasonNotApplied)
+	eventually(t, "b says the filter is kept for the relabelled policy", func() error {
+		u, err := get(objOf(controllers.TrafficTargetGVK), ns, "b")
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m := c.(map[string]any); m["type"] == "Ready" && strings.Contains(fmt.Sprint(m["message"]), "is kept: AuthorizationPolicy "+ns+"/"+names[0]+" relies on it") {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
+	for range 20 { // the reconciler has settled; the filter must stay while the policy does
+		ef, err := get(objOf(controllers.EnvoyFilterGVK), ns, filters[0])
+		if err != nil {
+			t.Fatalf("the filter went while a policy relying on it stays: %v", err)
+		}
+		if f := ef.GetFinalizers(); len(f) != 1 || f[0] != controllers.EnvoyRungFinalizer {
+			t.Fatalf("the filter's finalizers %v", f)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := env.Client.Delete(context.Background(), widened); err != nil {
+		t.Fatal(err)
+	}
+	waitTTReady(t, ns, "a", "True", controllers.ReasonApplied)
+	waitTTReady(t, ns, "b", "True", controllers.ReasonApplied)
+	for _, h := range stop() {
+		t.Errorf("hole: %s", h)
 	}
 }

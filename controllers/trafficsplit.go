@@ -56,7 +56,7 @@ type TrafficSplitReconciler struct {
 
 // SetupWithManager registers the field indexes and watches.
 func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	r.syncer = newSyncer(r.Client)
+	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
 	c := mgr.GetCache()
 	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) func(cache.SMIObject) []string {
 		return func(o cache.SMIObject) []string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -23,6 +24,9 @@ type Result struct {
 	Pruned   []Ref
 	// Released are guarded objects let go (their finalizer removed).
 	Released []Ref
+	// Held are guarded objects kept although the set no longer wants them: an object the set does
+	// not own (any more) still relies on them (Set.ReliesOn). The sync looks again later.
+	Held []Problem
 }
 
 // Blocked reports whether the desired set was not applied.
@@ -44,10 +48,17 @@ func (r Result) Problem(reason string) (Problem, bool) {
 // Syncer carries out plans against the apiserver, reading live objects from c (the manager's
 // cache) and writing with server-side apply under one field manager.
 type Syncer struct {
-	Client       client.Client
+	Client client.Client
+	// Reader reads the apiserver directly (the manager's APIReader): before a guard is let go, the
+	// objects that may rely on it are listed uncached, so that one applied a moment ago (not yet in
+	// the cache) is seen. Client is used when nil.
+	Reader       client.Reader
 	FieldManager string
 	Validate     Validator
 }
+
+// ReasonHeld: a guarded object stays because an object the set does not own relies on it.
+const ReasonHeld = "Held"
 
 // Sync writes set: live objects are read, the plan made by Diff is carried out in order. When an
 // apply fails half-way through a Remove set, what it holds is deleted (allow nothing) before the
@@ -77,13 +88,40 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 	if err := s.delete(ctx, plan.Prune, &res); err != nil {
 		return res, err
 	}
-	return res, s.release(ctx, plan.Release, set.Finalizer, &res)
+	return res, s.release(ctx, set, plan.Release, &res)
 }
 
 // release removes the set's finalizer from guarded objects (a JSON patch that fails if their
-// finalizers changed meanwhile).
-func (s *Syncer) release(ctx context.Context, objs []cache.Object, finalizer string, res *Result) error {
+// finalizers changed meanwhile), each only once no object of the namespace relies on it, as read
+// from the apiserver: one of the set's (a moment ago applied, or not yet pruned: the sync is retried)
+// or anyone's (held, reported, looked at again later).
+func (s *Syncer) release(ctx context.Context, set *Set, objs []cache.Object, res *Result) error {
+	if len(objs) == 0 {
+		return nil
+	}
+	reliers, err := s.reliers(ctx, set)
+	if err != nil {
+		return err
+	}
+	finalizer := set.Finalizer
 	for _, o := range objs {
+		var held []metav1.PartialObjectMetadata
+		for _, r := range reliers {
+			if Relies(&r, set.ReliesOn, o.GetName()) {
+				held = append(held, r)
+			}
+		}
+		guard := RefOf(o.DefaultGVK().Kind, o)
+		if len(held) > 0 {
+			r := &held[0]
+			relier := RefOf(r.Kind, r)
+			if set.Owns(r) {
+				return fmt.Errorf("release %s: %s still relies on it: %w", guard, relier, ErrRelied)
+			}
+			res.Held = append(res.Held, Problem{Object: guard, Reason: ReasonHeld,
+				Message: fmt.Sprintf("%s is kept: %s relies on it and is not managed by smi2istio for this %s (remove it or give it back its labels)", guard, relier, ownerWord(set))})
+			continue
+		}
 		old := o.GetFinalizers()
 		kept := make([]string, 0, len(old))
 		for _, f := range old {
@@ -106,6 +144,37 @@ func (s *Syncer) release(ctx context.Context, objs []cache.Object, finalizer str
 	return nil
 }
 
+// ErrRelied: a guard was not let go because an object of the set still relies on it.
+var ErrRelied = errors.New("the set still holds an object that relies on it")
+
+// reliers lists, uncached, the objects of the set's namespace of the kinds after its first Guard
+// kind that carry the ReliesOn annotation.
+func (s *Syncer) reliers(ctx context.Context, set *Set) ([]metav1.PartialObjectMetadata, error) {
+	first := set.firstGuard()
+	if first < 0 || set.ReliesOn == "" {
+		return nil, nil
+	}
+	reader := s.Reader
+	if reader == nil {
+		reader = s.Client
+	}
+	var out []metav1.PartialObjectMetadata
+	for _, k := range set.Kinds[first+1:] {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(k.GVK.GroupVersion().WithKind(k.GVK.Kind + "List"))
+		if err := reader.List(ctx, list, client.InNamespace(set.Namespace)); err != nil {
+			return nil, fmt.Errorf("list %s in %s: %w", k.GVK.Kind, set.Namespace, err)
+		}
+		for _, o := range list.Items {
+			if _, ok := o.GetAnnotations()[set.ReliesOn]; ok {
+				o.SetGroupVersionKind(k.GVK)
+				out = append(out, o)
+			}
+		}
+	}
+	return out, nil
+}
+
 // removeAll deletes every live object of the set, in prune order.
 func (s *Syncer) removeAll(ctx context.Context, set *Set, res *Result) error {
 	live, err := s.live(ctx, set)
@@ -118,7 +187,7 @@ func (s *Syncer) removeAll(ctx context.Context, set *Set, res *Result) error {
 	if err := s.delete(ctx, append(plan.PruneFirst, plan.Prune...), res); err != nil {
 		return err
 	}
-	return s.release(ctx, plan.Release, set.Finalizer, res)
+	return s.release(ctx, set, plan.Release, res)
 }
 
 func (s *Syncer) delete(ctx context.Context, objs []cache.Object, res *Result) error {

@@ -62,6 +62,11 @@ type Set struct {
 	OnBlocked OnBlocked
 	// Finalizer is carried by the objects of Guard kinds.
 	Finalizer string
+	// ReliesOn is the annotation that the objects of kinds after a Guard kind carry, naming the
+	// guarded objects of the set they rely on (comma-separated). A guard is let go only when no
+	// object in the namespace names it there, whoever owns that object now and whatever its labels
+	// say: a policy a user relabelled (so no longer the set's) still relies on the filter.
+	ReliesOn string
 }
 
 // Ref names an object.
@@ -175,9 +180,15 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 		}
 		return objs[i].GetName() < objs[j].GetName()
 	})
+	guards := guardNames(set, objs)
 	for i, want := range objs {
-		if ki := set.kindIndex(want.GroupVersionKind()); ki >= 0 && set.Kinds[ki].Guard && set.Finalizer != "" {
+		ki := set.kindIndex(want.GroupVersionKind())
+		if ki >= 0 && set.Kinds[ki].Guard && set.Finalizer != "" {
 			want = withFinalizer(want, set.Finalizer)
+			objs[i] = want
+		}
+		if ki > set.firstGuard() && set.firstGuard() >= 0 && set.ReliesOn != "" && guards != "" {
+			want = withAnnotation(want, set.ReliesOn, guards)
 			objs[i] = want
 		}
 		gvk := want.GroupVersionKind()
@@ -249,6 +260,55 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 		}
 	}
 	return plan
+}
+
+// firstGuard is the index of the set's first Guard kind, -1 when it has none.
+func (s *Set) firstGuard() int {
+	for i, k := range s.Kinds {
+		if k.Guard {
+			return i
+		}
+	}
+	return -1
+}
+
+// guardNames lists the desired guarded objects of the set, sorted and comma-separated.
+func guardNames(set *Set, objs []*unstructured.Unstructured) string {
+	var names []string
+	for _, o := range objs {
+		if ki := set.kindIndex(o.GroupVersionKind()); ki >= 0 && set.Kinds[ki].Guard {
+			names = append(names, o.GetName())
+		}
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
+}
+
+// Relies reports whether o names guard in the annotation key.
+func Relies(o metav1.Object, key, guard string) bool {
+	if key == "" {
+		return false
+	}
+	for _, n := range strings.Split(o.GetAnnotations()[key], ",") {
+		if n == guard {
+			return true
+		}
+	}
+	return false
+}
+
+func withAnnotation(u *unstructured.Unstructured, k, v string) *unstructured.Unstructured {
+	if u.GetAnnotations()[k] == v {
+		return u
+	}
+	u = u.DeepCopy()
+	a := u.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[k] = v
+	u.SetAnnotations(a)
+	return u
 }
 
 func withFinalizer(u *unstructured.Unstructured, f string) *unstructured.Unstructured {

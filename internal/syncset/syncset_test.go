@@ -244,3 +244,37 @@ func TestDiffGuard(t *testing.T) {
 		t.Errorf("plan = %+v, want the policy pruned and the terminating filter released", plan)
 	}
 }
+
+// The objects after a guard name the guards they rely on; without a desired guard they name none.
+func TestDiffStampsReliance(t *testing.T) {
+	set := guardedSet(ef, pa, ap)
+	set.ReliesOn = "example.io/relies-on"
+	plan := Diff(set, nil, nil)
+	got := map[string]string{}
+	for _, u := range plan.Apply {
+		got[u.GetKind()] = u.GetAnnotations()[set.ReliesOn]
+	}
+	if got["EnvoyFilter"] != "" || got["PeerAuthentication"] != "api-filter" || got["AuthorizationPolicy"] != "api-filter" {
+		t.Errorf("relies-on annotations by kind = %v", got)
+	}
+	if len(ap.GetAnnotations()) != 0 {
+		t.Error("Diff modified the desired object")
+	}
+	if !Relies(plan.Apply[2], set.ReliesOn, "api-filter") || Relies(plan.Apply[2], set.ReliesOn, "api") {
+		t.Error("Relies does not read the annotation as a list of names")
+	}
+	set = guardedSet(pa, ap)
+	set.ReliesOn = "example.io/relies-on"
+	for _, u := range Diff(set, nil, nil).Apply {
+		if _, ok := u.GetAnnotations()[set.ReliesOn]; ok {
+			t.Errorf("%s relies on a guard the set does not hold", u.GetKind())
+		}
+	}
+	// A live policy that lacks the annotation is brought up to date.
+	set = guardedSet(ef, ap)
+	set.ReliesOn = "example.io/relies-on"
+	plan = Diff(set, liveSet(live(t, ef, func(u *unstructured.Unstructured) { u.SetFinalizers([]string{"smi2istio.io/envoy-rung"}) }), live(t, ap, nil)), nil)
+	if names(plan.Apply) != "a-api" {
+		t.Errorf("apply %q, want the policy re-applied with its annotation", names(plan.Apply))
+	}
+}
