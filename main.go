@@ -334,7 +334,9 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 	if err := ts.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TrafficSplit controller: %w", err)
 	}
-	access := &controllers.AccessReconciler{Client: mgr.GetClient(), Recorder: recorder, State: shared.Current, Resync: shared.Resync}
+	// One index of pods and pod templates, read by both reconcilers that need workloads.
+	workloads := cache.NewWorkloadIndex()
+	access := &controllers.AccessReconciler{Client: mgr.GetClient(), Recorder: recorder, State: shared.Current, Resync: shared.Resync, Workloads: workloads}
 	if err := access.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TrafficTarget controller: %w", err)
 	}
@@ -344,7 +346,7 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 			return fmt.Errorf("set up %s controller: %w", gvk.Kind, err)
 		}
 	}
-	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), State: shared.Current, Resync: shared.Resync}
+	baseline := &controllers.BaselineReconciler{Client: mgr.GetClient(), State: shared.Current, Resync: shared.Resync, Workloads: workloads}
 	if err := baseline.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up baseline controller: %w", err)
 	}

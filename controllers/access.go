@@ -146,6 +146,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	if r.Workloads == nil {
 		r.Workloads = cache.NewWorkloadIndex()
 	}
+	workloads := &workloadSource{index: r.Workloads, changes: r.Workloads.Subscribe(), cfg: mgr.GetConfig(), fan: r.destinations}
 	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
 
 	b := ctrl.NewControllerManagedBy(mgr).
@@ -163,7 +164,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		Watches(&corev1.ServiceAccount{}, saFanIn).
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
-		WatchesRawSource(&workloadSource{index: r.Workloads, cfg: mgr.GetConfig(), fan: r.destinations}).
+		WatchesRawSource(workloads).
 		Watches(cache.New(AuthorizationPolicyGVK), byDestinationLabel).
 		Watches(cache.New(PeerAuthenticationGVK), byDestinationLabel).
 		Watches(cache.New(EnvoyFilterGVK), byDestinationLabel).
@@ -211,7 +212,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	for _, u := range items {
 		byName[u.GetName()] = u
 	}
-	scope := accessScopeOf(state, req.Namespace)
+	scope := accessScopeOf(state, req.Namespace, r.Workloads.Sidecars(req.Namespace))
 	var res *translate.AccessResult
 	if len(items) > 0 {
 		if res, err = r.translate(ctx, req, targets, state.Mesh); err != nil {
@@ -297,13 +298,31 @@ func (r *AccessReconciler) targets(ctx context.Context, req reconcile.Request) (
 // accessScope is what the configuration in effect says about a destination's namespace.
 type accessScope struct {
 	inMesh, enforcingMode, rootNamespace bool
+	// leftWithSidecars counts the pods that still run Istio's sidecar in a namespace that is not
+	// (any more) in the mesh: they keep enforcing what istiod gives them, so SMI stays enforced.
+	leftWithSidecars int
 }
 
-func accessScopeOf(state State, ns string) accessScope {
+// accessScopeOf: a namespace is in the mesh for access when the membership says so, or while any
+// of its pods runs Istio's sidecar (see meshedNamespace).
+func accessScopeOf(state State, ns string, sidecars int) accessScope {
 	// Istio's own namespace gets no baseline (controllers/baseline.go): without one, removing an
 	// ALLOW policy there would open its workload, so nothing is written there either.
-	return accessScope{inMesh: state.InMesh(ns), enforcingMode: state.Mode == Enforcing,
+	scope := accessScope{inMesh: meshedNamespace(state, ns, sidecars), enforcingMode: state.Mode == Enforcing,
 		rootNamespace: !state.SelectorOutputsAllowed(ns) || ns == state.IstioNamespace}
+	if !state.InMesh(ns) {
+		scope.leftWithSidecars = sidecars
+	}
+	return scope
+}
+
+// meshedNamespace: SMI is enforced in a namespace the membership puts in the mesh, and in one with
+// pods that run Istio's sidecar whatever the membership says — a namespace that left the mesh (its
+// injection label removed) keeps its sidecars until the pods restart, and they keep enforcing the
+// policies they have: removing our policies and baseline would open them. Outputs go once the
+// last such pod has.
+func meshedNamespace(state State, ns string, sidecars int) bool {
+	return state.InMesh(ns) || sidecars > 0
 }
 
 // enforcing: outputs are written.
@@ -448,23 +467,21 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 	return in, nil
 }
 
-// workloadSource runs the workload index for the controller and enqueues the destinations of every
-// namespace whose workloads changed; workers start once the index has listed everything.
+// workloadSource runs the workload index for a controller (once, whoever starts first) and
+// enqueues what fan makes of every namespace whose workloads changed; workers start once the index
+// has listed everything.
 type workloadSource struct {
-	index *cache.WorkloadIndex
-	cfg   *rest.Config
-	fan   func(ctx context.Context, ns string) []reconcile.Request
+	index   *cache.WorkloadIndex
+	changes *cache.Changes
+	cfg     *rest.Config
+	fan     func(ctx context.Context, ns string) []reconcile.Request
 }
 
 func (s *workloadSource) Start(ctx context.Context, queue workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-	go func() {
-		if err := s.index.Run(ctx, s.cfg); err != nil {
-			ctrl.LoggerFrom(ctx).Error(err, "workload index stopped")
-		}
-	}()
+	s.index.Start(ctx, s.cfg, func(err error) { ctrl.LoggerFrom(ctx).Error(err, "workload index stopped") })
 	go func() {
 		for {
-			changed := s.index.Changed(ctx)
+			changed := s.changes.Next(ctx)
 			if changed == nil {
 				return
 			}
@@ -538,6 +555,9 @@ func targetConditions(tr translate.TargetResult, res *translate.AccessResult, sc
 		if len(tr.Warnings) > 0 {
 			st.ready.Message += "; " + joinFindings(tr.Warnings)
 		}
+	}
+	if scope.leftWithSidecars > 0 && scope.enforcing() {
+		st.ready.Message += fmt.Sprintf("; the namespace is not in the mesh, but %d of its pods still run Istio's sidecar: SMI stays enforced until they are restarted", scope.leftWithSidecars)
 	}
 	for _, h := range synced.Held {
 		st.ready.Message += "; " + h.Message

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -415,4 +416,60 @@ func TestNoBaselineInIstioNamespace(t *testing.T) {
 	if refs := b.GetOwnerReferences(); len(refs) != 1 || refs[0].Kind != "SMI2IstioConfig" || refs[0].Name != v1alpha1.ConfigName {
 		t.Errorf("baseline owner %+v, want the SMI2IstioConfig %s", refs, v1alpha1.ConfigName)
 	}
+}
+
+// A namespace that leaves the mesh (its injection label turned off) keeps its pods' sidecars until
+// they restart, and they keep enforcing what istiod gives them: SMI stays enforced (policies and
+// baseline kept, and said so) until the last such pod is gone; then the outputs go.
+func TestLeavingTheMeshKeepsEnforcingWhileSidecarsRun(t *testing.T) {
+	ns := freshNamespace(t)
+	meshNamespace(t, ns)
+	applyYAML(t, ns, regexAccess)
+	waitTTReady(t, ns, "a", "True", controllers.ReasonApplied)
+	waitBaselines(t, true, ns)
+	applyYAML(t, ns, `
+apiVersion: v1
+kind: Pod
+metadata:
+  name: api-0
+  labels: {app: api}
+  annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
+spec:
+  serviceAccountName: api
+  containers: [{name: api, image: x}, {name: istio-proxy, image: proxyv2}]
+`)
+	meshNamespace(t, ns, false)
+	eventually(t, "a says SMI stays enforced on the remaining sidecar", func() error {
+		u, err := get(objOf(controllers.TrafficTargetGVK), ns, "a")
+		if err != nil {
+			return err
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m := c.(map[string]any); m["type"] == "Ready" && m["status"] == "True" && strings.Contains(fmt.Sprint(m["message"]), "1 of its pods still run Istio's sidecar") {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %v", conds)
+	})
+	if !baselineExists(ns) {
+		t.Error("the baseline went while a sidecar still runs")
+	}
+	if ps := policiesOf(t, ns, "api"); len(ps) != 2 {
+		t.Errorf("policies of api while a sidecar still runs: %v", ps)
+	}
+	pod := &corev1.Pod{}
+	pod.SetNamespace(ns)
+	pod.SetName("api-0")
+	if err := env.Client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitTTReady(t, ns, "a", "False", controllers.ReasonNotInMesh)
+	waitBaselines(t, false, ns)
+	waitPolicies(t, ns, "api", func(ps map[string]policy) error {
+		if len(ps) > 0 {
+			return fmt.Errorf("policies left: %v", ps)
+		}
+		return nil
+	})
 }

@@ -31,6 +31,9 @@ type BaselineReconciler struct {
 	// set, re-reconciles every namespace when it changes.
 	State  StateSource
 	Resync func(fan func(context.Context) []reconcile.Request) source.Source
+	// Workloads is the index of pods (shared with the access reconciler); SetupWithManager makes
+	// one when nil. A namespace whose pods run Istio's sidecar keeps its baseline (meshedNamespace).
+	Workloads *cache.WorkloadIndex
 
 	syncer *syncset.Syncer
 }
@@ -40,8 +43,15 @@ type BaselineReconciler struct {
 // SetupWithManager watches namespaces and the baselines.
 func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
+	if r.Workloads == nil {
+		r.Workloads = cache.NewWorkloadIndex()
+	}
 	b := ctrl.NewControllerManagedBy(mgr).
-		Named("baseline")
+		Named("baseline").
+		WatchesRawSource(&workloadSource{index: r.Workloads, changes: r.Workloads.Subscribe(), cfg: mgr.GetConfig(),
+			fan: func(_ context.Context, ns string) []reconcile.Request {
+				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: ns}}}
+			}})
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
 			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request {
@@ -71,7 +81,7 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
 	}
-	want := state.Mode == Enforcing && state.InMesh(ns.Name) && state.SelectorOutputsAllowed(ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
+	want := state.Mode == Enforcing && meshedNamespace(state, ns.Name, r.Workloads.Sidecars(ns.Name)) && state.SelectorOutputsAllowed(ns.Name) && ns.Name != state.IstioNamespace && ns.DeletionTimestamp == nil
 	if want && state.Config == nil {
 		return reconcile.Result{}, nil // no owner yet: the config's creation resyncs every namespace
 	}

@@ -159,13 +159,15 @@ func runMain(m *testing.M) int {
 		State:    shared.Current,
 		Resync:   shared.Resync,
 	}
+	workloads := cache.NewWorkloadIndex() // shared, as main.go does
 	accessR = &controllers.AccessReconciler{
-		Client:   countingClient{mgr.GetClient(), &accessWrites},
-		Recorder: countingRecorder{rec, &accessWrites},
-		State:    shared.Current,
-		Resync:   shared.Resync,
+		Client:    countingClient{mgr.GetClient(), &accessWrites},
+		Recorder:  countingRecorder{rec, &accessWrites},
+		State:     shared.Current,
+		Resync:    shared.Resync,
+		Workloads: workloads,
 	}
-	baselineR = &controllers.BaselineReconciler{Client: countingClient{mgr.GetClient(), &baselineWrites}, State: shared.Current, Resync: shared.Resync}
+	baselineR = &controllers.BaselineReconciler{Client: countingClient{mgr.GetClient(), &baselineWrites}, State: shared.Current, Resync: shared.Resync, Workloads: workloads}
 	if err := splitR.SetupWithManager(ctx, mgr); err != nil {
 		fmt.Fprintln(os.Stderr, "set up controller:", err)
 		return 1

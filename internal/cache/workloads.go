@@ -29,6 +29,7 @@ var workloadKinds = []string{"Deployment", "StatefulSet", "DaemonSet", "Pod"}
 type identity struct {
 	serviceAccount string
 	labels         map[string]string // stable labels only (translate.VolatileLabels dropped)
+	sidecar        bool              // a pod that runs Istio's sidecar
 	key            string
 	refs           int
 }
@@ -53,21 +54,49 @@ type WorkloadIndex struct {
 	synced   [4]bool
 	syncedCh chan struct{}
 
-	// dirty namespaces not yet reported; signal wakes the notifier.
+	// subs are told which namespaces changed (the first is Changed's).
+	subs  []*Changes
+	start sync.Once
+}
+
+// Changes reports the namespaces whose workloads changed to one consumer.
+type Changes struct {
+	ix *WorkloadIndex
+	// dirty namespaces not yet reported; signal wakes the consumer.
 	dirty  map[string]struct{}
 	signal chan struct{}
 }
 
 // NewWorkloadIndex returns an empty index; Run fills it.
 func NewWorkloadIndex() *WorkloadIndex {
-	return &WorkloadIndex{
+	ix := &WorkloadIndex{
 		namespaces: map[string]*workloadNamespace{},
 		identities: map[string]*identity{},
 		pending:    map[string]map[string]string{},
 		syncedCh:   make(chan struct{}),
-		dirty:      map[string]struct{}{},
-		signal:     make(chan struct{}, 1),
 	}
+	ix.Subscribe()
+	return ix
+}
+
+// Subscribe returns a new consumer of the index's changes (every namespace changed from now on).
+func (ix *WorkloadIndex) Subscribe() *Changes {
+	c := &Changes{ix: ix, dirty: map[string]struct{}{}, signal: make(chan struct{}, 1)}
+	ix.mu.Lock()
+	ix.subs = append(ix.subs, c)
+	ix.mu.Unlock()
+	return c
+}
+
+// Start runs the index in the background once, however many consumers ask.
+func (ix *WorkloadIndex) Start(ctx context.Context, cfg *rest.Config, onError func(error)) {
+	ix.start.Do(func() {
+		go func() {
+			if err := ix.Run(ctx, cfg); err != nil {
+				onError(err)
+			}
+		}()
+	})
 }
 
 // Run watches the four kinds of workloads (protobuf, streamed initial lists) until ctx ends.
@@ -188,43 +217,72 @@ func (ix *WorkloadIndex) Workloads(ns string) []translate.Workload {
 	return out
 }
 
-// Changed waits for namespaces whose workloads changed (added, removed, or a new ServiceAccount
-// or stable labels) and returns them; nil when ctx ends.
-func (ix *WorkloadIndex) Changed(ctx context.Context) []string {
+// Changed waits for namespaces whose workloads changed (added, removed, or a new ServiceAccount,
+// stable labels or sidecar) and returns them; nil when ctx ends. It is the first consumer's Next.
+func (ix *WorkloadIndex) Changed(ctx context.Context) []string { return ix.subs[0].Next(ctx) }
+
+// Next waits for namespaces changed since the last call and returns them; nil when ctx ends.
+func (c *Changes) Next(ctx context.Context) []string {
 	for {
-		ix.mu.Lock()
-		if len(ix.dirty) > 0 {
-			out := make([]string, 0, len(ix.dirty))
-			for ns := range ix.dirty {
+		c.ix.mu.Lock()
+		if len(c.dirty) > 0 {
+			out := make([]string, 0, len(c.dirty))
+			for ns := range c.dirty {
 				out = append(out, ns)
 			}
-			clear(ix.dirty)
-			ix.mu.Unlock()
+			clear(c.dirty)
+			c.ix.mu.Unlock()
 			sort.Strings(out)
 			return out
 		}
-		ix.mu.Unlock()
+		c.ix.mu.Unlock()
 		select {
-		case <-ix.signal:
+		case <-c.signal:
 		case <-ctx.Done():
 			return nil
 		}
 	}
 }
 
+// markDirty tells every consumer; callers hold mu.
 func (ix *WorkloadIndex) markDirty(ns string) {
-	ix.dirty[ns] = struct{}{}
-	select {
-	case ix.signal <- struct{}{}:
-	default:
+	for _, c := range ix.subs {
+		c.dirty[ns] = struct{}{}
+		select {
+		case c.signal <- struct{}{}:
+		default:
+		}
 	}
 }
+
+// Sidecars counts the namespace's pods that run Istio's sidecar (injected: the
+// sidecar.istio.io/status annotation or an istio-proxy container). Such pods keep enforcing
+// the policies istiod gives them after their namespace leaves the mesh, until they restart.
+func (ix *WorkloadIndex) Sidecars(ns string) int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	n := ix.namespaces[ns]
+	if n == nil {
+		return 0
+	}
+	count := 0
+	for _, id := range n[podKind] {
+		if id.sidecar {
+			count++
+		}
+	}
+	return count
+}
+
+// podKind is the index of pods in workloadKinds.
+const podKind = 3
 
 // entry is one workload as the index records it.
 type entry struct {
 	namespace, name string
 	serviceAccount  string
 	labels          map[string]string
+	sidecar         bool
 	deleting        bool
 	normal          bool // already normalized (a compacted entry)
 }
@@ -273,7 +331,7 @@ func entryOf(obj any) (entry, bool) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Spec.ServiceAccountName, labels: o.Labels,
-			deleting: o.DeletionTimestamp != nil}, true
+			sidecar: hasSidecar(o), deleting: o.DeletionTimestamp != nil}, true
 	case *compacted:
 		return o.entry, true
 	case *appsv1.Deployment:
@@ -289,13 +347,31 @@ func entryOf(obj any) (entry, bool) {
 		deleting: meta.DeletionTimestamp != nil}, true
 }
 
-func identityKey(sa string, labels map[string]string) string {
+// hasSidecar reports whether Istio injected its sidecar into the pod.
+func hasSidecar(p *corev1.Pod) bool {
+	if _, ok := p.Annotations["sidecar.istio.io/status"]; ok {
+		return true
+	}
+	for _, cs := range [][]corev1.Container{p.Spec.Containers, p.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == "istio-proxy" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func identityKey(sa string, labels map[string]string, sidecar bool) string {
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	var b strings.Builder
+	if sidecar {
+		b.WriteByte(1) // a ServiceAccount name never starts with one
+	}
 	b.WriteString(sa)
 	for _, k := range keys {
 		b.WriteByte(0)
@@ -314,7 +390,7 @@ func (ix *WorkloadIndex) set(kind int, e entry) {
 	}
 	e = e.normalized()
 	sa, labels := e.serviceAccount, e.labels
-	key := identityKey(sa, labels)
+	key := identityKey(sa, labels, e.sidecar)
 	n := ix.namespaces[e.namespace]
 	if n == nil {
 		n = &workloadNamespace{}
@@ -329,7 +405,7 @@ func (ix *WorkloadIndex) set(kind int, e entry) {
 	}
 	id := ix.identities[key]
 	if id == nil {
-		id = &identity{serviceAccount: sa, labels: labels, key: key}
+		id = &identity{serviceAccount: sa, labels: labels, sidecar: e.sidecar, key: key}
 		ix.identities[key] = id
 	}
 	id.refs++
@@ -375,7 +451,7 @@ func (ix *WorkloadIndex) compact(obj any) (any, error) {
 		return obj, nil
 	}
 	e = e.normalized()
-	key := identityKey(e.serviceAccount, e.labels)
+	key := identityKey(e.serviceAccount, e.labels, e.sidecar)
 	ix.mu.Lock()
 	if id := ix.identities[key]; id != nil {
 		e.labels = id.labels

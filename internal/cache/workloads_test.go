@@ -80,11 +80,10 @@ func TestWorkloadIndex(t *testing.T) {
 	}
 
 	ix := NewWorkloadIndex()
-	go func() {
-		if err := ix.Run(ctx, env.Config); err != nil {
-			t.Error(err)
-		}
-	}()
+	second := ix.Subscribe()
+	for range 2 { // started once
+		ix.Start(ctx, env.Config, func(err error) { t.Error(err) })
+	}
 	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer syncCancel()
 	if err := ix.WaitForSync(syncCtx); err != nil {
@@ -160,6 +159,37 @@ func TestWorkloadIndex(t *testing.T) {
 	}
 	if n := len(ix.Workloads("shop")); n != 2 {
 		t.Errorf("shop has %d workloads after removing the Deployment and db, want the 2 web pods", n)
+	}
+	// A second consumer was told of every namespace changed since it subscribed.
+	if c := second.Next(ctx); !reflect.DeepEqual(c, []string{"other", "shop"}) {
+		t.Errorf("the second consumer's changes: %v", c)
+	}
+
+	// Pods that run Istio's sidecar (injected: annotated, or an istio-proxy container, native
+	// sidecars included) are counted; a new sidecar is a change.
+	if n := ix.Sidecars("shop"); n != 0 {
+		t.Errorf("shop has %d sidecars before any was injected", n)
+	}
+	injected := pod("shop", "web-2", "web", web)
+	injected.Annotations = map[string]string{"sidecar.istio.io/status": `{"containers":["istio-proxy"]}`}
+	native := pod("shop", "web-3", "web", web)
+	native.Spec.InitContainers = []corev1.Container{{Name: "istio-proxy", Image: "proxyv2"}}
+	for _, p := range []*corev1.Pod{injected, native} {
+		if _, err := cs.CoreV1().Pods("shop").Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "two sidecars in shop", func() error {
+		if n := ix.Sidecars("shop"); n != 2 {
+			return fmt.Errorf("%d sidecars", n)
+		}
+		return nil
+	})
+	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"shop"}) {
+		t.Errorf("changed after injected pods came: %v", c)
+	}
+	if n := ix.Sidecars("other"); n != 0 {
+		t.Errorf("other has %d sidecars", n)
 	}
 }
 
@@ -274,5 +304,20 @@ func BenchmarkCompactedRetained(b *testing.B) {
 			runtime.KeepAlive(keep)
 			runtime.KeepAlive(in)
 		})
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
