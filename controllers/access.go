@@ -132,7 +132,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	// Our outputs map to their destination; anybody else's object of those kinds may hold (or
 	// release) the name of one of our outputs: every destination of its namespace takes another look.
 	byDestinationLabel := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
-		if o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue {
+		if o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue || o.GetName() == BaselineName {
 			return r.destinations(ctx, o.GetNamespace())
 		}
 		if d := o.GetLabels()[translate.DestinationLabel]; d != "" {
@@ -213,6 +213,11 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		byName[u.GetName()] = u
 	}
 	scope := accessScopeOf(state, req.Namespace, r.Workloads.Sidecars(req.Namespace))
+	if scope.enforcing() {
+		if scope.baselineMissing, err = r.baselineMissing(ctx, req.Namespace); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
 	var res *translate.AccessResult
 	if len(items) > 0 {
 		if res, err = r.translate(ctx, req, targets, state.Mesh); err != nil {
@@ -242,9 +247,14 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if synced.Wrote() {
 		ctrl.LoggerFrom(ctx).Info("synced", "destination", req.Name, "applied", refNames(synced.Applied), "pruned", refNames(synced.Pruned))
 	}
+	if len(synced.Withheld) > 0 && syncErr == nil {
+		// The policies wait for their filter to reach the proxies: status once they are applied.
+		ctrl.LoggerFrom(ctx).V(1).Info("policies wait for their filter", "destination", req.Name, "withheld", refNames(synced.Withheld), "wait", synced.Wait)
+		return reconcile.Result{RequeueAfter: synced.Wait}, nil
+	}
 	recordRungs(req.Namespace, req.Name, res)
 	if res == nil {
-		return reconcile.Result{}, syncErr
+		return afterSync(synced, syncErr)
 	}
 	for _, tr := range res.Targets {
 		st := targetConditions(tr, res, scope, synced)
@@ -253,13 +263,44 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			return reconcile.Result{}, err
 		}
 	}
-	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting && syncErr == nil {
+	return afterSync(synced, syncErr)
+}
+
+// afterSync is when a destination is looked at again: on error (with backoff), once an object being
+// deleted is gone, once a wait of the sync is over, or (nobody tells us) later when a policy that is
+// not ours holds a filter.
+func afterSync(synced syncset.Result, syncErr error) (reconcile.Result, error) {
+	switch {
+	case syncErr != nil:
+		return reconcile.Result{}, syncErr
+	case synced.Pending():
+		return reconcile.Result{RequeueAfter: synced.Wait}, nil
+	}
+	if _, waiting := synced.Problem(syncset.ReasonTerminating); waiting {
 		return reconcile.Result{RequeueAfter: time.Second}, nil
 	}
-	if len(synced.Held) > 0 && syncErr == nil {
-		return reconcile.Result{RequeueAfter: time.Minute}, nil // nobody tells us when the relier goes
+	if len(synced.Held) > 0 {
+		return reconcile.Result{RequeueAfter: time.Minute}, nil
 	}
-	return reconcile.Result{}, syncErr
+	return reconcile.Result{}, nil
+}
+
+// baselineMissing reports whether the namespace lacks its deny-by-default baseline (ours, not being
+// deleted).
+func (r *AccessReconciler) baselineMissing(ctx context.Context, ns string) (bool, error) {
+	ap := cache.New(AuthorizationPolicyGVK)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: BaselineName}, ap, client.UnsafeDisableDeepCopy)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get the baseline of %s: %w", ns, err)
+	}
+	set, err := baselineSet(ns, false, nil)
+	if err != nil {
+		return false, err
+	}
+	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero(), nil
 }
 
 // translate fetches what the destination's TrafficTargets reference and translates them together.
@@ -298,6 +339,9 @@ func (r *AccessReconciler) targets(ctx context.Context, req reconcile.Request) (
 // accessScope is what the configuration in effect says about a destination's namespace.
 type accessScope struct {
 	inMesh, enforcingMode, rootNamespace bool
+	// baselineMissing: the namespace's deny-by-default baseline is not (ours and) in place, so a
+	// destination with no ALLOW policy is open to every source.
+	baselineMissing bool
 	// leftWithSidecars counts the pods that still run Istio's sidecar in a namespace that is not
 	// (any more) in the mesh: they keep enforcing what istiod gives them, so SMI stays enforced.
 	leftWithSidecars int
@@ -346,6 +390,17 @@ const EnvoyRungFinalizer = "smi2istio.io/envoy-rung"
 // whoever manages that object now (a relabelled policy still relies on the filter).
 const ReliesOnAnnotation = "smi2istio.io/relies-on"
 
+// EnvoyRungSettle is how long a new Envoy-rung filter exists before the policies relying on it are
+// applied, and how long a filter stays after the last policy relying on it went. istiod watches
+// EnvoyFilters and AuthorizationPolicies separately and debounces pushes (100 ms by default): the
+// order the apiserver saw is not necessarily the order proxies get. Far above the skew between two
+// watches of one apiserver; a wait only delays an allow, or a release.
+const EnvoyRungSettle = 3 * time.Second
+
+// UnreliedAnnotation notes on a filter being let go when it was first found with no policy relying
+// on it (released EnvoyRungSettle after).
+const UnreliedAnnotation = "smi2istio.io/unrelied-since"
+
 // accessSet is the complete desired set of one destination ServiceAccount: each TrafficTarget's
 // policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
 // (they hold their union; none is their controller, so deleting one TrafficTarget leaves them).
@@ -361,6 +416,9 @@ func accessSet(req reconcile.Request, items []cache.SMIObject, byName map[string
 		OnBlocked:  syncset.Remove,
 		Finalizer:  EnvoyRungFinalizer,
 		ReliesOn:   ReliesOnAnnotation,
+		Settle:     EnvoyRungSettle,
+		Unrelied:   UnreliedAnnotation,
+		Now:        time.Now(),
 	}
 	if !enforcing || res == nil {
 		return set, nil
@@ -499,6 +557,18 @@ func (s *workloadSource) WaitForSync(ctx context.Context) error { return s.index
 
 // targetConditions is what a reconcile of its destination decided about one TrafficTarget.
 func targetConditions(tr translate.TargetResult, res *translate.AccessResult, scope accessScope, synced syncset.Result) conditionSet {
+	st := targetReadiness(tr, res, scope, synced)
+	if scope.enforcing() && scope.baselineMissing && st.ready.Status == metav1.ConditionFalse {
+		// "Nothing is allowed" is only true with the namespace's deny-by-default baseline in place.
+		st.ready.Message = fmt.Sprintf("the namespace's deny-by-default AuthorizationPolicy %s is missing or not smi2istio's (see the SMI2IstioConfig and the namespace's mesh membership): until it is in place, a destination with no policy allowing anything is open to every source; %s: %s",
+			BaselineName, st.ready.Reason, st.ready.Message)
+		st.ready.Reason = ReasonBaselineMissing
+	}
+	return st
+}
+
+// targetReadiness is targetConditions before the baseline is considered.
+func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, scope accessScope, synced syncset.Result) conditionSet {
 	st := applied()
 	st.accepted.Message = rungSummary(tr)
 	var rejected []translate.Finding

@@ -18,6 +18,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/controllers"
+	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -469,6 +470,74 @@ spec:
 	waitPolicies(t, ns, "api", func(ps map[string]policy) error {
 		if len(ps) > 0 {
 			return fmt.Errorf("policies left: %v", ps)
+		}
+		return nil
+	})
+}
+
+// "Nothing is allowed" holds only with the namespace's deny-by-default baseline in place: while a
+// foreign AuthorizationPolicy (here an allow-all) holds the baseline's name, a TrafficTarget that
+// allows nothing says so; once the baseline is ours, it says what it allows.
+func TestNothingAllowedNeedsTheBaseline(t *testing.T) {
+	ns := freshNamespace(t)
+	meshNamespace(t, ns, false)
+	waitBaselines(t, false, ns)
+	applyYAML(t, ns, `
+apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: `+controllers.BaselineName+`}
+spec: {rules: [{}]}
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: a}
+spec:
+  destination: {kind: ServiceAccount, name: api}
+  sources: [{kind: ServiceAccount, name: web}]
+  rules: [{kind: HTTPRouteGroup, name: missing}]
+`)
+	// The operator's cache has seen the user's policy: a baseline applied before that would take it
+	// over (TestForeignFieldsAreNotKept covers that race).
+	eventually(t, "the user's policy in the operator's cache", func() error {
+		return accessR.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controllers.BaselineName}, cache.New(controllers.AuthorizationPolicyGVK))
+	})
+	meshNamespace(t, ns)
+	waitTTReady(t, ns, "a", "False", controllers.ReasonBaselineMissing)
+	user, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+	if err != nil || user.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue {
+		t.Fatalf("the user's policy was touched: %v %v", user, err)
+	}
+	if err := env.Client.Delete(context.Background(), user); err != nil {
+		t.Fatal(err)
+	}
+	waitBaselines(t, true, ns)
+	waitTTReady(t, ns, "a", "False", controllers.ReasonNothingToDo)
+}
+
+// Server-side apply merges: a field another manager owns survives every apply of ours. A rule added
+// by hand to a namespace's baseline (allow-all) is not kept: the baseline is deleted and written
+// again as smi2istio wants it.
+func TestForeignFieldsAreNotKept(t *testing.T) {
+	ns := freshNamespace(t)
+	meshNamespace(t, ns)
+	waitBaselines(t, true, ns)
+	before, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Patch(context.Background(), before.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"rules":[{}]}}`)), client.FieldOwner("kubectl-edit")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the baseline written again without the added rule", func() error {
+		b, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+		if err != nil {
+			return err
+		}
+		if b.GetUID() == before.GetUID() {
+			return fmt.Errorf("still the edited object")
+		}
+		if spec, _, _ := unstructured.NestedMap(b.Object, "spec"); len(spec) > 0 {
+			return fmt.Errorf("spec %v", spec)
 		}
 		return nil
 	})

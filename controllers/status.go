@@ -42,6 +42,9 @@ const (
 	ReasonRootNamespace = "RootNamespace"
 	// ReasonApplyFailed: the apiserver refused a write of the set; it is retried.
 	ReasonApplyFailed = "ApplyFailed"
+	// ReasonBaselineMissing: a TrafficTarget allows nothing, which only holds while its namespace's
+	// deny-by-default baseline is in place, and it is not (yet, or a foreign object holds its name).
+	ReasonBaselineMissing = "BaselineMissing"
 	// ReasonApproximated: accepted, but some of it could not be enforced exactly and was left out
 	// (denied); the message names the fields.
 	ReasonApproximated = "Approximated"

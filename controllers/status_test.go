@@ -99,6 +99,17 @@ func TestTargetConditions(t *testing.T) {
 			cond(ConditionReady, metav1.ConditionFalse, ReasonRootNamespace, "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, nothing is allowed")}, OutcomeInvalid},
 		{"not in mesh", a, accessScope{enforcingMode: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
 			cond(ConditionReady, metav1.ConditionFalse, ReasonNotInMesh, "the destination's namespace is not in the mesh: nothing is applied")}, OutcomeNotInMesh},
+		{"left the mesh, sidecars still run", a, accessScope{inMesh: true, enforcingMode: true, leftWithSidecars: 3}, syncset.Result{}, []metav1.Condition{accepted, resolved,
+			cond(ConditionReady, metav1.ConditionTrue, ReasonApplied, "applied a-api, a-api; the namespace is not in the mesh, but 3 of its pods still run Istio's sidecar: SMI stays enforced until they are restarted")}, OutcomeApplied},
+		{"allowing something needs no baseline", a, accessScope{inMesh: true, enforcingMode: true, baselineMissing: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
+			cond(ConditionReady, metav1.ConditionTrue, ReasonApplied, "applied a-api, a-api")}, OutcomeApplied},
+		{"allowing nothing needs the baseline", b, accessScope{inMesh: true, enforcingMode: true, baselineMissing: true}, syncset.Result{}, []metav1.Condition{
+			cond(ConditionAccepted, metav1.ConditionFalse, "InvalidName", `spec.sources[0].name: "web*" is not a ServiceAccount name`), resolved,
+			cond(ConditionReady, metav1.ConditionFalse, ReasonBaselineMissing, "the namespace's deny-by-default AuthorizationPolicy smi2istio-default-deny is missing or not smi2istio's (see the SMI2IstioConfig and the namespace's mesh membership): until it is in place, a destination with no policy allowing anything is open to every source; Invalid: nothing is allowed by this TrafficTarget")}, OutcomeInvalid},
+		{"blocked needs the baseline", a, accessScope{inMesh: true, enforcingMode: true, baselineMissing: true}, syncset.Result{Problems: []syncset.Problem{filterConflict}}, []metav1.Condition{accepted, resolved,
+			cond(ConditionReady, metav1.ConditionFalse, ReasonBaselineMissing, "the namespace's deny-by-default AuthorizationPolicy smi2istio-default-deny is missing or not smi2istio's (see the SMI2IstioConfig and the namespace's mesh membership): until it is in place, a destination with no policy allowing anything is open to every source; Conflict: "+filterConflict.Message+all)}, OutcomeConflict},
+		{"not enforced: no baseline expected", a, accessScope{enforcingMode: true, baselineMissing: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
+			cond(ConditionReady, metav1.ConditionFalse, ReasonNotInMesh, "the destination's namespace is not in the mesh: nothing is applied")}, OutcomeNotInMesh},
 	} {
 		checkConditions(t, c.name, targetConditions(c.tr, res, c.scope, c.synced), c.want, c.outcome)
 	}

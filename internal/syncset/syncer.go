@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -27,7 +29,14 @@ type Result struct {
 	// Held are guarded objects kept although the set no longer wants them: an object the set does
 	// not own (any more) still relies on them (Set.ReliesOn). The sync looks again later.
 	Held []Problem
+	// Withheld are desired objects not applied yet, and Wait how long until the sync should run
+	// again to apply them or let a guard go (Set.Settle).
+	Withheld []Ref
+	Wait     time.Duration
 }
+
+// Pending reports whether the sync has more to do after Wait.
+func (r Result) Pending() bool { return r.Wait > 0 }
 
 // Blocked reports whether the desired set was not applied.
 func (r Result) Blocked() bool { return len(r.Problems) > 0 }
@@ -69,13 +78,20 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		return Result{}, err
 	}
 	plan := Diff(set, live, s.Validate)
-	res := Result{Problems: plan.Problems}
+	res := Result{Problems: plan.Problems, Wait: plan.Wait}
+	for _, w := range plan.Withheld {
+		res.Withheld = append(res.Withheld, Ref{Kind: w.GetKind(), Namespace: w.GetNamespace(), Name: w.GetName()})
+	}
 	if err := s.delete(ctx, plan.PruneFirst, &res); err != nil {
 		return res, err
 	}
 	for _, want := range plan.Apply {
+		got := want.DeepCopy()
 		//nolint:staticcheck // SSA of an unstructured object with one field manager.
-		err := s.Client.Patch(ctx, want.DeepCopy(), client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership)
+		err := s.Client.Patch(ctx, got, client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership)
+		if err == nil {
+			err = s.exact(ctx, want, got)
+		}
 		if err != nil {
 			err = fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
 			if set.OnBlocked == Remove {
@@ -122,6 +138,13 @@ func (s *Syncer) release(ctx context.Context, set *Set, objs []cache.Object, res
 				Message: fmt.Sprintf("%s is kept: %s relies on it and is not managed by smi2istio for this %s (remove it or give it back its labels)", guard, relier, ownerWord(set))})
 			continue
 		}
+		if wait, err := s.settle(ctx, set, o); err != nil || wait > 0 {
+			if err != nil {
+				return fmt.Errorf("release %s: %w", guard, err)
+			}
+			res.Wait = max(res.Wait, wait)
+			continue
+		}
 		old := o.GetFinalizers()
 		kept := make([]string, 0, len(old))
 		for _, f := range old {
@@ -136,12 +159,66 @@ func (s *Syncer) release(ctx context.Context, set *Set, objs []cache.Object, res
 		if err != nil {
 			return err
 		}
-		if err := s.Client.Patch(ctx, o, client.RawPatch(types.JSONPatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+		if err := s.Client.Patch(ctx, metaOf(o), client.RawPatch(types.JSONPatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("release %s %s/%s: %w", o.DefaultGVK().Kind, o.GetNamespace(), o.GetName(), err)
 		}
 		res.Released = append(res.Released, RefOf(o.DefaultGVK().Kind, o))
 	}
 	return nil
+}
+
+// ErrForeignFields: an applied object holds fields that the set did not write.
+var ErrForeignFields = errors.New("it holds fields smi2istio did not write (another field manager's): it was deleted, and is written again")
+
+// exact checks that an applied object's spec is the desired one. Server-side apply merges: fields
+// another manager owns stay. That is how an object created by someone else a moment before ours
+// (not yet in the cache) would be adopted with its own rules, or how an edit by hand to one of ours
+// (an extra rule) would survive every apply. Such an object is deleted, to be written again.
+func (s *Syncer) exact(ctx context.Context, want, got *unstructured.Unstructured) error {
+	w, err := cache.SpecHash(want.Object["spec"])
+	if err != nil {
+		return err
+	}
+	g, err := cache.SpecHash(got.Object["spec"])
+	if err != nil {
+		return err
+	}
+	if w == g {
+		return nil
+	}
+	if err := s.Client.Delete(ctx, got, client.Preconditions{UID: ptr.To(got.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("%w; deleting it failed: %w", ErrForeignFields, err)
+	}
+	return ErrForeignFields
+}
+
+// settle says how long a guard with nothing relying on it must still stay (Set.Settle): the first
+// time it is found so, the time is noted on it.
+func (s *Syncer) settle(ctx context.Context, set *Set, o cache.Object) (time.Duration, error) {
+	if set.Settle <= 0 || set.Unrelied == "" {
+		return 0, nil
+	}
+	if since, err := time.Parse(time.RFC3339Nano, o.GetAnnotations()[set.Unrelied]); err == nil {
+		return max(since.Add(set.Settle).Sub(set.Now), 0), nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{set.Unrelied: set.Now.UTC().Format(time.RFC3339Nano)}}})
+	if err != nil {
+		return 0, err
+	}
+	if err := s.Client.Patch(ctx, metaOf(o), client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
+		return 0, err
+	}
+	return set.Settle, nil
+}
+
+// metaOf is a patch target for o that is not o: live objects come from the cache, and a patch
+// decodes the answer into its target.
+func metaOf(o cache.Object) *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(o.DefaultGVK())
+	m.SetNamespace(o.GetNamespace())
+	m.SetName(o.GetName())
+	return m
 }
 
 // ErrRelied: a guard was not let go because an object of the set still relies on it.

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -67,6 +68,15 @@ type Set struct {
 	// object in the namespace names it there, whoever owns that object now and whatever its labels
 	// say: a policy a user relabelled (so no longer the set's) still relies on the filter.
 	ReliesOn string
+	// Settle covers the time between the apiserver and the data plane: a consumer (istiod) watches
+	// each kind separately and may act on an object of a later kind before it acts on the guard it
+	// relies on. So objects that rely on a guard are applied only once every desired guard has
+	// existed for Settle, and a guard is let go only Settle after it was first found with nothing
+	// relying on it (noted on it in the Unrelied annotation). Zero: no wait.
+	Settle   time.Duration
+	Unrelied string
+	// Now is the time of the sync (Diff is pure).
+	Now time.Time
 }
 
 // Ref names an object.
@@ -119,6 +129,10 @@ type Plan struct {
 	Release []cache.Object
 	// Unchanged counts desired objects the live set already holds.
 	Unchanged int
+	// Withheld are desired objects of kinds after a guard not applied yet: a desired guard has not
+	// existed for the set's Settle. Wait is how long until it has.
+	Withheld []*unstructured.Unstructured
+	Wait     time.Duration
 }
 
 // Blocked reports whether problems keep the desired set from being applied.
@@ -228,6 +242,9 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 			plan.Apply = append(plan.Apply, want)
 		}
 	}
+	if !plan.Blocked() {
+		plan.withhold(set, byKey, objs)
+	}
 	if plan.Blocked() {
 		plan.Apply, plan.Unchanged = nil, 0
 		if set.OnBlocked == Keep {
@@ -260,6 +277,41 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 		}
 	}
 	return plan
+}
+
+// withhold keeps back the objects that rely on a guard not yet settled (see Set.Settle).
+func (p *Plan) withhold(set *Set, live map[key]cache.Object, desired []*unstructured.Unstructured) {
+	first := set.firstGuard()
+	if set.Settle <= 0 || first < 0 {
+		return
+	}
+	for _, want := range desired {
+		gvk := want.GroupVersionKind()
+		if ki := set.kindIndex(gvk); ki < 0 || !set.Kinds[ki].Guard {
+			continue
+		}
+		wait := set.Settle
+		if have := live[key{gvk, want.GetName()}]; have != nil && have.GetDeletionTimestamp().IsZero() {
+			wait = have.GetCreationTimestamp().Add(set.Settle).Sub(set.Now)
+		}
+		p.Wait = max(p.Wait, wait)
+	}
+	if p.Wait <= 0 {
+		p.Wait = 0
+		return
+	}
+	kept := p.Apply[:0:0]
+	for _, want := range p.Apply {
+		if set.kindIndex(want.GroupVersionKind()) > first {
+			p.Withheld = append(p.Withheld, want)
+			continue
+		}
+		kept = append(kept, want)
+	}
+	p.Apply = kept
+	if len(p.Withheld) == 0 {
+		p.Wait = 0
+	}
 }
 
 // firstGuard is the index of the set's first Guard kind, -1 when it has none.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -276,5 +277,39 @@ func TestDiffStampsReliance(t *testing.T) {
 	plan = Diff(set, liveSet(live(t, ef, func(u *unstructured.Unstructured) { u.SetFinalizers([]string{"smi2istio.io/envoy-rung"}) }), live(t, ap, nil)), nil)
 	if names(plan.Apply) != "a-api" {
 		t.Errorf("apply %q, want the policy re-applied with its annotation", names(plan.Apply))
+	}
+}
+
+// Objects relying on a guard wait until every desired guard has existed for the set's Settle.
+func TestDiffSettles(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	settled := func() *Set {
+		set := guardedSet(ef, pa, ap)
+		set.Settle, set.Now = 3*time.Second, now
+		return set
+	}
+	createdAgo := func(age time.Duration) cache.Object {
+		return live(t, ef, func(u *unstructured.Unstructured) {
+			u.SetFinalizers([]string{"smi2istio.io/envoy-rung"})
+			u.SetCreationTimestamp(metav1.NewTime(now.Add(-age)))
+		})
+	}
+	plan := Diff(settled(), nil, nil)
+	if names(plan.Apply) != "api-filter" || names(plan.Withheld) != "a-api,a-api" || plan.Wait != 3*time.Second {
+		t.Errorf("new filter: apply %q, withheld %q, wait %s", names(plan.Apply), names(plan.Withheld), plan.Wait)
+	}
+	plan = Diff(settled(), liveSet(createdAgo(time.Second)), nil)
+	if len(plan.Apply) != 0 || names(plan.Withheld) != "a-api,a-api" || plan.Wait != 2*time.Second {
+		t.Errorf("young filter: apply %q, withheld %q, wait %s", names(plan.Apply), names(plan.Withheld), plan.Wait)
+	}
+	plan = Diff(settled(), liveSet(createdAgo(5*time.Second)), nil)
+	if names(plan.Apply) != "a-api,a-api" || len(plan.Withheld) != 0 || plan.Wait != 0 {
+		t.Errorf("settled filter: apply %q, withheld %q, wait %s", names(plan.Apply), names(plan.Withheld), plan.Wait)
+	}
+	// Without a guard nothing waits.
+	set := newSet(Remove, pa, ap)
+	set.Settle, set.Now = 3*time.Second, now
+	if plan = Diff(set, nil, nil); len(plan.Apply) != 2 || plan.Wait != 0 {
+		t.Errorf("no guard: apply %q, wait %s", names(plan.Apply), plan.Wait)
 	}
 }
