@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,10 @@ import (
 
 // AssetsEnv names the directory holding etcd, kube-apiserver and kube-controller-manager.
 const AssetsEnv = "KUBEBUILDER_ASSETS"
+
+// dirPrefix starts the name of every control plane's directory, which every one of its processes
+// names on its command line.
+const dirPrefix = "smi2istio-localcp-"
 
 // ServiceCIDR is the Service cluster IP range of the local control plane.
 const ServiceCIDR = "10.96.0.0/16"
@@ -50,7 +55,8 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 			return nil, fmt.Errorf("control plane binary %s missing in %s: run hack/kube-assets.sh: %w", bin, assets, err)
 		}
 	}
-	dir, err := os.MkdirTemp("", "smi2istio-localcp-")
+	reapOrphans()
+	dir, err := os.MkdirTemp("", dirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create control plane directory: %w", err)
 	}
@@ -66,6 +72,8 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 		return nil, fmt.Errorf("create apiserver certificate directory: %w", err)
 	}
 	env.ControlPlane.APIServer = &envtest.APIServer{CertDir: certDir}
+	// etcd's data under the same directory: every process of this control plane names it.
+	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(dir, "etcd")}
 	// Room for tens of thousands of Services (envtest's default /24 has 254 addresses).
 	env.ControlPlane.APIServer.Configure().Set("service-cluster-ip-range", ServiceCIDR)
 	cfg, err := env.Start()
@@ -81,29 +89,82 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 	return cp, nil
 }
 
-// RestartAPIServer stops kube-apiserver and starts it again on the same port, certificates and
-// etcd (what a control plane upgrade or crash looks like to clients). kube-apiserver drains open
-// watches for a long time on SIGTERM; after a few seconds it is killed.
+// RestartAPIServer kills kube-apiserver and starts it again on the same port, certificates and
+// etcd (what a crash or a control plane upgrade looks like to clients). It is made for loaded
+// machines: the old process is killed outright (SIGTERM drains watches for a long time) and
+// waited for, the port must be free before the new one binds, and readiness (/readyz) gets a
+// deadline sized for a busy 2-core machine, with another attempt if the process exits early.
 func (cp *ControlPlane) RestartAPIServer() error {
 	api := cp.env.ControlPlane.APIServer
+	for _, pid := range processesWith(api.CertDir, "kube-apiserver") {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 	stopTimeout := api.StopTimeout
-	api.StopTimeout = 5 * time.Second
-	if err := api.Stop(); err != nil && !strings.Contains(err.Error(), "timeout waiting for process") {
+	api.StopTimeout = 30 * time.Second
+	err := api.Stop() // the process is dead: Stop reaps it
+	api.StopTimeout = stopTimeout
+	if err != nil {
 		return fmt.Errorf("stop kube-apiserver: %w", err)
 	}
-	api.StopTimeout = stopTimeout
 	addr := net.JoinHostPort(api.Address, api.Port)
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err != nil {
-			break // the old process is gone
-		}
-		_ = conn.Close()
-	}
-	if err := api.Start(); err != nil {
+	if err := waitPortFree(addr, time.Minute); err != nil {
 		return fmt.Errorf("start kube-apiserver again: %w", err)
 	}
-	return nil
+	startTimeout := api.StartTimeout
+	api.StartTimeout = 2 * time.Minute
+	defer func() { api.StartTimeout = startTimeout }()
+	var errs []error
+	for attempt := 1; attempt <= 3; attempt++ {
+		err := api.Start()
+		if err == nil {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("attempt %d: %w", attempt, err))
+		if werr := waitPortFree(addr, time.Minute); werr != nil {
+			errs = append(errs, werr)
+		}
+	}
+	return fmt.Errorf("start kube-apiserver again on %s: %w", addr, errors.Join(errs...))
+}
+
+// waitPortFree waits until addr can be bound (the old process has let go of it).
+func waitPortFree(addr string, timeout time.Duration) error {
+	var err error
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		var l net.Listener
+		if l, err = net.Listen("tcp", addr); err == nil {
+			return l.Close()
+		}
+	}
+	return fmt.Errorf("port %s still in use after %s: %w", addr, timeout, err)
+}
+
+// processesWith lists the processes whose command line holds every one of parts (e.g. a binary
+// name and a directory only its invocation names).
+func processesWith(parts ...string) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		all := true
+		for _, p := range parts {
+			all = all && p != "" && strings.Contains(string(cmdline), p)
+		}
+		if all {
+			out = append(out, pid)
+		}
+	}
+	return out
 }
 
 func (cp *ControlPlane) start(kubeconfigPath string) error {
@@ -190,6 +251,10 @@ func (cp *ControlPlane) Stop() error {
 		}
 	}
 	err := cp.env.Stop()
+	// Whatever envtest left (a process that outlived its stop timeout) is killed and waited for.
+	if left := killAndWait(cp.tmpDir, 30*time.Second); left != nil {
+		err = errors.Join(err, left)
+	}
 	if cp.tmpDir != "" {
 		_ = os.RemoveAll(cp.tmpDir)
 	}
@@ -197,4 +262,39 @@ func (cp *ControlPlane) Stop() error {
 		return fmt.Errorf("stop local control plane: %w", err)
 	}
 	return nil
+}
+
+// killAndWait kills every process naming dir on its command line and waits until none is left.
+func killAndWait(dir string, timeout time.Duration) error {
+	if dir == "" {
+		return nil
+	}
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		pids := processesWith(dir)
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("processes %v of %s still running after %s", pids, dir, timeout)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// reapOrphans kills the processes of control planes whose owner died without stopping them (a
+// crash, a panic, SIGKILL): their parent is gone (re-parented to init).
+func reapOrphans() {
+	for _, pid := range processesWith(dirPrefix) {
+		stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == "1" {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
