@@ -148,7 +148,7 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		return err
 	}
 	defer stop()
-	mode, caBundle, cleanup, err := webhookCert(&o)
+	mode, bundle, cleanup, err := webhookCert(&o)
 	if err != nil {
 		return err
 	}
@@ -156,6 +156,13 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	mgr, err := newManager(cfg, o)
 	if err != nil {
 		return err
+	}
+	var caBundle []byte
+	if bundle != nil {
+		caBundle = bundle.CAPEM
+		if err := mgr.Add(certRotator(log, mgr, o, bundle)); err != nil {
+			return fmt.Errorf("add webhook certificate rotator: %w", err)
+		}
 	}
 	if err := installCRDs(ctx, log, mgr, o, local, caBundle); err != nil {
 		return err
@@ -205,8 +212,8 @@ func clusterConfig(log logr.Logger, o *options) (cfg *rest.Config, stop func(), 
 }
 
 // webhookCert decides where the conversion webhook's certificate comes from; in self-signed mode
-// it writes one (and returns its CA for the CRDs' caBundle).
-func webhookCert(o *options) (mode string, caBundle []byte, cleanup func(), err error) {
+// it writes one (and returns it: its CA goes in the CRDs' caBundle).
+func webhookCert(o *options) (mode string, bundle *certs.Bundle, cleanup func(), err error) {
 	cleanup = func() {}
 	if mode, err = certMode(o.webhookCertMode, o.webhookCertDir); err != nil || mode != "self-signed" {
 		return mode, nil, cleanup, err
@@ -224,7 +231,24 @@ func webhookCert(o *options) (mode string, caBundle []byte, cleanup func(), err 
 		return "", nil, cleanup, err
 	}
 	o.webhookCertDir = dir
-	return mode, b.CAPEM, cleanup, nil
+	return mode, b, cleanup, nil
+}
+
+// certRotator renews the self-signed certificate a month before it expires, without a restart
+// (internal/certs.Rotator: both CAs trusted while the webhook server reloads the new certificate).
+func certRotator(log logr.Logger, mgr ctrl.Manager, o options, current *certs.Bundle) *certs.Rotator {
+	return &certs.Rotator{
+		Dir: o.webhookCertDir, Current: current, RenewBefore: 30 * 24 * time.Hour, Interval: time.Hour, Now: time.Now,
+		Make: func(time.Time) (*certs.Bundle, error) { return selfSignedWebhookCert(o.webhookHost) },
+		Publish: func(ctx context.Context, ca []byte) error {
+			if err := crds.SetCABundle(ctx, mgr.GetClient(), ca); err != nil {
+				return err
+			}
+			log.Info("renewed the webhook's self-signed certificate: the SMI CRDs' caBundle updated")
+			return nil
+		},
+		OnError: func(err error) { log.Error(err, "renew the webhook's self-signed certificate") },
+	}
 }
 
 // newManager is the controller-runtime manager with the operator's cache, metrics, probes and

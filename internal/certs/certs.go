@@ -3,6 +3,7 @@
 package certs
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -86,13 +87,22 @@ func (b *Bundle) WriteServing(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create certificate directory: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, CertFile), b.CertPEM, 0o600); err != nil {
-		return fmt.Errorf("write serving certificate: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, KeyFile), b.KeyPEM, 0o600); err != nil {
+	// Each file replaced whole (rename): a reader never sees half a file.
+	if err := writeAtomic(filepath.Join(dir, KeyFile), b.KeyPEM); err != nil {
 		return fmt.Errorf("write serving key: %w", err)
 	}
+	if err := writeAtomic(filepath.Join(dir, CertFile), b.CertPEM); err != nil {
+		return fmt.Errorf("write serving certificate: %w", err)
+	}
 	return nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func serial() *big.Int {
@@ -108,4 +118,90 @@ func firstOr(s []string, def string) string {
 		return s[0]
 	}
 	return def
+}
+
+// Rotator renews a self-signed bundle before it expires, without a restart: the new CA is trusted
+// next to the old one first (Publish: the CRDs' conversion caBundle), then the new serving
+// certificate is written where the webhook server reloads it from, and at the next step the old CA
+// is dropped. A manager.Runnable.
+type Rotator struct {
+	// Dir is the webhook server's certificate directory.
+	Dir string
+	// Current is the bundle being served.
+	Current *Bundle
+	// Make creates a new bundle valid from now.
+	Make func(now time.Time) (*Bundle, error)
+	// Publish makes the apiserver trust caBundle (PEM, one or more CAs) for the conversion webhook.
+	Publish func(ctx context.Context, caBundle []byte) error
+	// RenewBefore: the bundle is renewed once it expires within this.
+	RenewBefore time.Duration
+	// Interval between checks; Now is the clock.
+	Interval time.Duration
+	Now      func() time.Time
+	// OnError reports a failed step (it is retried at the next one).
+	OnError func(error)
+
+	dropOld bool
+}
+
+// Start checks every Interval until ctx ends.
+func (r *Rotator) Start(ctx context.Context) error {
+	t := time.NewTicker(r.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := r.Step(ctx); err != nil && r.OnError != nil {
+				r.OnError(err)
+			}
+		}
+	}
+}
+
+// NeedLeaderElection: every replica serves its own certificate.
+func (r *Rotator) NeedLeaderElection() bool { return false }
+
+// Step renews the bundle when it is due, or drops the old CA one step after a renewal.
+func (r *Rotator) Step(ctx context.Context) error {
+	now := r.Now()
+	if r.dropOld {
+		if err := r.Publish(ctx, r.Current.CAPEM); err != nil {
+			return fmt.Errorf("drop the previous webhook CA: %w", err)
+		}
+		r.dropOld = false
+	}
+	notAfter, err := NotAfter(r.Current.CertPEM)
+	if err != nil {
+		return err
+	}
+	if now.Add(r.RenewBefore).Before(notAfter) {
+		return nil
+	}
+	next, err := r.Make(now)
+	if err != nil {
+		return err
+	}
+	if err := r.Publish(ctx, append(append([]byte(nil), next.CAPEM...), r.Current.CAPEM...)); err != nil {
+		return fmt.Errorf("trust the new webhook CA: %w", err)
+	}
+	if err := next.WriteServing(r.Dir); err != nil {
+		return err
+	}
+	r.Current, r.dropOld = next, true
+	return nil
+}
+
+// NotAfter is the expiry of the first certificate in certPEM.
+func NotAfter(certPEM []byte) (time.Time, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return time.Time{}, fmt.Errorf("no PEM certificate")
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse certificate: %w", err)
+	}
+	return c.NotAfter, nil
 }
