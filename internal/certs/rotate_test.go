@@ -42,7 +42,9 @@ func TestRotatorRenewsBeforeExpiry(t *testing.T) {
 	var published [][]byte
 	r := &Rotator{
 		Dir: t.TempDir(), Current: selfSigned(t, t0, 90*24*time.Hour), RenewBefore: 30 * 24 * time.Hour,
-		Make:    func(at time.Time) (*Bundle, error) { return SelfSigned([]string{"localhost"}, nil, at, 90*24*time.Hour) },
+		Make: func(at time.Time) (*Bundle, error) {
+			return SelfSigned([]string{"localhost"}, nil, at, 90*24*time.Hour)
+		},
 		Publish: func(_ context.Context, ca []byte) error { published = append(published, ca); return nil },
 		Now:     func() time.Time { return now },
 	}
@@ -110,7 +112,9 @@ func TestWebhookServerServesRenewedCertificate(t *testing.T) {
 	}
 	wait("the first certificate served", first.CAPEM)
 	r := &Rotator{Dir: dir, Current: first, RenewBefore: 2 * time.Hour,
-		Make:    func(at time.Time) (*Bundle, error) { return SelfSigned(nil, []net.IP{net.ParseIP("127.0.0.1")}, at, time.Hour) },
+		Make: func(at time.Time) (*Bundle, error) {
+			return SelfSigned(nil, []net.IP{net.ParseIP("127.0.0.1")}, at, time.Hour)
+		},
 		Publish: func(context.Context, []byte) error { return nil },
 		Now:     time.Now}
 	if err := r.Step(ctx); err != nil {
