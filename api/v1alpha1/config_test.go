@@ -62,6 +62,7 @@ func TestInvalidConfigRejected(t *testing.T) {
 		"not a singleton":   {"{apiVersion: smi2istio.io/v1alpha1, kind: SMI2IstioConfig, metadata: {name: other}}", "SMI2IstioConfig is a singleton: its name must be default"},
 		"explicit, no list": {"{apiVersion: smi2istio.io/v1alpha1, kind: SMI2IstioConfig, metadata: {name: default}, spec: {membership: {provider: Explicit}}}", "the Explicit provider needs spec.membership.namespaces"},
 		"bad istio version": {"{apiVersion: smi2istio.io/v1alpha1, kind: SMI2IstioConfig, metadata: {name: default}, spec: {minIstioVersion: latest}}", "spec.minIstioVersion"},
+		"bad OSM mesh name": {"{apiVersion: smi2istio.io/v1alpha1, kind: SMI2IstioConfig, metadata: {name: default}, spec: {membership: {provider: OSM, osmMeshName: 'a b'}}}", "spec.membership.osmMeshName"},
 		"bad trust domain":  {"{apiVersion: smi2istio.io/v1alpha1, kind: SMI2IstioConfig, metadata: {name: default}, spec: {trustDomain: 'a/b'}}", "spec.trustDomain"},
 	} {
 		err := create(t, tc.manifest)

@@ -24,15 +24,20 @@ const (
 type RegexPolicy string
 
 // MembershipProvider names how mesh namespaces are found.
-// +kubebuilder:validation:Enum=Auto;MemberRoll;DiscoverySelectors;Labels;Explicit
+// +kubebuilder:validation:Enum=Auto;MemberRoll;OSM;DiscoverySelectors;Labels;Explicit
 type MembershipProvider string
 
 // Membership providers.
 const (
-	// Auto uses MemberRoll when the ServiceMeshMemberRoll CRD and a roll exist, else DiscoverySelectors.
+	// Auto uses MemberRoll when the ServiceMeshMemberRoll CRD and a roll exist; else, when a
+	// namespace is labelled openservicemesh.io/monitored-by, OSM's monitored namespaces together
+	// with DiscoverySelectors' members; else DiscoverySelectors.
 	Auto MembershipProvider = "Auto"
 	// MemberRoll reads OSSM 2.x's ServiceMeshMemberRoll (maistra.io/v1).
 	MemberRoll MembershipProvider = "MemberRoll"
+	// OSM uses Open Service Mesh's monitored namespaces: those labelled
+	// openservicemesh.io/monitored-by (with the value osmMeshName when it is set).
+	OSM MembershipProvider = "OSM"
 	// DiscoverySelectors uses the discoverySelectors of Istio's mesh config, or Labels without them.
 	DiscoverySelectors MembershipProvider = "DiscoverySelectors"
 	// Labels uses the istio-injection=enabled and istio.io/rev namespace labels.
@@ -53,6 +58,13 @@ type Membership struct {
 	// +kubebuilder:validation:items:MaxLength=63
 	// +optional
 	Namespaces []string `json:"namespaces,omitempty"`
+	// OSMMeshName restricts the OSM provider (and Auto's OSM detection) to the namespaces OSM's mesh
+	// of that name monitors (openservicemesh.io/monitored-by=<name>); any value of the label when
+	// empty.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+	// +optional
+	OSMMeshName string `json:"osmMeshName,omitempty"`
 }
 
 // SMI2IstioConfigSpec configures smi2istio. The zero value is the default configuration.
@@ -124,6 +136,17 @@ type ObjectCounts struct {
 	NotInMesh int32 `json:"notInMesh"`
 }
 
+// ForeignObjects counts the objects of a kind smi2istio does not translate (Open Service Mesh's
+// policy.openservicemesh.io kinds): they are left to move by hand.
+type ForeignObjects struct {
+	// Kind, with its group: "Egress.policy.openservicemesh.io".
+	Kind  string `json:"kind"`
+	Count int32  `json:"count"`
+	// Names of the objects (namespace/name), sorted; at most 50.
+	// +optional
+	Names []string `json:"names,omitempty"`
+}
+
 // SMI2IstioConfigStatus reports the configuration in effect.
 type SMI2IstioConfigStatus struct {
 	// +optional
@@ -141,6 +164,15 @@ type SMI2IstioConfigStatus struct {
 	// Objects counts SMI objects by kind and Ready condition.
 	// +optional
 	Objects []ObjectCounts `json:"objects,omitempty"`
+	// AccessModeSource says where spec.accessMode came from: the SMI2IstioConfig's spec, or, for a
+	// configuration the operator created, Open Service Mesh's MeshConfig (or why it was not used).
+	// +optional
+	AccessModeSource string `json:"accessModeSource,omitempty"`
+	// Untranslated counts and names, by kind, the objects of Open Service Mesh's policy API
+	// (Egress, IngressBackend, Retry, UpstreamTrafficSetting) that smi2istio does not translate,
+	// for the kinds whose CRDs are served.
+	// +optional
+	Untranslated []ForeignObjects `json:"untranslated,omitempty"`
 }
 
 // SMI2IstioConfig is smi2istio's configuration: a cluster-scoped singleton named "default".

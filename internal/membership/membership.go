@@ -1,5 +1,6 @@
 // Package membership decides which namespaces are in the mesh: OSSM 2.x's ServiceMeshMemberRoll,
-// Istio's discovery selectors and injection labels, or an explicit list.
+// Open Service Mesh's monitored namespaces, Istio's discovery selectors and injection labels, or an
+// explicit list.
 package membership
 
 import (
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/selection"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
@@ -65,7 +67,9 @@ type Provider interface {
 }
 
 // Resolve picks the provider the configuration asks for (Auto: MemberRoll when its CRD and a roll
-// exist, else DiscoverySelectors) and computes membership; mesh is the mesh config in effect.
+// exist; else OSM's monitored namespaces and DiscoverySelectors' members together when a namespace
+// is labelled as monitored by OSM; else DiscoverySelectors) and computes membership; mesh is the
+// mesh config in effect.
 func Resolve(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1alpha1.SMI2IstioConfigSpec, mesh meshconfig.InEffect) (Result, error) {
 	p, err := For(ctx, c, mapper, spec, mesh)
 	if err != nil {
@@ -89,6 +93,8 @@ func For(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1al
 		return injectionLabels{c: c}, nil
 	case v1alpha1.Explicit:
 		return explicit(spec.Membership.Namespaces), nil
+	case v1alpha1.OSM:
+		return osmMonitored{c: c, meshName: spec.Membership.OSMMeshName}, nil
 	case v1alpha1.Auto, "":
 		has, err := memberRollExists(ctx, c, mapper)
 		if err != nil {
@@ -96,6 +102,13 @@ func For(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec v1al
 		}
 		if has {
 			return memberRoll{c: c, mapper: mapper, istioNamespace: istioNS}, nil
+		}
+		osm := osmMonitored{c: c, meshName: spec.Membership.OSMMeshName}
+		if has, err = osm.any(ctx); err != nil {
+			return nil, err
+		}
+		if has {
+			return union{osm, discovery{c: c, mesh: mesh}}, nil
 		}
 		return discovery{c: c, mesh: mesh}, nil
 	}
@@ -160,6 +173,89 @@ func (l injectionLabels) Members(ctx context.Context) (Result, error) {
 		}
 	}
 	return r, nil
+}
+
+// ---- Open Service Mesh's monitored namespaces ----
+
+// OSMMonitoredLabel is the namespace label by which an OSM mesh monitors a namespace (`osm
+// namespace add` sets it to the mesh's name; OSM's controller watches the namespaces labelled with
+// its own mesh name).
+const OSMMonitoredLabel = "openservicemesh.io/monitored-by"
+
+type osmMonitored struct {
+	c        client.Reader
+	meshName string
+}
+
+func (o osmMonitored) selector() (labels.Selector, string, error) {
+	op, values, says := selection.Exists, []string(nil), OSMMonitoredLabel
+	if o.meshName != "" {
+		op, values, says = selection.Equals, []string{o.meshName}, OSMMonitoredLabel+"="+o.meshName
+	}
+	req, err := labels.NewRequirement(OSMMonitoredLabel, op, values)
+	if err != nil {
+		return nil, "", fmt.Errorf("select namespaces labelled %s: %w", says, err)
+	}
+	return labels.NewSelector().Add(*req), says, nil
+}
+
+// any reports whether a namespace is monitored by OSM.
+func (o osmMonitored) any(ctx context.Context) (bool, error) {
+	sel, _, err := o.selector()
+	if err != nil {
+		return false, err
+	}
+	var nss corev1.NamespaceList
+	if err := o.c.List(ctx, &nss, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return false, fmt.Errorf("list namespaces: %w", err)
+	}
+	return len(nss.Items) > 0, nil
+}
+
+// Members: the namespaces labelled openservicemesh.io/monitored-by (=<mesh name> when one is
+// configured), i.e. the mesh as OSM had it. A member whose pods have no Istio sidecar (yet) gets
+// outputs no proxy applies: they allow nothing that is not already allowed there.
+func (o osmMonitored) Members(ctx context.Context) (Result, error) {
+	sel, says, err := o.selector()
+	if err != nil {
+		return Result{}, err
+	}
+	r := Result{Provider: v1alpha1.OSM, Members: map[string]bool{}, Ready: true, Flavour: FlavourIstio,
+		Message: "namespaces labelled " + says + " (Open Service Mesh's monitored namespaces)"}
+	var nss corev1.NamespaceList
+	if err := o.c.List(ctx, &nss, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return r, fmt.Errorf("list namespaces: %w", err)
+	}
+	for i := range nss.Items {
+		r.Members[nss.Items[i].Name] = true
+	}
+	return r, nil
+}
+
+// union: the members of every provider (Auto on a cluster moving from OSM: OSM's monitored
+// namespaces and those Istio injects, so that a namespace labelled for Istio but no longer, or
+// not yet, for OSM stays in the mesh). The first provider names the result.
+type union []Provider
+
+func (u union) Members(ctx context.Context) (Result, error) {
+	var out Result
+	var msgs []string
+	for i, p := range u {
+		r, err := p.Members(ctx)
+		if err != nil {
+			return r, err
+		}
+		if i == 0 {
+			out, out.Members = r, map[string]bool{}
+		}
+		out.Ready = out.Ready && r.Ready
+		for ns := range r.Members {
+			out.Members[ns] = true
+		}
+		msgs = append(msgs, r.Message)
+	}
+	out.Message = strings.Join(msgs, ", and ")
+	return out, nil
 }
 
 // ---- discovery selectors ----

@@ -180,6 +180,42 @@ data:
 	expect(t, members(t, v1alpha1.SMI2IstioConfigSpec{}), v1alpha1.DiscoverySelectors, "m-blog", "m-shop")
 }
 
+// Open Service Mesh's monitored namespaces (openservicemesh.io/monitored-by=<mesh name>, as `osm
+// namespace add` labels them): the OSM provider takes them (those of one mesh when osmMeshName is
+// set); Auto, when any exists, takes them together with the namespaces Istio injects.
+func TestA3_OSMMonitoredNamespaces(t *testing.T) {
+	namespace(t, "m-osm-store", map[string]string{membership.OSMMonitoredLabel: "osm"})
+	namespace(t, "m-osm-buyer", map[string]string{membership.OSMMonitoredLabel: "osm", "istio-injection": "enabled"})
+	namespace(t, "m-osm-other", map[string]string{membership.OSMMonitoredLabel: "other-mesh"})
+	t.Cleanup(func() {
+		for _, ns := range []string{"m-osm-store", "m-osm-buyer", "m-osm-other"} {
+			namespace(t, ns, nil)
+		}
+	})
+	osm := func(name string) v1alpha1.SMI2IstioConfigSpec {
+		return v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{Provider: v1alpha1.OSM, OSMMeshName: name}}
+	}
+	auto := func(name string) v1alpha1.SMI2IstioConfigSpec {
+		return v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{OSMMeshName: name}}
+	}
+	r := members(t, osm(""))
+	expect(t, r, v1alpha1.OSM, "m-osm-buyer", "m-osm-other", "m-osm-store")
+	if !r.Ready || !strings.Contains(r.Message, membership.OSMMonitoredLabel) {
+		t.Errorf("OSM provider: %+v", r)
+	}
+	expect(t, members(t, osm("osm")), v1alpha1.OSM, "m-osm-buyer", "m-osm-store")
+	expect(t, members(t, osm("absent")), v1alpha1.OSM)
+	// Auto: OSM's namespaces and Istio's injected ones (m-blog, m-rev-*, m-shop) together.
+	r = members(t, auto(""))
+	expect(t, r, v1alpha1.OSM, "m-blog", "m-osm-buyer", "m-osm-other", "m-osm-store", "m-rev-in", "m-rev-out", "m-shop")
+	if !strings.Contains(r.Message, membership.OSMMonitoredLabel) || !strings.Contains(r.Message, "injection") {
+		t.Errorf("Auto over OSM must name both sources: %q", r.Message)
+	}
+	expect(t, members(t, auto("osm")), v1alpha1.OSM, "m-blog", "m-osm-buyer", "m-osm-store", "m-rev-in", "m-rev-out", "m-shop")
+	// No namespace of that mesh: Auto is DiscoverySelectors as before (m-osm-buyer is injected).
+	expect(t, members(t, auto("absent")), v1alpha1.DiscoverySelectors, "m-blog", "m-osm-buyer", "m-rev-in", "m-rev-out", "m-shop")
+}
+
 func TestB_MemberRoll(t *testing.T) {
 	list, err := crds.LoadFile(filepath.Join("testdata", "maistra.io_servicemeshmemberrolls.yaml"))
 	if err != nil {
