@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"github.com/blang/semver/v4"
 	olmversion "github.com/operator-framework/api/pkg/lib/version"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/manifests"
+	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 )
 
@@ -66,9 +68,11 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 	}
 	files := map[string][]byte{}
 	var conversionCRDs []string
+	var crdObjs []*unstructured.Unstructured
 	for _, o := range objs {
 		switch o.GetKind() {
 		case "CustomResourceDefinition":
+			crdObjs = append(crdObjs, o)
 			data, err := yaml.Marshal(o.Object)
 			if err != nil {
 				return nil, err
@@ -129,7 +133,10 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 		WebhookPath:             ptr.To(crds.ConversionPath),
 		ConversionCRDs:          conversionCRDs,
 	}}
-	examples, err := almExamples(repoRoot)
+	if csv.Spec.CustomResourceDefinitions.Owned, err = ownedPerVersion(csv.Spec.CustomResourceDefinitions.Owned, crdObjs); err != nil {
+		return nil, err
+	}
+	examples, err := almExamples(repoRoot, csv.Spec.CustomResourceDefinitions.Owned)
 	if err != nil {
 		return nil, err
 	}
@@ -165,29 +172,89 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 	return files, nil
 }
 
-// almExamples shows one object of each owned API: the configuration sample and OSM's demo objects.
-func almExamples(repoRoot string) (string, error) {
-	var out []map[string]any
+// ownedPerVersion lists every served version of every owned CRD (OLM lists owned APIs per version,
+// and users write old ones: OSM's split v1alpha2, access v1alpha3), with the base's display name and
+// description of its kind.
+func ownedPerVersion(base []operatorsv1alpha1.CRDDescription, crdObjs []*unstructured.Unstructured) ([]operatorsv1alpha1.CRDDescription, error) {
+	byName := map[string]*unstructured.Unstructured{}
+	for _, c := range crdObjs {
+		byName[c.GetName()] = c
+	}
+	var out []operatorsv1alpha1.CRDDescription
+	for _, d := range base {
+		crd := byName[d.Name]
+		if crd == nil {
+			return nil, fmt.Errorf("the CSV base owns %s, which config/ does not define", d.Name)
+		}
+		versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+		for _, v := range versions {
+			vm, _ := v.(map[string]any)
+			if served, _ := vm["served"].(bool); !served {
+				continue
+			}
+			e := d
+			e.Version, _ = vm["name"].(string)
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// udpRouteExample is the UDPRoute example (OSM's demos have none).
+var udpRouteExample = map[string]any{
+	"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "UDPRoute",
+	"metadata": map[string]any{"name": "dns", "namespace": "bookstore"},
+	"spec":     map[string]any{"matches": []any{map[string]any{"name": "dns", "ports": []any{int64(53)}}}},
+}
+
+// almExamples shows an object of every owned API in every owned version: the configuration sample
+// and OSM's demo objects, converted to each version as the conversion webhook would.
+func almExamples(repoRoot string, owned []operatorsv1alpha1.CRDDescription) (string, error) {
+	byKind := map[string]map[string]any{}
 	sample, err := manifests.ReadFile(filepath.Join(repoRoot, "config", "samples", "smi2istio_v1alpha1_smi2istioconfig.yaml"))
 	if err != nil {
 		return "", err
 	}
 	for _, s := range sample {
-		out = append(out, s.Object)
+		byKind[s.GetKind()] = s.Object
 	}
 	fixtures := filepath.Join(repoRoot, "testdata", "fixtures", "osm-v1.2-bookstore")
-	want := map[string]bool{"TrafficSplit": true, "TrafficTarget": true, "HTTPRouteGroup": true, "TCPRoute": true}
 	for _, f := range []string{"split/traffic-split-50-50.yaml", "access/traffic-access-v1.yaml"} {
 		docs, err := manifests.ReadFile(filepath.Join(fixtures, f))
 		if err != nil {
 			return "", err
 		}
 		for _, d := range docs {
-			if want[d.GetKind()] {
-				want[d.GetKind()] = false
-				out = append(out, d.Object)
+			if byKind[d.GetKind()] == nil {
+				byKind[d.GetKind()] = d.Object
 			}
 		}
+	}
+	byKind["UDPRoute"] = udpRouteExample
+	var out []map[string]any
+	for _, o := range owned {
+		ex := byKind[o.Kind]
+		if ex == nil {
+			return "", fmt.Errorf("no example of %s", o.Kind)
+		}
+		group := strings.SplitN(o.Name, ".", 2)[1]
+		want := group + "/" + o.Version
+		if ex["apiVersion"] != want {
+			raw, err := json.Marshal(ex)
+			if err != nil {
+				return "", err
+			}
+			converted, err := conversion.Convert(raw, want)
+			if err != nil {
+				return "", fmt.Errorf("convert the %s example to %s: %w", o.Kind, want, err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(converted, &m); err != nil {
+				return "", err
+			}
+			ex = m
+		}
+		out = append(out, ex)
 	}
 	data, err := json.MarshalIndent(out, "", "  ")
 	if err != nil {
