@@ -568,3 +568,39 @@ spec:
 		t.Errorf("hole: istiod ignores every policy of %s (not discovered), so api-0's sidecar allows every source, yet a says Ready=%s/%s %q", ns, s, r, m)
 	}
 }
+
+// Istio's root namespace gets no baseline (it would close the mesh) and no access outputs (a
+// selector there applies to every namespace): its workloads (gateways, or a tenant's) allow every
+// source. A TrafficTarget whose destination is there says "nothing is applied, nothing is allowed"
+// — a status that claims less is allowed than really is (every source is).
+func TestRedTeamRootNamespaceClaimsNothingAllowed(t *testing.T) {
+	meshNamespace(t, "istio-system")
+	applyYAML(t, "istio-system", `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: rt-api}
+spec:
+  selector: {matchLabels: {app: rt-api}}
+  template:
+    metadata: {labels: {app: rt-api}}
+    spec: {serviceAccountName: rt-api, containers: [{name: api, image: x}]}
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: rt-root}
+spec:
+  destination: {kind: ServiceAccount, name: rt-api}
+  sources: [{kind: ServiceAccount, name: web}]
+  rules: [{kind: HTTPRouteGroup, name: missing}]
+`)
+	t.Cleanup(func() {
+		tt := objOf(controllers.TrafficTargetGVK)
+		tt.SetNamespace("istio-system")
+		tt.SetName("rt-root")
+		_ = env.Client.Delete(context.Background(), tt)
+	})
+	waitTTReady(t, "istio-system", "rt-root", "False", controllers.ReasonRootNamespace)
+	if _, _, m := ttReadyMessage("istio-system", "rt-root"); !baselineExists("istio-system") && strings.Contains(m, "nothing is allowed") {
+		t.Errorf("hole (status): istio-system has no deny-by-default baseline and no policy for rt-api, so every source is allowed to it, yet rt-root says %q", m)
+	}
+}
