@@ -44,7 +44,7 @@ vet: ## Run go vet.
 
 .PHONY: lint
 lint: ## Run golangci-lint (pinned in hack/lib.sh, config in .golangci.yml).
-	$(GOLANGCI_LINT) run ./...
+	$(GOLANGCI_LINT) run --build-tags e2e ./...
 
 .PHONY: assets
 assets: ## Build or reuse the local control plane binaries (etcd, kube-apiserver, kube-controller-manager) and istiod.
