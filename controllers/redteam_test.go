@@ -604,3 +604,89 @@ spec:
 		t.Errorf("hole (status): istio-system has no deny-by-default baseline and no policy for rt-api, so every source is allowed to it, yet rt-root says %q", m)
 	}
 }
+
+// Selectors are made precise against the namespace's workloads: api's pods share app=shop with a pod
+// of ServiceAccount admin, so api gets no policy (imprecise: fail closed). The workload index drops
+// admin-0 as soon as it is terminating, though it runs (and enforces what istiod gives its sidecar)
+// for its whole grace period: api's selector becomes app=shop, which selects admin-0 too, and web
+// is allowed to admin-0 — which no TrafficTarget allows — until it stops.
+func TestRedTeamTerminatingPodWidensSelector(t *testing.T) {
+	ns := freshNamespace(t)
+	meshNamespace(t, ns)
+	applyYAML(t, ns, `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec: {serviceAccountName: api, containers: [{name: api, image: x}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: admin-0
+  labels: {app: shop}
+  annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
+spec:
+  nodeName: node-1
+  terminationGracePeriodSeconds: 60
+  serviceAccountName: admin
+  containers: [{name: admin, image: x}, {name: istio-proxy, image: proxyv2}]
+---
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {name: db}
+spec:
+  matches: {ports: [5432]}
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: a}
+spec:
+  destination: {kind: ServiceAccount, name: api}
+  sources: [{kind: ServiceAccount, name: web}]
+  rules: [{kind: TCPRoute, name: db}]
+`)
+	pod := &unstructured.Unstructured{}
+	pod.SetAPIVersion("v1")
+	pod.SetKind("Pod")
+	pod.SetNamespace(ns)
+	pod.SetName("admin-0")
+	defer func() { _ = env.Client.Delete(context.Background(), pod.DeepCopy(), client.GracePeriodSeconds(0)) }()
+	eventually(t, "a reports api's imprecise selector", func() error {
+		if s, _, _ := ttCondition(ns, "a", "ResolvedRefs"); s != "False" {
+			return fmt.Errorf("ResolvedRefs=%s", s)
+		}
+		return nil
+	})
+	if ps := policiesOf(t, ns, "api"); len(ps) != 0 {
+		t.Fatalf("api has policies while its selector is imprecise: %v", ps)
+	}
+	if err := env.Client.Delete(context.Background(), pod.DeepCopy()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		p, err := get(pod, ns, "admin-0")
+		if err != nil {
+			t.Fatalf("the pod went (%v): nothing to show", err)
+		}
+		for name, ap := range policiesOf(t, ns, "api") {
+			if !p.GetDeletionTimestamp().IsZero() && (policy{Selector: ap.Selector}).selects(p.GetLabels()) {
+				t.Fatalf("hole: %s's policy (selector %v, rules %v) selects admin-0 (ServiceAccount admin, sidecar running, terminating with 60 s grace): web is allowed to it", name, ap.Selector, ap.Rules)
+			}
+		}
+	}
+}
+
+func (p policy) selects(labels map[string]string) bool {
+	for k, v := range p.Selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
