@@ -8,10 +8,7 @@
 package conversion
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"reflect"
 	"strings"
 )
 
@@ -20,8 +17,8 @@ import (
 const AnnotationKey = "smi2istio.io/conversion-data"
 
 type savedContent struct {
-	APIVersion string `json:"apiVersion"`
-	Content    object `json:"content"`
+	APIVersion string
+	Content    object
 	version    string
 }
 
@@ -33,6 +30,16 @@ func Convert(raw []byte, toAPIVersion string) ([]byte, error) {
 
 // convert is Convert that also returns the apiVersion the object came in.
 func convert(raw []byte, toAPIVersion string) ([]byte, string, error) {
+	out, from, err := convertTree(raw, toAPIVersion)
+	if err != nil {
+		return nil, from, err
+	}
+	raw, err = appendJSON(make([]byte, 0, len(raw)+len(raw)/8), out)
+	return raw, from, err
+}
+
+// convertTree converts one object and returns its tree (which may share the bytes of raw).
+func convertTree(raw []byte, toAPIVersion string) (object, string, error) {
 	obj, err := decode(raw)
 	if err != nil {
 		return nil, "", err
@@ -42,8 +49,7 @@ func convert(raw []byte, toAPIVersion string) ([]byte, string, error) {
 	if err != nil {
 		return nil, from, fmt.Errorf("convert %s %s to %s: %w", obj["kind"], describe(obj), toAPIVersion, err)
 	}
-	raw, err = json.Marshal(out)
-	return raw, from, err
+	return out, from, nil
 }
 
 func describe(obj object) string {
@@ -134,10 +140,13 @@ func writtenContent(k kind, obj, content object, group, current string) *savedCo
 	if !ok {
 		return nil
 	}
-	d := json.NewDecoder(strings.NewReader(raw))
-	d.UseNumber()
+	saved, err := decodeTree([]byte(raw), -1, modeContent)
+	if err != nil {
+		return nil
+	}
 	var s savedContent
-	if err := d.Decode(&s); err != nil || s.Content == nil {
+	s.APIVersion, _ = asMap(saved)["apiVersion"].(string)
+	if s.Content = asMap(asMap(saved)["content"]); s.Content == nil {
 		return nil
 	}
 	g, v, ok := strings.Cut(s.APIVersion, "/")
@@ -169,7 +178,7 @@ func setAnnotation(obj object, s *savedContent) error {
 		}
 		return nil
 	}
-	raw, err := json.Marshal(s)
+	raw, err := jsonString(object{"apiVersion": s.APIVersion, "content": s.Content})
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", AnnotationKey, err)
 	}
@@ -177,30 +186,21 @@ func setAnnotation(obj object, s *savedContent) error {
 		annotations = object{}
 		md["annotations"] = annotations
 	}
-	annotations[AnnotationKey] = string(raw)
+	annotations[AnnotationKey] = raw
 	return nil
 }
 
+// decode decodes an object as far as the conversion looks into it (see tree.go).
 func decode(raw []byte) (object, error) {
-	d := json.NewDecoder(bytes.NewReader(raw))
-	d.UseNumber()
-	var o object
-	if err := d.Decode(&o); err != nil {
+	v, err := decodeTree(raw, 0, modeObject)
+	if err != nil {
 		return nil, fmt.Errorf("decode object: %w", err)
 	}
-	if o == nil {
+	o, ok := v.(map[string]any)
+	if !ok || o == nil {
 		return nil, fmt.Errorf("decode object: not a JSON object")
 	}
 	return o, nil
 }
 
-func deepCopy(o object) (object, error) {
-	raw, err := json.Marshal(o)
-	if err != nil {
-		return nil, fmt.Errorf("copy object: %w", err)
-	}
-	return decode(raw)
-}
-
-// equal compares decoded JSON; numbers compare by their decimal text.
-func equal(a, b object) bool { return reflect.DeepEqual(a, b) }
+func deepCopy(o object) object { return copyTree(o).(map[string]any) }

@@ -1,6 +1,7 @@
 package conversion
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -51,11 +52,14 @@ func mustConvert(t *testing.T, raw []byte, to string) []byte {
 	return out
 }
 
+// decoded decodes a whole object (the package's decode keeps parts of it raw).
 func decoded(t *testing.T, raw []byte) object {
 	t.Helper()
-	o, err := decode(raw)
-	if err != nil {
-		t.Fatal(err)
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	var o object
+	if err := d.Decode(&o); err != nil || o == nil {
+		t.Fatalf("decode %s: %v", raw, err)
 	}
 	return o
 }

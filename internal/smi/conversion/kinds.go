@@ -37,10 +37,7 @@ func (k kind) serves(version string) bool {
 
 // convert maps content from one version to another through the hub.
 func (k kind) convert(content object, from, to string) (object, error) {
-	c, err := deepCopy(content)
-	if err != nil {
-		return nil, err
-	}
+	c := deepCopy(content)
 	if from == to {
 		return c, nil
 	}

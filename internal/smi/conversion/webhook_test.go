@@ -1,0 +1,373 @@
+package conversion
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"runtime/metrics"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// reviewOf is a ConversionReview of these objects (JSON) to apiVersion to.
+func reviewOf(to string, objects ...string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"kind":"ConversionReview","apiVersion":"apiextensions.k8s.io/v1","request":{"uid":"u1","desiredAPIVersion":%q,"objects":[`, to)
+	for i, o := range objects {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(o)
+	}
+	b.WriteString("]}}")
+	return []byte(b.String())
+}
+
+// routeGroupWithHeaders is a legal HTTPRouteGroup v1alpha2 (headers preserve unknown fields, so
+// the apiserver accepts any map there) of about size bytes: one match whose headers are a map of
+// many small entries, the shape that costs the most heap per byte when decoded.
+func routeGroupWithHeaders(size int) string {
+	var b strings.Builder
+	b.WriteString(`{"apiVersion":"specs.smi-spec.io/v1alpha2","kind":"HTTPRouteGroup","metadata":{"name":"huge","namespace":"shop"},` +
+		`"matches":[{"name":"m","pathRegex":"/x","methods":["GET"],"headers":{`)
+	for i := 0; b.Len() < size; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `"h%d":"v"`, i)
+	}
+	b.WriteString(`}}]}`)
+	return b.String()
+}
+
+const smallSplit = `{"apiVersion":"split.smi-spec.io/v1alpha2","kind":"TrafficSplit","metadata":{"name":"s","namespace":"n"},"spec":{"service":"root","backends":[{"service":"v1","weight":1}]}}`
+
+type answer struct {
+	code   int
+	status string // the ConversionReview's result status, for 200
+	msg    string
+}
+
+// post sends a body (chunked when chunked: no Content-Length) and reads the answer without
+// keeping it: the start (for a message) and the ConversionReview's result status, found as the
+// answer streams by.
+func post(t *testing.T, url string, body []byte, chunked bool) answer {
+	t.Helper()
+	var r io.Reader = bytes.NewReader(body)
+	if chunked {
+		r = io.MultiReader(r) // hides the length: sent chunked
+	}
+	req, err := http.NewRequest(http.MethodPost, url, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return answer{code: -1, msg: err.Error()}
+	}
+	defer func() { _ = resp.Body.Close() }()
+	a := answer{code: resp.StatusCode}
+	buf := make([]byte, 32<<10)
+	var window []byte // what is left of the previous read, for matches across reads
+	for {
+		n, err := resp.Body.Read(buf)
+		if len(a.msg) < 1024 {
+			a.msg += string(buf[:min(n, 1024-len(a.msg))])
+		}
+		window = append(window, buf[:n]...)
+		if a.status == "" {
+			if i := bytes.Index(window, []byte(`"result":{`)); i >= 0 {
+				rest := window[i:]
+				switch {
+				case bytes.Contains(rest, []byte(`"status":"Success"`)):
+					a.status = metav1.StatusSuccess
+				case bytes.Contains(rest, []byte(`"status":"Failure"`)):
+					a.status = metav1.StatusFailure
+				}
+			}
+		}
+		if len(window) > 256 {
+			window = append(window[:0], window[len(window)-256:]...)
+		}
+		if err != nil {
+			break
+		}
+	}
+	return a
+}
+
+// fullReview posts a review and decodes the whole answer.
+func fullReview(t *testing.T, url string, body []byte) *apiextv1.ConversionReview {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body)) //nolint:noctx // a test server
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		t.Fatalf("HTTP %d: %s", resp.StatusCode, msg)
+	}
+	out := &apiextv1.ConversionReview{}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// A body larger than the apiserver can send is refused with 413, whether or not it announces its
+// length; what the apiserver can send is converted.
+func TestWebhookRefusesBodiesLargerThanTheAPIServerSends(t *testing.T) {
+	srv := httptest.NewServer(Handler(logr.Discard()))
+	defer srv.Close()
+	oversized := reviewOf("specs.smi-spec.io/v1alpha4", routeGroupWithHeaders(MaxReviewBytes+1))
+	for _, chunked := range []bool{false, true} {
+		if a := post(t, srv.URL, oversized, chunked); a.code != http.StatusRequestEntityTooLarge {
+			t.Errorf("%d bytes (chunked %v): HTTP %d %s, want 413", len(oversized), chunked, a.code, a.msg)
+		}
+	}
+	largest := reviewOf("specs.smi-spec.io/v1alpha4", routeGroupWithHeaders(MaxObjectBytes-1024))
+	if a := post(t, srv.URL, largest, true); a.code != http.StatusOK || a.status != metav1.StatusSuccess {
+		t.Errorf("%d bytes: HTTP %d %s, want a successful conversion", len(largest), a.code, a.msg)
+	}
+}
+
+// Hostile objects get a clean error (400 for JSON the apiserver never sends, a failed
+// ConversionReview for an object too costly to decode); legal ones nested deep where the conversion
+// does not look are converted and kept as they were.
+func TestWebhookHostileObjects(t *testing.T) {
+	srv := httptest.NewServer(Handler(logr.Discard()))
+	defer srv.Close()
+	nested := func(depth int) string {
+		return strings.Repeat(`{"a":`, depth) + "1" + strings.Repeat("}", depth)
+	}
+	manyBackends := `{"apiVersion":"split.smi-spec.io/v1alpha2","kind":"TrafficSplit","metadata":{"name":"s","namespace":"n"},"spec":{"service":"root","backends":[` +
+		strings.Repeat(`{},`, 2*maxValues) + `{}]}}`
+	deepInHeaders := `{"apiVersion":"specs.smi-spec.io/v1alpha2","kind":"HTTPRouteGroup","metadata":{"name":"r","namespace":"n"},"matches":[{"name":"m","headers":` + nested(5000) + `}]}`
+	for name, tc := range map[string]struct {
+		body       []byte
+		code       int
+		status     string
+		msgContain string
+	}{
+		"nested beyond any JSON decoder's limit": {body: reviewOf("split.smi-spec.io/v1alpha4",
+			`{"apiVersion":"split.smi-spec.io/v1alpha2","kind":"TrafficSplit","metadata":{"name":"s"},"spec":`+nested(20000)+`}`), code: http.StatusBadRequest},
+		"more values than a conversion decodes": {body: reviewOf("split.smi-spec.io/v1alpha4", manyBackends),
+			code: http.StatusOK, status: metav1.StatusFailure, msgContain: "more than"},
+		"not JSON":   {body: []byte(`{"request":`), code: http.StatusBadRequest},
+		"no request": {body: []byte(`{"kind":"ConversionReview"}`), code: http.StatusBadRequest},
+		"nested deep in headers": {body: reviewOf("specs.smi-spec.io/v1alpha4", deepInHeaders),
+			code: http.StatusOK, status: metav1.StatusSuccess},
+	} {
+		a := post(t, srv.URL, tc.body, false)
+		if a.code != tc.code || a.status != tc.status || !strings.Contains(a.msg, tc.msgContain) {
+			t.Errorf("%s: HTTP %d %q (%.200s), want HTTP %d %q mentioning %q", name, a.code, a.status, a.msg, tc.code, tc.status, tc.msgContain)
+		}
+	}
+	// Kept exactly: read back in v1alpha2 after a round trip through v1alpha1 (which has no headers).
+	v1 := fullReview(t, srv.URL, reviewOf("specs.smi-spec.io/v1alpha1", deepInHeaders))
+	if v1.Response.Result.Status != metav1.StatusSuccess {
+		t.Fatalf("to v1alpha1: %s", v1.Response.Result.Message)
+	}
+	back := fullReview(t, srv.URL, reviewOf("specs.smi-spec.io/v1alpha2", string(v1.Response.ConvertedObjects[0].Raw)))
+	if !equal(decoded(t, back.Response.ConvertedObjects[0].Raw)["matches"], decoded(t, []byte(deepInHeaders))["matches"]) {
+		t.Errorf("headers nested 5000 deep did not survive v1alpha2 -> v1alpha1 -> v1alpha2")
+	}
+}
+
+// A legal 1.4 MiB HTTPRouteGroup of many small headers is converted (and kept) with heap
+// allocations of a small multiple of its size, in both directions: to the hub, and to v1alpha1,
+// which keeps the headers in the conversion annotation. (Decoded whole, it took about 70 times its
+// size, 99 MiB, per conversion.)
+func TestWebhookConvertsLargeHeadersWithBoundedAllocation(t *testing.T) {
+	srv := httptest.NewServer(Handler(logr.Discard()))
+	defer srv.Close()
+	obj := routeGroupWithHeaders(1400 << 10)
+	for _, to := range []string{"specs.smi-spec.io/v1alpha4", "specs.smi-spec.io/v1alpha1"} {
+		body := reviewOf(to, obj)
+		out := fullReview(t, srv.URL, body)
+		if out.Response.Result.Status != metav1.StatusSuccess {
+			t.Fatalf("to %s: %s", to, out.Response.Result.Message)
+		}
+		if to == "specs.smi-spec.io/v1alpha4" {
+			if got := field(t, out.Response.ConvertedObjects[0].Raw, "spec", "matches", "0", "headers", "h12345"); got != "v" {
+				t.Errorf("headers not kept: h12345 = %v", got)
+			}
+		}
+		runtime.GC()
+		before := readMetric("/gc/heap/allocs:bytes")
+		const rounds = 5
+		for range rounds {
+			if a := post(t, srv.URL, body, false); a.status != metav1.StatusSuccess {
+				t.Fatalf("to %s: HTTP %d %s", to, a.code, a.msg)
+			}
+		}
+		perByte := float64(readMetric("/gc/heap/allocs:bytes")-before) / rounds / float64(len(body))
+		t.Logf("to %s: %.1f bytes allocated per byte of ConversionReview (client included)", to, perByte)
+		if perByte > 5 {
+			t.Errorf("to %s: %.1f bytes allocated per byte of a %d-byte ConversionReview, want at most 5", to, perByte, len(body))
+		}
+	}
+}
+
+// Many clients at once sending the largest and the costliest bodies: each gets a clean answer
+// (converted, a failed ConversionReview, 413 or 429) and the heap stays bounded, whatever the
+// number of clients: at most Limits.Concurrent reviews are read and converted at a time.
+func TestWebhookHeapStaysBoundedUnderConcurrentHostileLoad(t *testing.T) {
+	srv := httptest.NewServer(Handler(logr.Discard()))
+	defer srv.Close()
+	bodies := [][]byte{
+		reviewOf("specs.smi-spec.io/v1alpha4", routeGroupWithHeaders(1400<<10)),
+		reviewOf("specs.smi-spec.io/v1alpha1", routeGroupWithHeaders(1400<<10)),
+		reviewOf("specs.smi-spec.io/v1alpha4", routeGroupWithHeaders(MaxObjectBytes-1024)),
+		reviewOf("split.smi-spec.io/v1alpha4", `{"apiVersion":"split.smi-spec.io/v1alpha2","kind":"TrafficSplit","metadata":{"name":"s","namespace":"n"},"spec":{"service":"root","backends":[`+
+			strings.Repeat(`{},`, 2*maxValues)+`{}]}}`),
+		reviewOf("specs.smi-spec.io/v1alpha4", routeGroupWithHeaders(2*MaxReviewBytes)),
+		reviewOf("split.smi-spec.io/v1alpha4", smallSplit),
+	}
+	runtime.GC()
+	baseline := readMetric("/memory/classes/heap/objects:bytes")
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if v := readMetric("/memory/classes/heap/objects:bytes"); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+		}
+	}()
+	const clients, rounds = 16, 2
+	var mu sync.Mutex
+	codes := map[string]int{}
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for r := range rounds {
+				i := (c + r) % len(bodies)
+				a := post(t, srv.URL, bodies[i], (c+r)%2 == 0)
+				key := fmt.Sprintf("%d %s", a.code, a.status)
+				mu.Lock()
+				codes[key]++
+				mu.Unlock()
+				switch {
+				case a.code == http.StatusOK && a.status != "":
+				case a.code == http.StatusRequestEntityTooLarge, a.code == http.StatusTooManyRequests:
+				default:
+					t.Errorf("body %d: HTTP %d %.200s: not a clean answer", i, a.code, a.msg)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	grew := float64(peak.Load()-min(peak.Load(), baseline)) / (1 << 20)
+	t.Logf("answers %v; heap objects peaked %.1f MiB above the %.1f MiB before", codes, grew, float64(baseline)/(1<<20))
+	if codes["200 Success"] == 0 {
+		t.Error("nothing was converted")
+	}
+	// Two slots, each holding a review of at most MaxReviewBytes, its copy and its decoded parts,
+	// plus the garbage of finished ones not yet collected (GOGC=100 lets the heap double).
+	if limit := 48.0; grew > limit {
+		t.Errorf("heap objects grew by %.1f MiB under %d concurrent clients, want at most %.0f MiB", grew, clients, limit)
+	}
+}
+
+// Reviews beyond the slots and the queue are refused with 429 before their body is read, and so
+// is one that waits longer than Limits.Wait; the slot of a review being read is held until it is
+// answered.
+func TestWebhookBoundsConcurrency(t *testing.T) {
+	h := NewHandler(logr.Discard(), Limits{MaxBodyBytes: MaxReviewBytes, Concurrent: 1, Queued: 1, Wait: time.Second, ReadTimeout: time.Minute})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	admitted := func(n int) {
+		for deadline := time.Now().Add(5 * time.Second); len(h.(*handler).queue) != n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d reviews admitted, want %d", len(h.(*handler).queue), n)
+			}
+		}
+	}
+	body := reviewOf("split.smi-spec.io/v1alpha4", smallSplit)
+	// The first review takes the only slot and keeps it: its body comes slowly.
+	pr, pw := io.Pipe()
+	first := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, pr)
+		req.ContentLength = int64(len(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- answer{code: -1, msg: err.Error()}
+			return
+		}
+		defer func() { _ = resp.Body.Close() }()
+		msg, _ := io.ReadAll(resp.Body)
+		first <- answer{code: resp.StatusCode, msg: string(msg)}
+	}()
+	if _, err := pw.Write(body[:10]); err != nil {
+		t.Fatal(err)
+	}
+	admitted(1)
+	// The second waits in the queue for Limits.Wait, then is refused; while it waits, a third
+	// finds the queue full.
+	second := make(chan answer, 1)
+	go func() { second <- post(t, srv.URL, body, false) }()
+	admitted(2)
+	if third := post(t, srv.URL, body, false); third.code != http.StatusTooManyRequests || !strings.Contains(third.msg, "waiting") {
+		t.Errorf("with the slot taken and the queue full: HTTP %d %s, want 429", third.code, third.msg)
+	}
+	if a := <-second; a.code != http.StatusTooManyRequests || !strings.Contains(a.msg, "no slot free") {
+		t.Errorf("waiting longer than Limits.Wait: HTTP %d %s, want 429", a.code, a.msg)
+	}
+	if _, err := pw.Write(body[10:]); err != nil {
+		t.Fatal(err)
+	}
+	_ = pw.Close()
+	if a := <-first; a.code != http.StatusOK || !strings.Contains(a.msg, `"status":"Success"`) {
+		t.Errorf("the slow review: HTTP %d %s", a.code, a.msg)
+	}
+	if a := post(t, srv.URL, body, false); a.status != metav1.StatusSuccess {
+		t.Errorf("once the slot is free: HTTP %d %s", a.code, a.msg)
+	}
+}
+
+// BenchmarkConvertLargeHeaders reports heap bytes allocated per byte of object converting a legal
+// 1.4 MiB HTTPRouteGroup of small headers.
+func BenchmarkConvertLargeHeaders(b *testing.B) {
+	obj := []byte(routeGroupWithHeaders(1400 << 10))
+	for _, to := range []string{"specs.smi-spec.io/v1alpha4", "specs.smi-spec.io/v1alpha1"} {
+		b.Run(to, func(b *testing.B) {
+			before := readMetric("/gc/heap/allocs:bytes")
+			for b.Loop() {
+				if _, err := Convert(obj, to); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(readMetric("/gc/heap/allocs:bytes")-before)/float64(b.N)/float64(len(obj)), "alloc-bytes/object-byte")
+		})
+	}
+}
