@@ -690,3 +690,53 @@ func (p policy) selects(labels map[string]string) bool {
 	}
 	return true
 }
+
+// The filter is let go EnvoyRungSettle after it was first found with nothing relying on it, as noted
+// in smi2istio.io/unrelied-since — an annotation anyone who can edit the filter can write ahead of
+// time (UpToDate ignores annotations the desired object lacks). With an old date there, the filter
+// goes the moment its last policy does: istiod may push the filter's removal before the policy's,
+// the state Settle exists to prevent. FAIL-CLOSED §3.
+func TestRedTeamPresetUnreliedSkipsSettle(t *testing.T) {
+	ns := freshNamespace(t)
+	meshNamespace(t, ns)
+	applyYAML(t, ns, regexAccess)
+	waitTTReady(t, ns, "a", "True", controllers.ReasonApplied)
+	waitTTReady(t, ns, "b", "True", controllers.ReasonApplied)
+	efs := listAll(t, ns, objOf(controllers.EnvoyFilterGVK), client.MatchingLabels{translate.DestinationLabel: "api"})
+	if len(efs) != 1 {
+		t.Fatalf("EnvoyFilters of api: %d", len(efs))
+	}
+	patch := []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:"2020-01-01T00:00:00Z"}}}`, controllers.UnreliedAnnotation))
+	if err := env.Client.Patch(context.Background(), efs[0].DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner("kubectl-annotate")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // nothing to react to: the operator leaves the annotation
+	var policiesGone, filterGone time.Time
+	for _, name := range []string{"a", "b"} {
+		tt := objOf(controllers.TrafficTargetGVK)
+		tt.SetNamespace(ns)
+		tt.SetName(name)
+		if err := env.Client.Delete(context.Background(), tt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && filterGone.IsZero() {
+		aps := listAll(t, ns, objOf(controllers.AuthorizationPolicyGVK), client.MatchingLabels{translate.DestinationLabel: "api"})
+		efs := listAll(t, ns, objOf(controllers.EnvoyFilterGVK), client.MatchingLabels{translate.DestinationLabel: "api"})
+		now := time.Now()
+		if len(aps) == 0 && policiesGone.IsZero() {
+			policiesGone = now
+		}
+		if len(efs) == 0 {
+			filterGone = now
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if policiesGone.IsZero() || filterGone.IsZero() {
+		t.Fatalf("outputs not removed: policies gone %v, filter gone %v", policiesGone, filterGone)
+	}
+	if gap := filterGone.Sub(policiesGone); gap < controllers.EnvoyRungSettle-time.Second {
+		t.Errorf("hole: the filter went %v after the last policy relying on it (want at least ~%v): a preset %s skipped the Settle", gap.Round(time.Millisecond), controllers.EnvoyRungSettle, controllers.UnreliedAnnotation)
+	}
+}
