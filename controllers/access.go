@@ -232,6 +232,11 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	set, err := accessSet(req, items, byName, res, scope.enforcing())
 	if err != nil {
+		// As for a translation error: allow nothing until the set can be built.
+		empty, _ := accessSet(req, nil, nil, nil, false)
+		if _, rerr := r.syncer.Sync(ctx, empty); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
 		return reconcile.Result{}, err
 	}
 	synced, syncErr := r.syncer.Sync(ctx, set)
@@ -300,7 +305,8 @@ func (r *AccessReconciler) baselineMissing(ctx context.Context, ns string) (bool
 	if err != nil {
 		return false, err
 	}
-	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero(), nil
+	want := &metav1.ObjectMeta{} // the baseline carries no Istio-significant key
+	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !set.ExactMeta(want, ap), nil
 }
 
 // translate fetches what the destination's TrafficTargets reference and translates them together.
@@ -377,7 +383,7 @@ func (s accessScope) enforcing() bool { return s.inMesh && s.enforcingMode && !s
 var accessKinds = []syncset.Kind{
 	{GVK: EnvoyFilterGVK, Guard: true},
 	{GVK: PeerAuthenticationGVK},
-	{GVK: AuthorizationPolicyGVK, PruneFirst: true},
+	{GVK: AuthorizationPolicyGVK, PruneFirst: true, Inert: inertPolicy},
 }
 
 // EnvoyRungFinalizer keeps the Envoy rung's filter in effect until the policies that rely on it
@@ -397,10 +403,6 @@ const ReliesOnAnnotation = "smi2istio.io/relies-on"
 // watches of one apiserver; a wait only delays an allow, or a release.
 const EnvoyRungSettle = 3 * time.Second
 
-// UnreliedAnnotation notes on a filter being let go when it was first found with no policy relying
-// on it (released EnvoyRungSettle after).
-const UnreliedAnnotation = "smi2istio.io/unrelied-since"
-
 // accessSet is the complete desired set of one destination ServiceAccount: each TrafficTarget's
 // policies owned by it, and the Envoy rung's filters owned by every TrafficTarget of the destination
 // (they hold their union; none is their controller, so deleting one TrafficTarget leaves them).
@@ -417,8 +419,10 @@ func accessSet(req reconcile.Request, items []cache.SMIObject, byName map[string
 		Finalizer:  EnvoyRungFinalizer,
 		ReliesOn:   ReliesOnAnnotation,
 		Settle:     EnvoyRungSettle,
-		Unrelied:   UnreliedAnnotation,
 		Now:        time.Now(),
+
+		ExactLabels:      istioExactLabels,
+		ExactAnnotations: istioExactAnnotations,
 	}
 	if !enforcing || res == nil {
 		return set, nil
@@ -610,7 +614,7 @@ func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, sco
 		st.ready = notReady(ReasonNotInMesh, "the destination's namespace is not in the mesh: nothing is applied")
 		st.outcome = OutcomeNotInMesh
 	case scope.rootNamespace:
-		st.ready = notReady(ReasonRootNamespace, "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, nothing is allowed")
+		st.ready = notReady(ReasonRootNamespace, "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, and this namespace has no deny-by-default baseline, so smi2istio does not restrict the destination (every source is allowed unless you restrict it yourself)")
 		st.outcome = OutcomeInvalid
 	case !scope.enforcingMode:
 		st.ready = notReady(ReasonNotEnforced, "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced")
@@ -626,8 +630,12 @@ func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, sco
 			st.ready.Message += "; " + joinFindings(tr.Warnings)
 		}
 	}
-	if scope.leftWithSidecars > 0 && scope.enforcing() {
-		st.ready.Message += fmt.Sprintf("; the namespace is not in the mesh, but %d of its pods still run Istio's sidecar: SMI stays enforced until they are restarted", scope.leftWithSidecars)
+	if scope.leftWithSidecars > 0 && scope.enforcing() && st.ready.Status == metav1.ConditionTrue {
+		// Kept, but not claimed enforced: whether istiod still reads this namespace's policies
+		// depends on why it left (an injection label removed: yes; discoverySelectors: no).
+		st.ready = notReady(ReasonLeftMesh, fmt.Sprintf("the namespace is not in the mesh, but %d of its pods still run Istio's sidecar: %s is kept for them until they are restarted; it is enforced only while istiod still reads this namespace (if discoverySelectors exclude it, those pods allow every source)",
+			scope.leftWithSidecars, strings.TrimPrefix(st.ready.Message, "applied ")))
+		st.outcome = OutcomeNotInMesh
 	}
 	for _, h := range synced.Held {
 		st.ready.Message += "; " + h.Message

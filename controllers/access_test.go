@@ -440,14 +440,14 @@ spec:
   containers: [{name: api, image: x}, {name: istio-proxy, image: proxyv2}]
 `)
 	meshNamespace(t, ns, false)
-	eventually(t, "a says SMI stays enforced on the remaining sidecar", func() error {
+	eventually(t, "a says its outputs are kept for the remaining sidecar", func() error {
 		u, err := get(objOf(controllers.TrafficTargetGVK), ns, "a")
 		if err != nil {
 			return err
 		}
 		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 		for _, c := range conds {
-			if m := c.(map[string]any); m["type"] == "Ready" && m["status"] == "True" && strings.Contains(fmt.Sprint(m["message"]), "1 of its pods still run Istio's sidecar") {
+			if m := c.(map[string]any); m["type"] == "Ready" && m["status"] == "False" && m["reason"] == controllers.ReasonLeftMesh && strings.Contains(fmt.Sprint(m["message"]), "1 of its pods still run Istio's sidecar") {
 				return nil
 			}
 		}

@@ -112,6 +112,9 @@ func baselineSet(ns string, want bool, owner *metav1.OwnerReference) (*syncset.S
 		Labels:     labels,
 		OwnerKinds: []string{"SMI2IstioConfig"},
 		OnBlocked:  syncset.Keep,
+
+		ExactLabels:      istioExactLabels,
+		ExactAnnotations: istioExactAnnotations,
 	}
 	if !want {
 		return set, nil

@@ -38,3 +38,16 @@ const (
 	indexTargetDestination  = "smi2istio.target.destination"   // destination ServiceAccount name
 	indexTargetRoutes       = "smi2istio.target.routes"        // "<Kind>/<name>" of each rule
 )
+
+// Keys that change what Istio makes of an object: istio.io/rev hides it from every istiod but that
+// revision's (objects without it are read by all), istio.io/dry-run stops a policy from being
+// enforced. Generated objects never carry them; a live one that does (a user's or a tool's edit) is
+// written again (syncset.Set.ExactLabels).
+var (
+	istioExactLabels      = []string{"istio.io/rev"}
+	istioExactAnnotations = []string{"istio.io/dry-run"}
+)
+
+// inertPolicy is the JSON merge patch that makes an ALLOW AuthorizationPolicy allow nothing (its
+// selector kept): for a stale policy that someone else's finalizer keeps after we deleted it.
+var inertPolicy = []byte(`{"spec":{"rules":null}}`)

@@ -45,6 +45,9 @@ const (
 	// ReasonBaselineMissing: a TrafficTarget allows nothing, which only holds while its namespace's
 	// deny-by-default baseline is in place, and it is not (yet, or a foreign object holds its name).
 	ReasonBaselineMissing = "BaselineMissing"
+	// ReasonLeftMesh: the namespace left the mesh while pods still run Istio's sidecar: outputs are
+	// kept for them, not claimed enforced.
+	ReasonLeftMesh = "LeftMesh"
 	// ReasonApproximated: accepted, but some of it could not be enforced exactly and was left out
 	// (denied); the message names the fields.
 	ReasonApproximated = "Approximated"

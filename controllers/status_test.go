@@ -96,11 +96,11 @@ func TestTargetConditions(t *testing.T) {
 		{"permissive", a, accessScope{inMesh: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
 			cond(ConditionReady, metav1.ConditionFalse, ReasonNotEnforced, "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced")}, OutcomePermissive},
 		{"root namespace", a, accessScope{inMesh: true, enforcingMode: true, rootNamespace: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
-			cond(ConditionReady, metav1.ConditionFalse, ReasonRootNamespace, "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, nothing is allowed")}, OutcomeInvalid},
+			cond(ConditionReady, metav1.ConditionFalse, ReasonRootNamespace, "the destination is in Istio's root namespace, where a workload selector applies to every namespace: nothing is applied, and this namespace has no deny-by-default baseline, so smi2istio does not restrict the destination (every source is allowed unless you restrict it yourself)")}, OutcomeInvalid},
 		{"not in mesh", a, accessScope{enforcingMode: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
 			cond(ConditionReady, metav1.ConditionFalse, ReasonNotInMesh, "the destination's namespace is not in the mesh: nothing is applied")}, OutcomeNotInMesh},
 		{"left the mesh, sidecars still run", a, accessScope{inMesh: true, enforcingMode: true, leftWithSidecars: 3}, syncset.Result{}, []metav1.Condition{accepted, resolved,
-			cond(ConditionReady, metav1.ConditionTrue, ReasonApplied, "applied a-api, a-api; the namespace is not in the mesh, but 3 of its pods still run Istio's sidecar: SMI stays enforced until they are restarted")}, OutcomeApplied},
+			cond(ConditionReady, metav1.ConditionFalse, ReasonLeftMesh, "the namespace is not in the mesh, but 3 of its pods still run Istio's sidecar: a-api, a-api is kept for them until they are restarted; it is enforced only while istiod still reads this namespace (if discoverySelectors exclude it, those pods allow every source)")}, OutcomeNotInMesh},
 		{"allowing something needs no baseline", a, accessScope{inMesh: true, enforcingMode: true, baselineMissing: true}, syncset.Result{}, []metav1.Condition{accepted, resolved,
 			cond(ConditionReady, metav1.ConditionTrue, ReasonApplied, "applied a-api, a-api")}, OutcomeApplied},
 		{"allowing nothing needs the baseline", b, accessScope{inMesh: true, enforcingMode: true, baselineMissing: true}, syncset.Result{}, []metav1.Condition{

@@ -304,6 +304,9 @@ func splitSet(u cache.SMIObject, out splitTranslation) (*syncset.Set, error) {
 		OwnerKinds: []string{TrafficSplitGVK.Kind},
 		Blockers:   out.blockers,
 		OnBlocked:  syncset.Keep,
+
+		ExactLabels:      istioExactLabels,
+		ExactAnnotations: istioExactAnnotations,
 	}
 	if out.res == nil {
 		return set, nil

@@ -283,7 +283,6 @@ type entry struct {
 	serviceAccount  string
 	labels          map[string]string
 	sidecar         bool
-	deleting        bool
 	normal          bool // already normalized (a compacted entry)
 }
 
@@ -331,7 +330,7 @@ func entryOf(obj any) (entry, bool) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Spec.ServiceAccountName, labels: o.Labels,
-			sidecar: hasSidecar(o), deleting: o.DeletionTimestamp != nil}, true
+			sidecar: hasSidecar(o)}, true
 	case *compacted:
 		return o.entry, true
 	case *appsv1.Deployment:
@@ -343,8 +342,7 @@ func entryOf(obj any) (entry, bool) {
 	default:
 		return entry{}, false
 	}
-	return entry{namespace: meta.Namespace, name: meta.Name, serviceAccount: tmpl.Spec.ServiceAccountName, labels: tmpl.Labels,
-		deleting: meta.DeletionTimestamp != nil}, true
+	return entry{namespace: meta.Namespace, name: meta.Name, serviceAccount: tmpl.Spec.ServiceAccountName, labels: tmpl.Labels}, true
 }
 
 // hasSidecar reports whether Istio injected its sidecar into the pod.
@@ -382,12 +380,10 @@ func identityKey(sa string, labels map[string]string, sidecar bool) string {
 	return b.String()
 }
 
-// set records a workload (or removes it when it is terminating); callers hold mu.
+// set records a workload; callers hold mu. A terminating one stays until it is gone: a pod runs,
+// and its sidecar enforces what istiod gives it, for its whole grace period (selectors must stay
+// precise against it, and it still counts as a sidecar).
 func (ix *WorkloadIndex) set(kind int, e entry) {
-	if e.deleting {
-		ix.remove(kind, e.namespace, e.name)
-		return
-	}
 	e = e.normalized()
 	sa, labels := e.serviceAccount, e.labels
 	key := identityKey(sa, labels, e.sidecar)
@@ -513,7 +509,7 @@ func (s *workloadStore) Replace(list []any, _ string) error {
 		if present[e.namespace] == nil {
 			present[e.namespace] = map[string]bool{}
 		}
-		present[e.namespace][e.name] = !e.deleting
+		present[e.namespace][e.name] = true
 		s.ix.set(s.kind, e)
 	}
 	for ns, n := range s.ix.namespaces {

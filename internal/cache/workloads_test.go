@@ -124,7 +124,8 @@ func TestWorkloadIndex(t *testing.T) {
 		t.Errorf("changed after a status update in shop and a pod created in other: %v", c)
 	}
 
-	// New stable labels are a change; so is a deletion; a terminating pod is no workload.
+	// New stable labels are a change; a terminating pod is still a workload (it runs for its grace
+	// period), until it is gone.
 	db, err = cs.CoreV1().Pods("shop").Get(ctx, "db", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -143,12 +144,35 @@ func TestWorkloadIndex(t *testing.T) {
 	if err := cs.CoreV1().Pods("shop").Delete(ctx, "db", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	eventually(t, "db terminating", func() error {
+		p, err := cs.CoreV1().Pods("shop").Get(ctx, "db", metav1.GetOptions{})
+		if err != nil || p.DeletionTimestamp == nil {
+			return fmt.Errorf("db %v", err)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // the watch has delivered the update
+	listed := false
+	for _, w := range ix.Workloads("shop") {
+		listed = listed || w.Name == "Pod/db"
+	}
+	if !listed {
+		t.Error("a terminating pod (still running) is no longer listed")
+	}
+	db, err = cs.CoreV1().Pods("shop").Get(ctx, "db", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Finalizers = nil
+	if _, err := cs.CoreV1().Pods("shop").Update(ctx, db, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	if c := changed(t, ix); !reflect.DeepEqual(c, []string{"shop"}) {
-		t.Errorf("changed after the deletion: %v", c)
+		t.Errorf("changed after the pod went: %v", c)
 	}
 	for _, w := range ix.Workloads("shop") {
 		if w.Name == "Pod/db" {
-			t.Errorf("terminating pod still listed: %+v", w)
+			t.Errorf("a pod that is gone is still listed: %+v", w)
 		}
 	}
 	if err := cs.AppsV1().Deployments("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,6 +65,10 @@ type Syncer struct {
 	Reader       client.Reader
 	FieldManager string
 	Validate     Validator
+
+	mu sync.Mutex
+	// unrelied: when each guard being let go was first found with nothing relying on it.
+	unrelied map[types.UID]time.Time
 }
 
 // ReasonHeld: a guarded object stays because an object the set does not own relies on it.
@@ -82,15 +87,35 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 	for _, w := range plan.Withheld {
 		res.Withheld = append(res.Withheld, Ref{Kind: w.GetKind(), Namespace: w.GetNamespace(), Name: w.GetName()})
 	}
+	res.Held = append(res.Held, plan.Lingering...)
 	if err := s.delete(ctx, plan.PruneFirst, &res); err != nil {
 		return res, err
 	}
+	fresh := map[string]bool{} // guards this sync created although the plan took them for settled
 	for _, want := range plan.Apply {
+		ki := set.kindIndex(want.GroupVersionKind())
+		if len(fresh) > 0 && ki > set.firstGuard() {
+			res.Withheld = append(res.Withheld, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
+			continue
+		}
+		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 && set.ReliesOn != "" {
+			// A guard about to be created (the cache may still show one deleted meanwhile): what
+			// relies on its name goes first, so nothing is in force before it is.
+			gone, err := s.absent(ctx, want)
+			if err != nil {
+				return res, err
+			}
+			if gone {
+				if err := s.dropReliers(ctx, set, map[string]bool{want.GetName(): true}, &res); err != nil {
+					return res, err
+				}
+			}
+		}
 		got := want.DeepCopy()
 		//nolint:staticcheck // SSA of an unstructured object with one field manager.
 		err := s.Client.Patch(ctx, got, client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership)
 		if err == nil {
-			err = s.exact(ctx, want, got)
+			err = s.exact(ctx, set, want, got)
 		}
 		if err != nil {
 			err = fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
@@ -100,9 +125,26 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 			return res, err
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
+		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 && got.GetCreationTimestamp().Add(set.Settle).After(set.Now) {
+			fresh[got.GetName()] = true
+		}
+	}
+	if len(fresh) > 0 {
+		// The cache showed an older guard (deleted meanwhile): the one just created is not in effect
+		// yet, so what relies on it goes until it is (the next sync, after Settle, writes it again).
+		if err := s.dropReliers(ctx, set, fresh, &res); err != nil {
+			return res, err
+		}
+		res.Wait = max(res.Wait, set.Settle)
 	}
 	if err := s.delete(ctx, plan.Prune, &res); err != nil {
 		return res, err
+	}
+	for _, in := range plan.Inert {
+		if err := s.makeInert(ctx, in); err != nil {
+			return res, err
+		}
+		res.Applied = append(res.Applied, RefOf(in.Object.DefaultGVK().Kind, in.Object))
 	}
 	return res, s.release(ctx, set, plan.Release, &res)
 }
@@ -138,10 +180,7 @@ func (s *Syncer) release(ctx context.Context, set *Set, objs []cache.Object, res
 				Message: fmt.Sprintf("%s is kept: %s relies on it and is not managed by smi2istio for this %s (remove it or give it back its labels)", guard, relier, ownerWord(set))})
 			continue
 		}
-		if wait, err := s.settle(ctx, set, o); err != nil || wait > 0 {
-			if err != nil {
-				return fmt.Errorf("release %s: %w", guard, err)
-			}
+		if wait := s.settle(set, o); wait > 0 {
 			res.Wait = max(res.Wait, wait)
 			continue
 		}
@@ -174,7 +213,7 @@ var ErrForeignFields = errors.New("it holds fields smi2istio did not write (anot
 // another manager owns stay. That is how an object created by someone else a moment before ours
 // (not yet in the cache) would be adopted with its own rules, or how an edit by hand to one of ours
 // (an extra rule) would survive every apply. Such an object is deleted, to be written again.
-func (s *Syncer) exact(ctx context.Context, want, got *unstructured.Unstructured) error {
+func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured) error {
 	w, err := cache.SpecHash(want.Object["spec"])
 	if err != nil {
 		return err
@@ -183,7 +222,7 @@ func (s *Syncer) exact(ctx context.Context, want, got *unstructured.Unstructured
 	if err != nil {
 		return err
 	}
-	if w == g {
+	if w == g && set.ExactMeta(want, got) {
 		return nil
 	}
 	if err := s.Client.Delete(ctx, got, client.Preconditions{UID: ptr.To(got.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
@@ -192,23 +231,87 @@ func (s *Syncer) exact(ctx context.Context, want, got *unstructured.Unstructured
 	return ErrForeignFields
 }
 
-// settle says how long a guard with nothing relying on it must still stay (Set.Settle): the first
-// time it is found so, the time is noted on it.
-func (s *Syncer) settle(ctx context.Context, set *Set, o cache.Object) (time.Duration, error) {
-	if set.Settle <= 0 || set.Unrelied == "" {
-		return 0, nil
+// makeInert patches a lingering object with its kind's Inert patch and marks it.
+func (s *Syncer) makeInert(ctx context.Context, in Inert) error {
+	var patch map[string]any
+	if err := json.Unmarshal(in.Patch, &patch); err != nil {
+		return fmt.Errorf("inert patch: %w", err)
 	}
-	if since, err := time.Parse(time.RFC3339Nano, o.GetAnnotations()[set.Unrelied]); err == nil {
-		return max(since.Add(set.Settle).Sub(set.Now), 0), nil
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{set.Unrelied: set.Now.UTC().Format(time.RFC3339Nano)}}})
+	patch["metadata"] = map[string]any{"annotations": map[string]string{InertAnnotation: "true"}}
+	data, err := json.Marshal(patch)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if err := s.Client.Patch(ctx, metaOf(o), client.RawPatch(types.MergePatchType, patch)); err != nil && !apierrors.IsNotFound(err) {
-		return 0, err
+	if err := s.Client.Patch(ctx, metaOf(in.Object), client.RawPatch(types.MergePatchType, data)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("make %s %s/%s allow nothing: %w", in.Object.DefaultGVK().Kind, in.Object.GetNamespace(), in.Object.GetName(), err)
 	}
-	return set.Settle, nil
+	return nil
+}
+
+// settle says how long a guard with nothing relying on it must still stay (Set.Settle), counted
+// from the first time this process found it so. The time is kept here, not on the object, where
+// anyone could write an old one: after a restart the wait starts again (longer, never shorter).
+func (s *Syncer) settle(set *Set, o cache.Object) time.Duration {
+	if set.Settle <= 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unrelied == nil {
+		s.unrelied = map[types.UID]time.Time{}
+	}
+	since, ok := s.unrelied[o.GetUID()]
+	if !ok {
+		s.unrelied[o.GetUID()] = set.Now
+		return set.Settle
+	}
+	if wait := since.Add(set.Settle).Sub(set.Now); wait > 0 {
+		return wait
+	}
+	delete(s.unrelied, o.GetUID()) // let go now
+	return 0
+}
+
+// dropReliers deletes the set's objects of PruneFirst kinds that rely on one of guards, as listed
+// uncached.
+func (s *Syncer) dropReliers(ctx context.Context, set *Set, guards map[string]bool, res *Result) error {
+	reliers, err := s.reliers(ctx, set)
+	if err != nil {
+		return err
+	}
+	for i := range reliers {
+		r := &reliers[i]
+		ki := set.kindIndex(r.GroupVersionKind())
+		if ki < 0 || !set.Kinds[ki].PruneFirst || !set.Owns(r) {
+			continue
+		}
+		for g := range guards {
+			if !Relies(r, set.ReliesOn, g) {
+				continue
+			}
+			if err := s.Client.Delete(ctx, r, client.Preconditions{UID: ptr.To(r.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("delete %s %s/%s: %w", r.Kind, r.Namespace, r.Name, err)
+			}
+			res.Pruned = append(res.Pruned, RefOf(r.Kind, r))
+			break
+		}
+	}
+	return nil
+}
+
+// absent reports whether want does not exist, read uncached.
+func (s *Syncer) absent(ctx context.Context, want *unstructured.Unstructured) (bool, error) {
+	reader := s.Reader
+	if reader == nil {
+		reader = s.Client
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(want.GroupVersionKind())
+	err := reader.Get(ctx, client.ObjectKey{Namespace: want.GetNamespace(), Name: want.GetName()}, m)
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	return false, err
 }
 
 // metaOf is a patch target for o that is not o: live objects come from the cache, and a patch

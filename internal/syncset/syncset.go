@@ -25,6 +25,11 @@ type Kind struct {
 	// PruneFirst: removing objects of this kind can only narrow what is allowed (ALLOW policies),
 	// so stale ones are deleted before anything is applied rather than after.
 	PruneFirst bool
+	// Inert is a JSON merge patch that makes an object of this kind allow nothing (an ALLOW policy's
+	// rules removed). A stale object of the set that cannot go (someone else's finalizer holds it
+	// while it is being deleted; istiod enforces it until it is gone) is patched so, once (marked by
+	// the InertAnnotation). Nil: left as it is.
+	Inert []byte
 	// Guard: objects of later kinds rely on objects of this kind (the Envoy rung's filter makes the
 	// policies after it exact). They carry the set's Finalizer, so that whoever deletes them —
 	// the garbage collector when their owners go, a user — they stay in effect until the sync has
@@ -72,9 +77,13 @@ type Set struct {
 	// each kind separately and may act on an object of a later kind before it acts on the guard it
 	// relies on. So objects that rely on a guard are applied only once every desired guard has
 	// existed for Settle, and a guard is let go only Settle after it was first found with nothing
-	// relying on it (noted on it in the Unrelied annotation). Zero: no wait.
-	Settle   time.Duration
-	Unrelied string
+	// relying on it (as the Syncer saw it). Zero: no wait.
+	Settle time.Duration
+	// ExactLabels and ExactAnnotations are keys a live object must carry exactly as the desired one
+	// does, absent included, whoever wrote them: keys that change what Istio makes of an object
+	// (istio.io/rev hides it from istiod, istio.io/dry-run disables a policy) and the ReliesOn
+	// annotation (always exact).
+	ExactLabels, ExactAnnotations []string
 	// Now is the time of the sync (Diff is pure).
 	Now time.Time
 }
@@ -100,6 +109,8 @@ const (
 	// ReasonTerminating: an object of the set's name is being deleted; it can be written again
 	// once it is gone.
 	ReasonTerminating = "Terminating"
+	// ReasonLingering: a stale object of the set is held by someone else's finalizer.
+	ReasonLingering = "Lingering"
 )
 
 // Problem is why a desired object cannot be written.
@@ -133,6 +144,11 @@ type Plan struct {
 	// existed for the set's Settle. Wait is how long until it has.
 	Withheld []*unstructured.Unstructured
 	Wait     time.Duration
+	// Inert are stale objects that are being deleted but held by someone else's finalizer, to be
+	// patched with their kind's Inert patch so that they allow nothing while they linger;
+	// Lingering says which objects linger.
+	Inert     []Inert
+	Lingering []Problem
 }
 
 // Blocked reports whether problems keep the desired set from being applied.
@@ -236,7 +252,7 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 		case !have.GetDeletionTimestamp().IsZero():
 			plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonTerminating,
 				Message: fmt.Sprintf("%s is being deleted: it is written again once it is gone", ref)})
-		case UpToDate(want, have):
+		case UpToDate(want, have) && set.ExactMeta(want, have):
 			plan.Unchanged++
 		default:
 			plan.Apply = append(plan.Apply, want)
@@ -263,6 +279,9 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 			dying := !o.GetDeletionTimestamp().IsZero()
 			if k.Guard && hasFinalizer(o, set.Finalizer) && (dying || !desired[key{k.GVK, o.GetName()}]) {
 				plan.Release = append(plan.Release, o)
+			}
+			if dying && !desired[key{k.GVK, o.GetName()}] && heldByOthers(o, set.Finalizer) {
+				plan.lingering(k, o)
 			}
 			if desired[key{k.GVK, o.GetName()}] || dying {
 				continue
@@ -309,9 +328,79 @@ func (p *Plan) withhold(set *Set, live map[key]cache.Object, desired []*unstruct
 		kept = append(kept, want)
 	}
 	p.Apply = kept
+	// What is withheld must not leave an older version in force meanwhile (it may allow what the
+	// desired set revokes), nor may a live policy rely on a guard too young to be in effect: such
+	// ALLOW policies go now (narrowing) and come back once the guards have settled.
+	unsettled := map[string]bool{}
+	for _, want := range desired {
+		gvk := want.GroupVersionKind()
+		if ki := set.kindIndex(gvk); ki >= 0 && set.Kinds[ki].Guard {
+			have := live[key{gvk, want.GetName()}]
+			if have == nil || !have.GetDeletionTimestamp().IsZero() || have.GetCreationTimestamp().Add(set.Settle).After(set.Now) {
+				unsettled[want.GetName()] = true
+			}
+		}
+	}
+	withheld := map[key]bool{}
+	for _, w := range p.Withheld {
+		withheld[key{w.GroupVersionKind(), w.GetName()}] = true
+	}
+	for k, have := range live {
+		ki := set.kindIndex(k.gvk)
+		if ki <= first || !set.Kinds[ki].PruneFirst || !set.Owns(have) || !have.GetDeletionTimestamp().IsZero() {
+			continue
+		}
+		relies := false
+		for g := range unsettled {
+			relies = relies || Relies(have, set.ReliesOn, g)
+		}
+		if withheld[k] || relies {
+			p.PruneFirst = append(p.PruneFirst, have)
+			p.Withheld = appendIfMissing(p.Withheld, desired, k)
+		}
+	}
+	sort.Slice(p.PruneFirst, func(a, b int) bool { return p.PruneFirst[a].GetName() < p.PruneFirst[b].GetName() })
 	if len(p.Withheld) == 0 {
 		p.Wait = 0
 	}
+}
+
+// appendIfMissing adds the desired object of key k to withheld when it is not there yet.
+func appendIfMissing(withheld, desired []*unstructured.Unstructured, k key) []*unstructured.Unstructured {
+	for _, w := range withheld {
+		if w.GroupVersionKind() == k.gvk && w.GetName() == k.name {
+			return withheld
+		}
+	}
+	for _, d := range desired {
+		if d.GroupVersionKind() == k.gvk && d.GetName() == k.name {
+			return append(withheld, d)
+		}
+	}
+	return withheld
+}
+
+// ExactMeta reports whether have carries the set's exact keys as want does (see ExactLabels).
+func (s *Set) ExactMeta(want, have metav1.Object) bool {
+	for _, k := range s.ExactLabels {
+		w, wok := want.GetLabels()[k]
+		h, hok := have.GetLabels()[k]
+		if w != h || wok != hok {
+			return false
+		}
+	}
+	keys := s.ExactAnnotations
+	if s.ReliesOn != "" {
+		keys = append(keys[:len(keys):len(keys)], s.ReliesOn) // whose guards it names matters too
+	}
+	for _, k := range keys {
+		w, wok := want.GetAnnotations()[k]
+		h, hok := have.GetAnnotations()[k]
+		if w != h || wok != hok {
+			return false
+		}
+	}
+	return true
 }
 
 // firstGuard is the index of the set's first Guard kind, -1 when it has none.
@@ -347,6 +436,38 @@ func Relies(o metav1.Object, key, guard string) bool {
 		}
 	}
 	return false
+}
+
+// heldByOthers reports whether finalizers other than ours keep o.
+func heldByOthers(o metav1.Object, ours string) bool {
+	for _, f := range o.GetFinalizers() {
+		if f != ours {
+			return true
+		}
+	}
+	return false
+}
+
+// InertAnnotation marks an object made inert (Kind.Inert).
+const InertAnnotation = "smi2istio.io/inert"
+
+// Inert is an object to patch so that it allows nothing.
+type Inert struct {
+	Object cache.Object
+	Patch  []byte
+}
+
+// lingering makes a stale object held by someone else's finalizer inert, and says so.
+func (p *Plan) lingering(k Kind, o cache.Object) {
+	ref := RefOf(k.GVK.Kind, o)
+	msg := fmt.Sprintf("%s is being deleted but finalizers %v keep it, and istiod enforces it until it is gone", ref, o.GetFinalizers())
+	if k.Inert != nil {
+		if o.GetAnnotations()[InertAnnotation] == "" {
+			p.Inert = append(p.Inert, Inert{Object: o, Patch: k.Inert})
+		}
+		msg += ": it was made to allow nothing"
+	}
+	p.Lingering = append(p.Lingering, Problem{Object: ref, Reason: ReasonLingering, Message: msg})
 }
 
 func withAnnotation(u *unstructured.Unstructured, k, v string) *unstructured.Unstructured {
