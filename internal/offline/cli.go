@@ -14,6 +14,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/manifests"
+	"github.com/smi2istio/smi2istio/internal/membership"
 	"github.com/smi2istio/smi2istio/translate"
 )
 
@@ -54,6 +55,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "holding SMI objects (except Istio's root namespace). SMI objects are checked against smi2istio's CRDs")
 		fmt.Fprintln(stderr, "as kubectl apply would (an unknown or misspelt field is an error). The fidelity report goes to stderr:")
 		fmt.Fprintln(stderr, "one line per finding (object: field: reason: message). On any error nothing is printed on stdout.")
+		fmt.Fprintln(stderr, "A dump of a cluster (kubectl get ... -o yaml, List documents included) may hold Namespaces: those in the")
+		fmt.Fprintln(stderr, "mesh by spec.membership (Open Service Mesh's monitored ones with Auto) get the baseline too; Open Service")
+		fmt.Fprintln(stderr, "Mesh's MeshConfig, whose permissive setting is the access mode unless --config or --access-mode gives one;")
+		fmt.Fprintln(stderr, "and OSM's policy objects (Egress, IngressBackend, Retry, UpstreamTrafficSetting), named on stderr, not translated.")
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
@@ -121,6 +126,17 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		return 1
 	}
+	// Open Service Mesh's settings in a dump of its cluster, as the operator takes them.
+	if len(loaded.OSMMeshConfigs) > 0 {
+		if *configFile != "" || set["access-mode"] {
+			fmt.Fprintln(stderr, "note: the input holds Open Service Mesh's MeshConfig, which is not used: --config or --access-mode gives the access mode")
+		} else {
+			mode, source := membership.OSMAccessMode(loaded.OSMMeshConfigs)
+			opts.Mode = mode
+			fmt.Fprintf(stderr, "note: access mode %s, taken from %s (as the operator does when it creates its configuration)\n", mode, source)
+		}
+	}
+	untranslated(stderr, loaded.Untranslated)
 	out, report, failed, err := Render(loaded.TranslateWith(opts))
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
@@ -140,6 +156,27 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// untranslated names, on stderr, the objects of Open Service Mesh's policy API, which smi2istio does
+// not translate, and counts them by kind.
+func untranslated(stderr io.Writer, objs []*unstructured.Unstructured) {
+	if len(objs) == 0 {
+		return
+	}
+	byKind := map[string]int{}
+	for _, u := range objs {
+		gk := u.GroupVersionKind().GroupKind()
+		byKind[gk.Kind]++
+		fmt.Fprintf(stderr, "%s %s/%s: %s: NotTranslated: smi2istio does not translate Open Service Mesh's policy API: move it to Istio by hand\n",
+			gk.Kind, u.GetNamespace(), u.GetName(), gk.Group)
+	}
+	kinds := make([]string, 0, len(byKind))
+	for k, n := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kinds)
+	fmt.Fprintf(stderr, "note: %d Open Service Mesh policy object(s) not translated (%s)\n", len(objs), strings.Join(kinds, ", "))
 }
 
 // readConfig reads a file holding one SMI2IstioConfig, checked against its CRD as kubectl apply
@@ -190,6 +227,7 @@ func optionsOf(spec v1alpha1.SMI2IstioConfigSpec, clusterDomain string) Options 
 	o := Options{
 		Mode:          spec.AccessMode,
 		RootNamespace: spec.IstioNamespace,
+		Membership:    spec.Membership,
 		Mesh: translate.Mesh{
 			ClusterDomain: clusterDomain,
 			TrustDomain:   spec.TrustDomain,

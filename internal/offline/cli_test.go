@@ -628,3 +628,84 @@ spec:
 		t.Errorf("the report must say the selector is not precise: %q", stderr)
 	}
 }
+
+// A dump of an OSM cluster (a List from kubectl get -o yaml): the Namespaces OSM monitors are in the
+// mesh and get a baseline whether or not they hold SMI objects (as the operator's Auto membership
+// has them); OSM's MeshConfig gives the access mode unless --config or --access-mode does, and one
+// that cannot be decoded gives Enforcing; OSM's policy objects are named and counted on stderr.
+func TestTranslateOSMClusterDump(t *testing.T) {
+	dump := func(meshConfigTraffic string) string {
+		return `
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Namespace, metadata: {name: shop, labels: {openservicemesh.io/monitored-by: osm}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: client, labels: {openservicemesh.io/monitored-by: osm}}}
+- {apiVersion: v1, kind: Namespace, metadata: {name: elsewhere}}
+- apiVersion: config.openservicemesh.io/v1alpha2
+  kind: MeshConfig
+  metadata: {name: osm-mesh-config, namespace: osm-system}
+  spec: {traffic: ` + meshConfigTraffic + `}
+- apiVersion: policy.openservicemesh.io/v1alpha1
+  kind: Egress
+  metadata: {name: api, namespace: client}
+  spec: {sources: [{kind: ServiceAccount, name: client, namespace: client}], hosts: [api.example.com], ports: [{number: 443, protocol: https}]}
+- apiVersion: policy.openservicemesh.io/v1alpha1
+  kind: Retry
+  metadata: {name: retry, namespace: client}
+  spec: {}
+- apiVersion: specs.smi-spec.io/v1alpha4
+  kind: TCPRoute
+  metadata: {name: all, namespace: shop}
+`
+	}
+	baselines := func(stdout string) []string {
+		var out []string
+		for _, d := range docs(t, stdout) {
+			if d.name == baselineName {
+				out = append(out, d.namespace)
+			}
+		}
+		return out
+	}
+	code, stdout, stderr := run(t, dump("{enablePermissiveTrafficPolicyMode: false}"), "-f", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if got := baselines(stdout); !reflect.DeepEqual(got, []string{"client", "shop"}) {
+		t.Errorf("baselines in %v, want the monitored namespaces client and shop", got)
+	}
+	for _, want := range []string{
+		"note: access mode Enforcing, taken from Open Service Mesh's MeshConfig osm-system/osm-mesh-config (spec.traffic.enablePermissiveTrafficPolicyMode: false)",
+		"Egress client/api: policy.openservicemesh.io: NotTranslated:", "Retry client/retry: policy.openservicemesh.io: NotTranslated:",
+		"note: 2 Open Service Mesh policy object(s) not translated (Egress 1, Retry 1)",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr must say %q:\n%s", want, stderr)
+		}
+	}
+
+	code, stdout, stderr = run(t, dump("{enablePermissiveTrafficPolicyMode: true}"), "-f", "-")
+	if code != 0 || len(baselines(stdout)) != 0 || !strings.Contains(stderr, "note: access mode Permissive, taken from") {
+		t.Errorf("permissive MeshConfig: exit %d, baselines %v, stderr %s", code, baselines(stdout), stderr)
+	}
+	// Fail closed: a setting that is not a boolean is Enforcing, and said so.
+	code, stdout, stderr = run(t, dump(`{enablePermissiveTrafficPolicyMode: "yes"}`), "-f", "-")
+	if code != 0 || len(baselines(stdout)) != 2 || !strings.Contains(stderr, "could not be decoded") || !strings.Contains(stderr, "Enforcing, failing closed") {
+		t.Errorf("undecodable MeshConfig: exit %d, baselines %v, stderr %s", code, baselines(stdout), stderr)
+	}
+	// A flag decides over the MeshConfig, as an existing SMI2IstioConfig does in the operator.
+	code, stdout, stderr = run(t, dump("{enablePermissiveTrafficPolicyMode: true}"), "-f", "-", "--access-mode", "Enforcing")
+	if code != 0 || len(baselines(stdout)) != 2 || !strings.Contains(stderr, "MeshConfig, which is not used") {
+		t.Errorf("--access-mode over the MeshConfig: exit %d, baselines %v, stderr %s", code, baselines(stdout), stderr)
+	}
+	// The OSM provider of one mesh, given in a config: only that mesh's namespaces.
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("apiVersion: smi2istio.io/v1alpha1\nkind: SMI2IstioConfig\nmetadata: {name: default}\nspec: {membership: {provider: OSM, osmMeshName: other}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = run(t, dump("{}"), "-f", "-", "--config", cfg)
+	if got := baselines(stdout); code != 0 || !reflect.DeepEqual(got, []string{"shop"}) {
+		t.Errorf("OSM provider of mesh other: exit %d, baselines %v (want only shop, which holds SMI objects): %s", code, got, stderr)
+	}
+}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/manifests"
+	"github.com/smi2istio/smi2istio/internal/membership"
 	"github.com/smi2istio/smi2istio/internal/smi/normalize"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -36,6 +37,14 @@ type Set struct {
 	Targets          []*accessv1alpha2.TrafficTarget
 	// Namespaces holding SMI objects (of any SMI kind): they get the Enforcing mode's baseline.
 	Namespaces map[string]bool
+	// NamespaceObjects are the input's Namespaces (a dump of a cluster): the members among them
+	// get the baseline too (Options.Membership).
+	NamespaceObjects []corev1.Namespace
+	// OSMMeshConfigs are Open Service Mesh's MeshConfigs in the input (they give the access mode
+	// when no SMI2IstioConfig does, as in the operator).
+	OSMMeshConfigs []unstructured.Unstructured
+	// Untranslated are the input's objects of OSM's policy kinds, which smi2istio does not translate.
+	Untranslated []*unstructured.Unstructured
 }
 
 // Outcome is the translation of one SMI object.
@@ -73,16 +82,28 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 	splits := map[string]int{} // namespace/name -> index in s.Splits
 	targets := map[string]int{}
 	for _, u := range objs {
+		gv := u.GroupVersionKind()
+		if gv.Group == "" && gv.Kind == "Namespace" { // cluster-scoped
+			nsObj := corev1.Namespace{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &nsObj); err != nil {
+				return nil, fmt.Errorf("%s %s: %w", u.GetKind(), u.GetName(), err)
+			}
+			s.NamespaceObjects = append(s.NamespaceObjects, nsObj)
+			continue
+		}
 		if u.GetNamespace() == "" {
 			u = u.DeepCopy()
 			u.SetNamespace("default")
 		}
 		ns := u.GetNamespace()
-		gv := u.GroupVersionKind()
 		if smiGroups[gv.Group] {
 			s.Namespaces[ns] = true
 		}
 		switch {
+		case gv.GroupKind() == membership.OSMMeshConfigGK:
+			s.OSMMeshConfigs = append(s.OSMMeshConfigs, *u)
+		case membership.IsOSMPolicy(gv.GroupKind()):
+			s.Untranslated = append(s.Untranslated, u)
 		case gv.Group == "" && gv.Kind == "Service":
 			svc := &corev1.Service{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, svc); err != nil {
@@ -226,6 +247,9 @@ type Options struct {
 	// RootNamespace is Istio's root namespace (default istio-system): no baseline there, and no
 	// access outputs, which would apply to every namespace.
 	RootNamespace string
+	// Membership decides which of the input's Namespaces are in the mesh and get a baseline, besides
+	// those holding SMI objects (membership.FromNamespaces; Auto by default).
+	Membership v1alpha1.Membership
 }
 
 func (o Options) withDefaults() Options {
@@ -252,11 +276,20 @@ func (s *Set) TranslateWith(o Options) []Outcome {
 }
 
 // baselines are the Namespace outcomes: in Enforcing mode, the allow-nothing AuthorizationPolicy
-// of every namespace holding SMI objects, exactly as the operator writes it (without the owner
+// of every namespace holding SMI objects or in the mesh by the input's Namespaces, exactly as the operator writes it (without the owner
 // reference to the SMI2IstioConfig, which exists only in a cluster).
 func (s *Set) baselines(o Options) []Outcome {
-	namespaces := make([]string, 0, len(s.Namespaces))
+	all := map[string]bool{}
 	for ns := range s.Namespaces {
+		all[ns] = true
+	}
+	// Members without SMI objects are denied everything, as the operator's baselines do.
+	members, _ := membership.FromNamespaces(o.Membership, s.NamespaceObjects)
+	for ns := range members {
+		all[ns] = true
+	}
+	namespaces := make([]string, 0, len(all))
+	for ns := range all {
 		namespaces = append(namespaces, ns)
 	}
 	sort.Strings(namespaces)
