@@ -256,8 +256,9 @@ func (r *ConfigReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 	cfg := &v1alpha1.SMI2IstioConfig{}
 	err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg)
 	if apierrors.IsNotFound(err) {
-		// The singleton holds the status and owns the baselines: create it with the defaults.
-		cfg = &v1alpha1.SMI2IstioConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ConfigName}}
+		// The singleton holds the status and owns the baselines: create it with the defaults, and
+		// the access mode of Open Service Mesh's MeshConfig when there is one (controllers/osm.go).
+		cfg = defaultConfig(ctx, r.reader(), r.Client.RESTMapper())
 		if err := r.Client.Create(ctx, cfg); err != nil && !apierrors.IsAlreadyExists(err) {
 			return reconcile.Result{}, fmt.Errorf("create SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
 		}
@@ -281,6 +282,14 @@ func (r *ConfigReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (
 			"meshConfigs", st.MeshConfigs, "rootNamespaces", st.RootNamespaces, "meshConflict", st.MeshConflict)
 	}
 	return reconcile.Result{RequeueAfter: r.Recount}, r.writeStatus(ctx, cfg, st)
+}
+
+// reader reads the apiserver directly when set up with a manager (kinds read rarely, not cached).
+func (r *ConfigReconciler) reader() client.Reader {
+	if r.direct != nil {
+		return r.direct
+	}
+	return r.Client
 }
 
 func withDefaults(s v1alpha1.SMI2IstioConfigSpec) v1alpha1.SMI2IstioConfigSpec {
@@ -371,6 +380,10 @@ func (r *ConfigReconciler) writeStatus(ctx context.Context, cfg *v1alpha1.SMI2Is
 		return err
 	}
 	want.Objects = counts
+	want.AccessModeSource = accessModeSource(cfg, v1alpha1.AccessMode(st.Mode))
+	if want.Untranslated, err = countForeign(ctx, r.reader(), r.Client.RESTMapper()); err != nil {
+		return err
+	}
 	detected := metav1.Condition{Type: "MeshDetected", Status: metav1.ConditionTrue, Reason: "Detected", Message: st.Members.Message, ObservedGeneration: cfg.Generation}
 	if st.meshNote != "" {
 		detected.Message += "; " + st.meshNote
