@@ -25,10 +25,10 @@ const maxForeignNames = 50
 // +kubebuilder:rbac:groups=config.openservicemesh.io,resources=meshconfigs,verbs=get;list
 // +kubebuilder:rbac:groups=policy.openservicemesh.io,resources=egresses;ingressbackends;retries;upstreamtrafficsettings,verbs=list
 
-// osmAccessMode reads Open Service Mesh's MeshConfigs (membership.OSMAccessMode); found is false
+// ReadOSMAccessMode reads Open Service Mesh's MeshConfigs (membership.OSMAccessMode); found is false
 // when the kind is not served or none exists (no OSM). Fail closed: MeshConfigs that cannot be
 // listed give Enforcing, and source says why.
-func osmAccessMode(ctx context.Context, c client.Reader, mapper meta.RESTMapper) (mode v1alpha1.AccessMode, source string, found bool) {
+func ReadOSMAccessMode(ctx context.Context, c client.Reader, mapper meta.RESTMapper) (mode v1alpha1.AccessMode, source string, found bool) {
 	mapping, err := mapper.RESTMapping(membership.OSMMeshConfigGK)
 	if meta.IsNoMatchError(err) {
 		return "", "", false
@@ -49,7 +49,7 @@ func osmAccessMode(ctx context.Context, c client.Reader, mapper meta.RESTMapper)
 // with the access mode of Open Service Mesh's MeshConfig when one exists (and where it came from).
 func defaultConfig(ctx context.Context, c client.Reader, mapper meta.RESTMapper) *v1alpha1.SMI2IstioConfig {
 	cfg := &v1alpha1.SMI2IstioConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ConfigName}}
-	if mode, source, found := osmAccessMode(ctx, c, mapper); found {
+	if mode, source, found := ReadOSMAccessMode(ctx, c, mapper); found {
 		cfg.Spec.AccessMode = mode
 		cfg.Annotations = map[string]string{AccessModeSourceAnnotation: string(mode) + ": " + source}
 	}

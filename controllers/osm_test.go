@@ -10,9 +10,13 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
@@ -337,5 +341,34 @@ func TestOSMAccessModeFailsClosed(t *testing.T) {
 		if mode != c.mode || !strings.Contains(says, c.says) {
 			t.Errorf("%s: %s (%q), want %s saying %q", c.name, mode, says, c.mode, c.says)
 		}
+	}
+}
+
+// In a cluster: no MeshConfig kind or none is "not found" (the defaults); MeshConfigs that cannot be
+// listed are Enforcing, and the source says why.
+func TestReadOSMAccessModeFailsClosed(t *testing.T) {
+	gvk := membership.OSMMeshConfigGK.WithVersion("v1alpha2")
+	mapper := meta.NewDefaultRESTMapper([]schema.GroupVersion{gvk.GroupVersion()})
+	ctx := context.Background()
+	if _, _, found := controllers.ReadOSMAccessMode(ctx, fake.NewClientBuilder().WithRESTMapper(mapper).Build(), mapper); found {
+		t.Errorf("MeshConfig kind not served: found")
+	}
+	mapper.Add(gvk, meta.RESTScopeNamespace)
+	ok := fake.NewClientBuilder().WithRESTMapper(mapper).Build()
+	if _, _, found := controllers.ReadOSMAccessMode(ctx, ok, mapper); found {
+		t.Errorf("no MeshConfig: found")
+	}
+	mc := fromYAML(t, `{apiVersion: config.openservicemesh.io/v1alpha2, kind: MeshConfig, metadata: {name: osm-mesh-config, namespace: osm-system}, spec: {traffic: {enablePermissiveTrafficPolicyMode: true}}}`)
+	withOne := fake.NewClientBuilder().WithRESTMapper(mapper).WithObjects(mc).Build()
+	if mode, _, found := controllers.ReadOSMAccessMode(ctx, withOne, mapper); !found || mode != v1alpha1.Permissive {
+		t.Errorf("a permissive MeshConfig: %v %s", found, mode)
+	}
+	failing := interceptor.NewClient(fake.NewClientBuilder().WithRESTMapper(mapper).Build().(client.WithWatch), interceptor.Funcs{
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return apierrors.NewForbidden(schema.GroupResource{Group: gvk.Group, Resource: "meshconfigs"}, "", fmt.Errorf("no RBAC"))
+		}})
+	mode, source, found := controllers.ReadOSMAccessMode(ctx, failing, mapper)
+	if !found || mode != v1alpha1.Enforcing || !strings.Contains(source, "could not be listed") || !strings.Contains(source, "failing closed") {
+		t.Errorf("unlistable MeshConfigs: %v %s %q", found, mode, source)
 	}
 }
