@@ -363,7 +363,7 @@ func TestReadOSMAccessModeFailsClosed(t *testing.T) {
 	if mode, _, found := controllers.ReadOSMAccessMode(ctx, withOne, mapper); !found || mode != v1alpha1.Permissive {
 		t.Errorf("a permissive MeshConfig: %v %s", found, mode)
 	}
-	failing := interceptor.NewClient(fake.NewClientBuilder().WithRESTMapper(mapper).Build().(client.WithWatch), interceptor.Funcs{
+	failing := interceptor.NewClient(fake.NewClientBuilder().WithRESTMapper(mapper).Build(), interceptor.Funcs{
 		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
 			return apierrors.NewForbidden(schema.GroupResource{Group: gvk.Group, Resource: "meshconfigs"}, "", fmt.Errorf("no RBAC"))
 		}})
