@@ -51,6 +51,14 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 	var floor atomic.Int64 // the writes beyond the SMI objects' creates
 	now := time.Now()
 	t0 := now
+	cpu0 := cpuTimes()
+	stopProfile, profiled := func() {}, (<-chan struct{})(nil)
+	if b.cfg.pprofDir != "" {
+		// The apiserver's CPU in (c), to set against convergence's: 5 s windows (the last one runs
+		// past the end by at most that).
+		pctx, cancel := context.WithCancel(ctx)
+		profiled, stopProfile = profileAPIServer(pctx, b.rc, b.profile("baseline-c-apiserver-cpu"), 5), cancel
+	}
 	check(forAll(b.cfg.workers, interleave(smi, istio), func(o *unstructured.Unstructured) error {
 		if err := b.c.Create(ctx, o); err != nil {
 			return err
@@ -68,6 +76,11 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 		return nil
 	}))
 	b.res.BaselineStatus = time.Since(t0)
+	stopProfile()
+	if profiled != nil {
+		<-profiled
+	}
+	logf("%s: baseline (c): %s", b.s.Name, cpuSince(cpu0, b.res.BaselineStatus.Seconds()))
 	converted := conversions() - convertedBefore
 	b.res.FloorWrites = float64(floor.Load()) / float64(len(smi))
 	check(deleteAll(ctx, b.c, b.s, kinds))

@@ -39,6 +39,7 @@ func main() {
 	workers := flag.Int("workers", 8, "concurrent writers of the harness (the same for the baseline and the SMI apply)")
 	pprofDir := flag.String("pprof", "", "directory for profiles: the operator's CPU (first 20 s of convergence) and heap after it, the kube-apiserver's CPU over the whole convergence (30 s windows), the restarted operator's heap at its highest RSS (enables the operator's --pprof-bind-address)")
 	memlimits := flag.String("memlimit", manifestMemLimit, fmt.Sprintf("the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit %d MiB below it, or at half of it if that is more; the manifest's is %s); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead. Comma-separated: each size runs once per value, one after the other", memlimit.Reserve>>20, manifestMemLimit))
+	operatorArgs := flag.String("operator-args", "", "extra flags for the operator, space-separated (e.g. --max-concurrent-reconciles=8), to compare settings run after run")
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
 	if *pprofDir != "" {
@@ -68,7 +69,7 @@ func main() {
 				sub = fmt.Sprintf("%s-%d", s.Name, i)
 			}
 			r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, sub), bin: bin, istioCRDs: istioCRDs,
-				idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, profilePrefix: sub, memLimit: l})
+				idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, profilePrefix: sub, memLimit: l, operatorArgs: strings.Fields(*operatorArgs)})
 			rows = append(rows, r)
 			fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", sub, r)
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"sort"
 	"strings"
 
 	"github.com/smi2istio/smi2istio/internal/testing/proc"
@@ -90,6 +91,46 @@ func logWrites(when string, before, after map[string]float64) {
 	for r, n := range after {
 		if d := n - before[r]; d > 0 {
 			logf("%s, %.0f writes of %s", when, d, r)
+		}
+	}
+}
+
+// pipelineMetrics are the operator's metrics that say where a phase's wall time went: reconciles
+// and the time spent in them per controller, the time requests waited in each work queue, and the
+// apiserver requests by method with their client-side latency.
+var pipelineMetrics = []struct{ name, by string }{
+	{"controller_runtime_reconcile_total", "controller"},
+	{"controller_runtime_reconcile_time_seconds_sum", "controller"},
+	{"workqueue_adds_total", "name"},
+	{"workqueue_queue_duration_seconds_sum", "name"},
+	{"rest_client_requests_total", "method"},
+	{"rest_client_request_duration_seconds_sum", "verb"},
+	{"rest_client_request_duration_seconds_count", "verb"},
+}
+
+// pipelineSnapshot reads pipelineMetrics, keyed "metric{label}".
+func pipelineSnapshot(metricsAddr string) map[string]float64 {
+	ms, err := proc.Metrics("http://" + metricsAddr + "/metrics")
+	check(err)
+	out := map[string]float64{}
+	for _, m := range pipelineMetrics {
+		for _, s := range ms[m.name] {
+			out[m.name+"{"+labelValue(s.Labels, m.by)+"}"] += s.Value
+		}
+	}
+	return out
+}
+
+// logPipeline logs the differences of two pipelineSnapshots.
+func logPipeline(when string, before, after map[string]float64) {
+	keys := make([]string, 0, len(after))
+	for k := range after {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if d := after[k] - before[k]; d > 0 {
+			logf("%s: %s %.2f", when, k, d)
 		}
 	}
 }

@@ -75,10 +75,10 @@ const apiserverProfileSeconds = 30
 // profileAPIServer saves the kube-apiserver's CPU profile in consecutive windows
 // (<prefix>-00.pb.gz, -01, ...) until ctx ends, the window under way when it ends included: together
 // they cover the whole convergence (go tool pprof merges them). The channel closes after the last.
-func profileAPIServer(ctx context.Context, rc *rest.Config, prefix string) <-chan struct{} {
+func profileAPIServer(ctx context.Context, rc *rest.Config, prefix string, seconds int) <-chan struct{} {
 	done := make(chan struct{})
 	cfg := rest.CopyConfig(rc)
-	cfg.Timeout = 2 * apiserverProfileSeconds * time.Second
+	cfg.Timeout = 2 * time.Duration(seconds) * time.Second
 	cs, err := kubernetes.NewForConfig(cfg)
 	check(err)
 	go func() {
@@ -86,7 +86,7 @@ func profileAPIServer(ctx context.Context, rc *rest.Config, prefix string) <-cha
 		for i := 0; ctx.Err() == nil; i++ {
 			// Not cancelled with ctx: a profile cut short is no profile.
 			data, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
-				Param("seconds", strconv.Itoa(apiserverProfileSeconds)).DoRaw(context.Background())
+				Param("seconds", strconv.Itoa(seconds)).DoRaw(context.Background())
 			if err != nil {
 				logf("apiserver profile: %v", err)
 				return

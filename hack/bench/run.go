@@ -37,6 +37,7 @@ type config struct {
 	pprofDir         string
 	profilePrefix    string // profiles are <prefix>-cpu.pb.gz etc.: the size, and the limit's index when there are several
 	memLimit         string
+	operatorArgs     []string // -operator-args
 }
 
 type result struct {
@@ -203,6 +204,7 @@ func (b *bench) startOperator() *operator {
 	op := &operator{metrics: metricsAddr,
 		Process: proc.Operator(b.cfg.bin, filepath.Join(b.cfg.dir, "smi2istio.log"), b.kubeconfig, b.webhook, b.certDir, metricsAddr, probeAddr)}
 	op.Env = append(op.Env, memoryEnv(b.cfg.memLimit)...)
+	op.Args = append(op.Args, b.cfg.operatorArgs...)
 	if b.cfg.pprofDir != "" {
 		op.pprof, err = proc.FreeAddr()
 		check(err)
@@ -224,9 +226,14 @@ func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeak
 	prof := b.profileConvergence(ctx, op)
 	smi, _ := b.objects()
 	t0 := time.Now()
+	cpu0, pipe0 := cpuTimes(), pipelineSnapshot(op.metrics)
 	check(createAll(ctx, b.c, b.cfg.workers, smi))
+	applied := time.Since(t0)
+	logf("%s: SMI objects applied in %s: %s", b.s.Name, applied.Round(time.Millisecond), cpuSince(cpu0, applied.Seconds()))
 	waitFor("convergence", time.Hour, func() bool { return w.converged(b.s) })
 	b.res.Convergence = time.Since(t0)
+	logf("%s: convergence: %s", b.s.Name, cpuSince(cpu0, b.res.Convergence.Seconds()))
+	logPipeline(b.s.Name+": while converging", pipe0, pipelineSnapshot(op.metrics))
 	prof.stopAPIServer()
 	b.res.WritesConverge = writes(op.metrics) - before
 	byResource := writesByResource(op.metrics)
@@ -268,7 +275,7 @@ func (b *bench) profileConvergence(ctx context.Context, op *operator) *convergen
 	}()
 	if b.cfg.pprofDir != "" {
 		pctx, cancel := context.WithCancel(ctx)
-		p.apiserverDone, p.stopAPIServer = profileAPIServer(pctx, b.rc, b.profile("apiserver-cpu")), cancel
+		p.apiserverDone, p.stopAPIServer = profileAPIServer(pctx, b.rc, b.profile("apiserver-cpu"), apiserverProfileSeconds), cancel
 	}
 	return p
 }
