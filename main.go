@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/yaml"
@@ -67,6 +68,8 @@ func init() {
 
 type options struct {
 	metricsAddr       string
+	metricsSecure     bool
+	metricsCertDir    string
 	pprofAddr         string
 	concurrency       int
 	probeAddr         string
@@ -102,7 +105,10 @@ func main() {
 
 // bindFlags registers the manager's flags (also what config/manager passes in a cluster).
 func bindFlags(fs *flag.FlagSet, o *options) {
-	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the Prometheus metrics endpoint binds to; \"0\" disables it.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true,
+		"Serve metrics over HTTPS to clients the apiserver authenticates and authorizes (a bearer token allowed GET on /metrics, e.g. by the metrics-reader ClusterRole); false serves plain HTTP to anyone (local runs and tests on loopback only).")
+	fs.StringVar(&o.metricsCertDir, "metrics-cert-dir", "", "Directory with tls.crt and tls.key for the metrics endpoint (reloaded when they change); empty: a self-signed certificate made at start-up.")
 	fs.IntVar(&o.concurrency, "max-concurrent-reconciles", 4, "How many objects each controller reconciles at once (different objects only; one object is never reconciled twice at once). Reconciles wait on the apiserver, not the CPU.")
 	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints (/debug/pprof); empty disables them.")
 	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the health (/healthz) and readiness (/readyz) probes bind to.")
@@ -267,7 +273,7 @@ func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
 		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Cache:                  cache.Options(),
-		Metrics:                metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                metricsOptions(o),
 		HealthProbeBindAddress: o.probeAddr,
 		PprofBindAddress:       o.pprofAddr,
 		Controller:             ctrlconfig.Controller{MaxConcurrentReconciles: o.concurrency},
@@ -285,7 +291,7 @@ func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
 	}
-	for _, c := range []prometheus.Collector{conversion.Conversions, writes.Requests, smirecorder.Dropped} {
+	for _, c := range []prometheus.Collector{conversion.Conversions, conversion.Refused, writes.Requests, smirecorder.Dropped} {
 		if err := metrics.Registry.Register(c); err != nil && !errors.As(err, &prometheus.AlreadyRegisteredError{}) {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -298,6 +304,30 @@ func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("add readiness check: %w", err)
 	}
 	return mgr, nil
+}
+
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// metricsOptions serves /metrics as Kubebuilder v4 scaffolds: over HTTPS (HTTP/1.1 only), to
+// clients the apiserver authenticates (TokenReview) and authorizes (SubjectAccessReview of GET on
+// the non-resource URL /metrics, which config/rbac's metrics-reader ClusterRole grants). With
+// --metrics-secure=false: plain HTTP to anyone, for the e2e and bench harness on loopback, which
+// pass it explicitly.
+func metricsOptions(o options) metricsserver.Options {
+	m := metricsserver.Options{BindAddress: o.metricsAddr}
+	if !o.metricsSecure {
+		return m
+	}
+	m.SecureServing = true
+	m.FilterProvider = filters.WithAuthenticationAndAuthorization
+	m.CertDir = o.metricsCertDir
+	m.TLSOpts = []func(*tls.Config){func(c *tls.Config) {
+		c.MinVersion = tls.VersionTLS12
+		// HTTP/2 stays off, as in Kubebuilder's scaffold (HTTP/2 Rapid Reset, CVE-2023-44487).
+		c.NextProtos = []string{"http/1.1"}
+	}}
+	return m
 }
 
 // installCRDs points the CRDs' conversion at this process: it installs them on a local control

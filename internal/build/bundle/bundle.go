@@ -93,6 +93,14 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 			}}
 			csv.Annotations["containerImage"] = image
 		case "ClusterRole":
+			if !strings.HasSuffix(o.GetName(), "manager-role") {
+				// Another ClusterRole (metrics-reader, for Prometheus): not the operator's, a bundle
+				// object OLM creates as is.
+				if err := addManifest(files, o, "rbac.authorization.k8s.io_v1_clusterrole"); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			role := &rbacv1.ClusterRole{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role); err != nil {
 				return nil, err
@@ -117,8 +125,15 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 			csv.Spec.InstallStrategy.StrategySpec.Permissions = []operatorsv1alpha1.StrategyDeploymentPermissions{{
 				ServiceAccountName: "smi2istio-controller-manager", Rules: role.Rules,
 			}}
+		case "Service":
+			// The metrics Service; the webhook Service is OLM's to create (webhookdefinitions).
+			if strings.HasSuffix(o.GetName(), "metrics-service") {
+				if err := addManifest(files, o, "v1_service"); err != nil {
+					return nil, err
+				}
+			}
 		}
-		// Namespace, ServiceAccount, bindings and the webhook Service are OLM's to create.
+		// Namespace, ServiceAccount and bindings are OLM's to create.
 	}
 	sort.Strings(conversionCRDs)
 	// OLM provides the conversion webhook's certificate and points the CRDs at its own Service.
@@ -205,6 +220,18 @@ var udpRouteExample = map[string]any{
 	"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "UDPRoute",
 	"metadata": map[string]any{"name": "dns", "namespace": "bookstore"},
 	"spec":     map[string]any{"matches": []any{map[string]any{"name": "dns", "ports": []any{int64(53)}}}},
+}
+
+// addManifest adds an object OLM creates from the bundle as it is, in the operator's namespace.
+func addManifest(files map[string][]byte, o *unstructured.Unstructured, suffix string) error {
+	o = o.DeepCopy()
+	unstructured.RemoveNestedField(o.Object, "metadata", "namespace")
+	data, err := yaml.Marshal(o.Object)
+	if err != nil {
+		return err
+	}
+	files["manifests/"+o.GetName()+"_"+suffix+".yaml"] = data
+	return nil
 }
 
 // almExamples shows an object of every owned API in every owned version: the configuration sample

@@ -20,7 +20,7 @@ import (
 )
 
 // dist/install.yaml (config/default) applies to a bare cluster: CRDs established, the manager
-// Deployment, its RBAC and the conversion webhook's Service accepted.
+// Deployment, its RBAC, the metrics-reader ClusterRole and the webhook and metrics Services accepted.
 func TestInstallManifestApplies(t *testing.T) {
 	objs, err := install.Objects(filepath.Join(testenv.RepoRoot(), "config", "default"))
 	if err != nil {
@@ -46,8 +46,8 @@ func TestInstallManifestApplies(t *testing.T) {
 	if err := install.Apply(ctx, c, objs); err != nil {
 		t.Error(err)
 	}
-	for kind, n := range map[string]int{"CustomResourceDefinition": 6, "Deployment": 1, "Service": 1, "ServiceAccount": 1,
-		"ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Namespace": 1} {
+	for kind, n := range map[string]int{"CustomResourceDefinition": 6, "Deployment": 1, "Service": 2, "ServiceAccount": 1,
+		"ClusterRole": 2, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Namespace": 1} {
 		if kinds[kind] != n {
 			t.Errorf("%d %s in the manifest, want %d", kinds[kind], kind, n)
 		}

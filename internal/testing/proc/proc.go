@@ -197,7 +197,8 @@ func InstallMeshConfig(ctx context.Context, c client.Client) error {
 }
 
 // Operator describes the operator process against the cluster of kubeconfig, serving its
-// conversion webhook at webhookAddr, metrics at metricsAddr and probes at probeAddr. With an empty
+// conversion webhook at webhookAddr, metrics at metricsAddr (plain HTTP: --metrics-secure=false)
+// and probes at probeAddr. With an empty
 // certDir it makes a self-signed webhook certificate at each start (and sets the CRDs' caBundle);
 // else it serves the one in certDir (see ProvidedCert), as under OLM.
 func Operator(bin, logFile, kubeconfig, webhookAddr, certDir, metricsAddr, probeAddr string) *Process {
@@ -209,7 +210,9 @@ func Operator(bin, logFile, kubeconfig, webhookAddr, certDir, metricsAddr, probe
 	return &Process{Name: "smi2istio", Path: bin, Log: logFile,
 		Args: append([]string{"--kubeconfig=" + kubeconfig, "--local-control-plane=never",
 			"--webhook-host=" + host, "--webhook-port=" + port,
-			"--metrics-bind-address=" + metricsAddr, "--health-probe-bind-address=" + probeAddr}, cert...),
+			// Plain HTTP on loopback, scraped without a token (the operator's default is HTTPS for
+			// bearer tokens allowed GET on /metrics).
+			"--metrics-bind-address=" + metricsAddr, "--metrics-secure=false", "--health-probe-bind-address=" + probeAddr}, cert...),
 		Ready: "http://" + probeAddr + "/readyz"}
 }
 
