@@ -205,7 +205,9 @@ func sameOutputs(cli, op map[string]string) error {
 func configObject(t *testing.T) *v1alpha1.SMI2IstioConfig {
 	t.Helper()
 	cfg := &v1alpha1.SMI2IstioConfig{}
-	must(t, env.Client.Get(context.Background(), client.ObjectKey{Name: v1alpha1.ConfigName}, cfg))
+	eventually(t, "the SMI2IstioConfig", func() error {
+		return env.Client.Get(context.Background(), client.ObjectKey{Name: v1alpha1.ConfigName}, cfg)
+	})
 	return cfg
 }
 
