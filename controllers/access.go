@@ -305,8 +305,18 @@ func (r *AccessReconciler) baselineMissing(ctx context.Context, ns string) (bool
 	if err != nil {
 		return false, err
 	}
-	want := &metav1.ObjectMeta{} // the baseline carries no Istio-significant key
-	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !set.ExactMeta(want, ap), nil
+	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !enforcedByIstio(ap), nil
+}
+
+// enforcedByIstio reports whether istiod enforces a policy as far as its metadata says: not a dry
+// run, and of no revision but the default one (objects without istio.io/rev are read by every
+// revision).
+func enforcedByIstio(o metav1.Object) bool {
+	if _, dry := o.GetAnnotations()["istio.io/dry-run"]; dry {
+		return false
+	}
+	rev, ok := o.GetLabels()["istio.io/rev"]
+	return !ok || rev == "default"
 }
 
 // translate fetches what the destination's TrafficTargets reference and translates them together.

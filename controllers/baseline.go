@@ -112,9 +112,9 @@ func baselineSet(ns string, want bool, owner *metav1.OwnerReference) (*syncset.S
 		Labels:     labels,
 		OwnerKinds: []string{"SMI2IstioConfig"},
 		OnBlocked:  syncset.Keep,
-
-		ExactLabels:      istioExactLabels,
-		ExactAnnotations: istioExactAnnotations,
+		// No exact keys: deleting the baseline to write it again would open the namespace meanwhile
+		// (and a tool that keeps labelling it would keep it open). A baseline Istio would not enforce
+		// is reported instead (AccessReconciler.baselineMissing).
 	}
 	if !want {
 		return set, nil

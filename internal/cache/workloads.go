@@ -330,7 +330,7 @@ func entryOf(obj any) (entry, bool) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		return entry{namespace: o.Namespace, name: o.Name, serviceAccount: o.Spec.ServiceAccountName, labels: o.Labels,
-			sidecar: hasSidecar(o)}, true
+			sidecar: hasSidecar(o) && o.Status.Phase != corev1.PodSucceeded && o.Status.Phase != corev1.PodFailed}, true
 	case *compacted:
 		return o.entry, true
 	case *appsv1.Deployment:

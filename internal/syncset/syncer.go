@@ -69,6 +69,48 @@ type Syncer struct {
 	mu sync.Mutex
 	// unrelied: when each guard being let go was first found with nothing relying on it.
 	unrelied map[types.UID]time.Time
+	// since: when each guard came into effect (see Set.GuardSince).
+	since map[types.UID]time.Time
+}
+
+// guardSince records the live guards of set not seen before (created by someone else, or before a
+// restart: from their creationTimestamp, whole seconds, plus one) and returns what is known.
+func (s *Syncer) guardSince(set *Set, live map[schema.GroupVersionKind][]cache.Object) map[types.UID]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.since == nil {
+		s.since = map[types.UID]time.Time{}
+	}
+	out := map[types.UID]time.Time{}
+	for _, k := range set.Kinds {
+		if !k.Guard {
+			continue
+		}
+		for _, o := range live[k.GVK] {
+			since, ok := s.since[o.GetUID()]
+			if !ok {
+				since = o.GetCreationTimestamp().Add(time.Second)
+				if since.After(set.Now) {
+					since = set.Now
+				}
+				s.since[o.GetUID()] = since
+			}
+			out[o.GetUID()] = since
+		}
+	}
+	return out
+}
+
+// created notes that this process created guard uid now.
+func (s *Syncer) created(uid types.UID, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.since == nil {
+		s.since = map[types.UID]time.Time{}
+	}
+	if _, ok := s.since[uid]; !ok {
+		s.since[uid] = now
+	}
 }
 
 // ReasonHeld: a guarded object stays because an object the set does not own relies on it.
@@ -82,6 +124,7 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	set.GuardSince = s.guardSince(set, live)
 	plan := Diff(set, live, s.Validate)
 	res := Result{Problems: plan.Problems, Wait: plan.Wait}
 	for _, w := range plan.Withheld {
@@ -96,13 +139,39 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		ki := set.kindIndex(want.GroupVersionKind())
 		if len(fresh) > 0 && ki > set.firstGuard() {
 			res.Withheld = append(res.Withheld, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
+			if set.Kinds[ki].PruneFirst { // its older version must not stay in force meanwhile
+				if err := s.dropLive(ctx, set, want, &res); err != nil {
+					return res, err
+				}
+			}
 			continue
+		}
+		creating := plan.Creating[RefOf(want.GetKind(), want)]
+		if creating && !(ki >= 0 && set.Kinds[ki].Guard) {
+			// The cache had none: one created a moment ago by someone else would be taken over by
+			// the apply (its fields merged with ours). Checked against the apiserver first.
+			gone, err := s.absent(ctx, want)
+			if err == nil && !gone {
+				err = fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
+			}
+			if err != nil {
+				if set.OnBlocked == Remove {
+					err = errors.Join(err, s.removeAll(ctx, set, &res))
+				}
+				return res, err
+			}
 		}
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 && set.ReliesOn != "" {
 			// A guard about to be created (the cache may still show one deleted meanwhile): what
 			// relies on its name goes first, so nothing is in force before it is.
 			gone, err := s.absent(ctx, want)
+			if err == nil && creating && !gone {
+				err = fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
+			}
 			if err != nil {
+				if set.OnBlocked == Remove {
+					err = errors.Join(err, s.removeAll(ctx, set, &res))
+				}
 				return res, err
 			}
 			if gone {
@@ -112,10 +181,18 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 			}
 		}
 		got := want.DeepCopy()
+		if uid, ok := plan.Updating[RefOf(want.GetKind(), want)]; ok {
+			got.SetUID(uid) // an update, not a creation: fails if that object is gone
+		}
 		//nolint:staticcheck // SSA of an unstructured object with one field manager.
 		err := s.Client.Patch(ctx, got, client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership)
+		if apierrors.IsConflict(err) && ki >= 0 && set.Kinds[ki].Guard {
+			// The guard the plan updated is gone (deleted by hand): what relied on it goes now;
+			// the next sync creates it anew and waits before anything relies on it again.
+			err = errors.Join(err, s.dropReliers(ctx, set, map[string]bool{want.GetName(): true}, &res))
+		}
 		if err == nil {
-			err = s.exact(ctx, set, want, got)
+			err = s.exact(ctx, set, want, got, creating)
 		}
 		if err != nil {
 			err = fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
@@ -125,8 +202,13 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 			return res, err
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
-		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 && got.GetCreationTimestamp().Add(set.Settle).After(set.Now) {
-			fresh[got.GetName()] = true
+		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 {
+			if _, known := set.GuardSince[got.GetUID()]; !known {
+				s.created(got.GetUID(), set.Now)
+				if plan.Wait == 0 {
+					fresh[got.GetName()] = true // the plan took an older one (cache lag) for it
+				}
+			}
 		}
 	}
 	if len(fresh) > 0 {
@@ -206,6 +288,10 @@ func (s *Syncer) release(ctx context.Context, set *Set, objs []cache.Object, res
 	return nil
 }
 
+// ErrExists: an object the set was about to create exists already (someone else's, not yet in the
+// cache); nothing is written over it.
+var ErrExists = errors.New("exists already and is not known to be smi2istio's: it is left untouched")
+
 // ErrForeignFields: an applied object holds fields that the set did not write.
 var ErrForeignFields = errors.New("it holds fields smi2istio did not write (another field manager's): it was deleted, and is written again")
 
@@ -213,7 +299,7 @@ var ErrForeignFields = errors.New("it holds fields smi2istio did not write (anot
 // another manager owns stay. That is how an object created by someone else a moment before ours
 // (not yet in the cache) would be adopted with its own rules, or how an edit by hand to one of ours
 // (an extra rule) would survive every apply. Such an object is deleted, to be written again.
-func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured) error {
+func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured, creating bool) error {
 	w, err := cache.SpecHash(want.Object["spec"])
 	if err != nil {
 		return err
@@ -224,6 +310,11 @@ func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Un
 	}
 	if w == g && set.ExactMeta(want, got) {
 		return nil
+	}
+	if creating {
+		// Not ours a moment ago (created by someone else between our check and our apply): never
+		// deleted, reported; it is a Conflict once the cache has it.
+		return fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
 	}
 	if err := s.Client.Delete(ctx, got, client.Preconditions{UID: ptr.To(got.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%w; deleting it failed: %w", ErrForeignFields, err)
@@ -237,7 +328,6 @@ func (s *Syncer) makeInert(ctx context.Context, in Inert) error {
 	if err := json.Unmarshal(in.Patch, &patch); err != nil {
 		return fmt.Errorf("inert patch: %w", err)
 	}
-	patch["metadata"] = map[string]any{"annotations": map[string]string{InertAnnotation: "true"}}
 	data, err := json.Marshal(patch)
 	if err != nil {
 		return err
@@ -296,6 +386,31 @@ func (s *Syncer) dropReliers(ctx context.Context, set *Set, guards map[string]bo
 			break
 		}
 	}
+	return nil
+}
+
+// dropLive deletes the live version of want (read uncached) when it is the set's.
+func (s *Syncer) dropLive(ctx context.Context, set *Set, want *unstructured.Unstructured, res *Result) error {
+	reader := s.Reader
+	if reader == nil {
+		reader = s.Client
+	}
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(want.GroupVersionKind())
+	err := reader.Get(ctx, client.ObjectKey{Namespace: want.GetNamespace(), Name: want.GetName()}, m)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !set.Owns(m) {
+		return nil
+	}
+	if err := s.Client.Delete(ctx, m, client.Preconditions{UID: ptr.To(m.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete %s %s/%s: %w", m.Kind, m.Namespace, m.Name, err)
+	}
+	res.Pruned = append(res.Pruned, RefOf(want.GetKind(), m))
 	return nil
 }
 

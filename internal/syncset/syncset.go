@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/smi2istio/smi2istio/internal/cache"
 )
@@ -27,8 +28,8 @@ type Kind struct {
 	PruneFirst bool
 	// Inert is a JSON merge patch that makes an object of this kind allow nothing (an ALLOW policy's
 	// rules removed). A stale object of the set that cannot go (someone else's finalizer holds it
-	// while it is being deleted; istiod enforces it until it is gone) is patched so, once (marked by
-	// the InertAnnotation). Nil: left as it is.
+	// while it is being deleted; istiod enforces it until it is gone) is patched so at every sync.
+	// Nil: left as it is.
 	Inert []byte
 	// Guard: objects of later kinds rely on objects of this kind (the Envoy rung's filter makes the
 	// policies after it exact). They carry the set's Finalizer, so that whoever deletes them —
@@ -84,8 +85,12 @@ type Set struct {
 	// (istio.io/rev hides it from istiod, istio.io/dry-run disables a policy) and the ReliesOn
 	// annotation (always exact).
 	ExactLabels, ExactAnnotations []string
-	// Now is the time of the sync (Diff is pure).
+	// Now is the time of the sync (Diff is pure), on the operator's clock.
 	Now time.Time
+	// GuardSince is when each live guard (by UID) came into effect as far as the Syncer knows:
+	// when it created it, or for one it found, its creationTimestamp (whole seconds, the apiserver's
+	// clock) plus a second. Guards not in it count as just created.
+	GuardSince map[types.UID]time.Time
 }
 
 // Ref names an object.
@@ -140,6 +145,11 @@ type Plan struct {
 	Release []cache.Object
 	// Unchanged counts desired objects the live set already holds.
 	Unchanged int
+	// Creating are the desired objects the live set does not hold (applying them creates them);
+	// Updating gives the UID of the live object the others update (the apply is conditional on it:
+	// one deleted meanwhile is not created again by an update).
+	Creating map[Ref]bool
+	Updating map[Ref]types.UID
 	// Withheld are desired objects of kinds after a guard not applied yet: a desired guard has not
 	// existed for the set's Settle. Wait is how long until it has.
 	Withheld []*unstructured.Unstructured
@@ -246,6 +256,10 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 		switch {
 		case have == nil:
 			plan.Apply = append(plan.Apply, want)
+			if plan.Creating == nil {
+				plan.Creating = map[Ref]bool{}
+			}
+			plan.Creating[ref] = true
 		case !set.Owns(have):
 			plan.Problems = append(plan.Problems, Problem{Object: ref, Reason: ReasonConflict,
 				Message: fmt.Sprintf("%s exists and is not managed by smi2istio for this %s: it is left untouched", ref, ownerWord(set))})
@@ -256,6 +270,10 @@ func Diff(set *Set, live map[schema.GroupVersionKind][]cache.Object, validate Va
 			plan.Unchanged++
 		default:
 			plan.Apply = append(plan.Apply, want)
+			if plan.Updating == nil {
+				plan.Updating = map[Ref]types.UID{}
+			}
+			plan.Updating[ref] = have.GetUID()
 		}
 	}
 	if !plan.Blocked() {
@@ -309,11 +327,7 @@ func (p *Plan) withhold(set *Set, live map[key]cache.Object, desired []*unstruct
 		if ki := set.kindIndex(gvk); ki < 0 || !set.Kinds[ki].Guard {
 			continue
 		}
-		wait := set.Settle
-		if have := live[key{gvk, want.GetName()}]; have != nil && have.GetDeletionTimestamp().IsZero() {
-			wait = have.GetCreationTimestamp().Add(set.Settle).Sub(set.Now)
-		}
-		p.Wait = max(p.Wait, wait)
+		p.Wait = max(p.Wait, set.guardWait(live[key{gvk, want.GetName()}]))
 	}
 	if p.Wait <= 0 {
 		p.Wait = 0
@@ -335,8 +349,7 @@ func (p *Plan) withhold(set *Set, live map[key]cache.Object, desired []*unstruct
 	for _, want := range desired {
 		gvk := want.GroupVersionKind()
 		if ki := set.kindIndex(gvk); ki >= 0 && set.Kinds[ki].Guard {
-			have := live[key{gvk, want.GetName()}]
-			if have == nil || !have.GetDeletionTimestamp().IsZero() || have.GetCreationTimestamp().Add(set.Settle).After(set.Now) {
+			if set.guardWait(live[key{gvk, want.GetName()}]) > 0 {
 				unsettled[want.GetName()] = true
 			}
 		}
@@ -363,6 +376,19 @@ func (p *Plan) withhold(set *Set, live map[key]cache.Object, desired []*unstruct
 	if len(p.Withheld) == 0 {
 		p.Wait = 0
 	}
+}
+
+// guardWait is how long until a live guard has been in effect for Settle (Settle when there is
+// none, or it is being deleted).
+func (s *Set) guardWait(have cache.Object) time.Duration {
+	if have == nil || !have.GetDeletionTimestamp().IsZero() {
+		return s.Settle
+	}
+	since, ok := s.GuardSince[have.GetUID()]
+	if !ok {
+		return s.Settle
+	}
+	return max(since.Add(s.Settle).Sub(s.Now), 0)
 }
 
 // appendIfMissing adds the desired object of key k to withheld when it is not there yet.
@@ -448,9 +474,6 @@ func heldByOthers(o metav1.Object, ours string) bool {
 	return false
 }
 
-// InertAnnotation marks an object made inert (Kind.Inert).
-const InertAnnotation = "smi2istio.io/inert"
-
 // Inert is an object to patch so that it allows nothing.
 type Inert struct {
 	Object cache.Object
@@ -462,10 +485,9 @@ func (p *Plan) lingering(k Kind, o cache.Object) {
 	ref := RefOf(k.GVK.Kind, o)
 	msg := fmt.Sprintf("%s is being deleted but finalizers %v keep it, and istiod enforces it until it is gone", ref, o.GetFinalizers())
 	if k.Inert != nil {
-		if o.GetAnnotations()[InertAnnotation] == "" {
-			p.Inert = append(p.Inert, Inert{Object: o, Patch: k.Inert})
-		}
-		msg += ": it was made to allow nothing"
+		// Patched at every sync (a no-op once inert): a mark could be forged, rules written back.
+		p.Inert = append(p.Inert, Inert{Object: o, Patch: k.Inert})
+		msg += ": it is patched to allow nothing"
 	}
 	p.Lingering = append(p.Lingering, Problem{Object: ref, Reason: ReasonLingering, Message: msg})
 }

@@ -298,11 +298,21 @@ func TestDiffSettles(t *testing.T) {
 	if names(plan.Apply) != "api-filter" || names(plan.Withheld) != "a-api,a-api" || plan.Wait != 3*time.Second {
 		t.Errorf("new filter: apply %q, withheld %q, wait %s", names(plan.Apply), names(plan.Withheld), plan.Wait)
 	}
-	plan = Diff(settled(), liveSet(createdAgo(time.Second)), nil)
+	since := func(age time.Duration) *Set {
+		set := settled()
+		set.GuardSince = map[types.UID]time.Time{"live-api-filter": now.Add(-age)}
+		return set
+	}
+	// The apiserver's creationTimestamp alone is not trusted (whole seconds, another clock).
+	plan = Diff(settled(), liveSet(createdAgo(time.Hour)), nil)
+	if len(plan.Apply) != 0 || plan.Wait != 3*time.Second {
+		t.Errorf("unknown filter: apply %q, wait %s", names(plan.Apply), plan.Wait)
+	}
+	plan = Diff(since(time.Second), liveSet(createdAgo(time.Second)), nil)
 	if len(plan.Apply) != 0 || names(plan.Withheld) != "a-api,a-api" || plan.Wait != 2*time.Second {
 		t.Errorf("young filter: apply %q, withheld %q, wait %s", names(plan.Apply), names(plan.Withheld), plan.Wait)
 	}
-	plan = Diff(settled(), liveSet(createdAgo(5*time.Second)), nil)
+	plan = Diff(since(5*time.Second), liveSet(createdAgo(5*time.Second)), nil)
 	if names(plan.Apply) != "a-api,a-api" || len(plan.Withheld) != 0 || plan.Wait != 0 {
 		t.Errorf("settled filter: apply %q, withheld %q, wait %s", names(plan.Apply), names(plan.Withheld), plan.Wait)
 	}
