@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -81,6 +82,7 @@ type options struct {
 	localControlPlane string
 	localStateDir     string
 	localIstioCRDs    string
+	meshConfigNS      []string
 	clusterDomain     string
 	zap               crzap.Options
 }
@@ -123,6 +125,17 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		"auto: start a local etcd + kube-apiserver when no cluster is configured (no --kubeconfig, no $KUBECONFIG, not in a pod); always; never.")
 	fs.StringVar(&o.localStateDir, "local-state-dir", defaultStateDir(), "Where a local control plane's kubeconfig is written.")
 	fs.StringVar(&o.localIstioCRDs, "local-istio-crds", "", "Istio's CRD bundle (crd-all.gen.yaml) to install on a local control plane; `make run` passes the pinned one.")
+	fs.Func("mesh-config-namespaces", "Comma-separated namespaces where Istio's revisions keep their mesh configs (istio-<rev>; OSSM 2: istio-<smcp> in each control plane's namespace), the only ones where ConfigMaps are read besides those named istio (default istio-system; the operator needs read access to ConfigMaps there, config/rbac's mesh-config-reader).",
+		func(v string) error {
+			o.meshConfigNS = nil
+			for _, ns := range strings.Split(v, ",") {
+				if ns = strings.TrimSpace(ns); ns != "" {
+					o.meshConfigNS = append(o.meshConfigNS, ns)
+				}
+			}
+			return nil
+		})
+	o.meshConfigNS = []string{"istio-system"}
 	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
 
 	o.zap = crzap.Options{Development: false}
@@ -386,7 +399,7 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 	if err := mgr.Add(recorder); err != nil {
 		return fmt.Errorf("add event recorder: %w", err)
 	}
-	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: time.Minute}
+	cfgR := &controllers.ConfigReconciler{Client: mgr.GetClient(), Shared: shared, Recount: time.Minute, MeshConfigNamespaces: o.meshConfigNS}
 	if err := cfgR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up config controller: %w", err)
 	}

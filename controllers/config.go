@@ -143,6 +143,12 @@ type ConfigReconciler struct {
 	// Recount is how often the status's object counts are refreshed.
 	Recount time.Duration
 
+	// MeshConfigNamespaces are the only namespaces where revisions' mesh configs ("istio-<rev>",
+	// OSSM 2's "istio-<smcp>") are read and watched: Istio's and OSSM 2's control plane namespaces
+	// (--mesh-config-namespaces), where the operator is granted read access to ConfigMaps. Empty:
+	// every namespace. The ConfigMaps named "istio" are read in every namespace (cache.Options).
+	MeshConfigNamespaces []string
+
 	// revisioned holds the ConfigMaps labelled istio.io/rev (revisions' mesh configs) and direct
 	// reads the apiserver: both set by SetupWithManager (without them, Client is read).
 	revisioned, direct client.Reader
@@ -154,7 +160,11 @@ type ConfigReconciler struct {
 // +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=smi2istio.io,resources=smi2istioconfigs/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=maistra.io,resources=servicemeshmemberrolls;servicemeshcontrolplanes,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
+// ConfigMaps named "istio" in every namespace (the manager's cache lists and watches them with the
+// field selector metadata.name=istio, which RBAC authorizes as a request for that name). The
+// revisions' mesh configs are read only in MeshConfigNamespaces, granted there by a RoleBinding of
+// config/rbac's mesh-config-reader ClusterRole (docs/decisions.md, "ConfigMaps").
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch,resourceNames=istio
 
 var configRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: v1alpha1.ConfigName}}
 
@@ -167,7 +177,7 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// The manager's cache holds only the ConfigMaps named "istio" (cache.Options); the revisions'
 	// mesh configs ("istio-<rev>", labelled istio.io/rev=<rev>) come from a cache of their own,
 	// which keeps only their "mesh" key.
-	revisioned, err := newMeshConfigCache(mgr)
+	revisioned, err := newMeshConfigCache(mgr, r.MeshConfigNamespaces)
 	if err != nil {
 		return err
 	}
@@ -218,8 +228,9 @@ func meshConfigEvents[T client.Object](relevant func(client.Object) bool) predic
 }
 
 // newMeshConfigCache caches the ConfigMaps labelled istio.io/rev (revisions' mesh configs, and a few
-// other Istio ConfigMaps, e.g. the sidecar injector's), keeping only the "mesh" key of each.
-func newMeshConfigCache(mgr ctrl.Manager) (crcache.Cache, error) {
+// other Istio ConfigMaps, e.g. the sidecar injector's) of these namespaces (all when none), keeping
+// only the "mesh" key of each.
+func newMeshConfigCache(mgr ctrl.Manager, namespaces []string) (crcache.Cache, error) {
 	hasRev, err := labels.NewRequirement(meshconfig.RevisionLabel, selection.Exists, nil)
 	if err != nil {
 		return nil, fmt.Errorf("select ConfigMaps labelled %s: %w", meshconfig.RevisionLabel, err)
@@ -231,11 +242,24 @@ func newMeshConfigCache(mgr ctrl.Manager) (crcache.Cache, error) {
 		ByObject: map[client.Object]crcache.ByObject{
 			&corev1.ConfigMap{}: {Label: labels.NewSelector().Add(*hasRev), Transform: meshConfigTransform},
 		},
+		DefaultNamespaces: inNamespaces(namespaces),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create the mesh config cache: %w", err)
 	}
 	return c, nil
+}
+
+// inNamespaces restricts a cache to these namespaces (nil: all).
+func inNamespaces(namespaces []string) map[string]crcache.Config {
+	if len(namespaces) == 0 {
+		return nil
+	}
+	out := make(map[string]crcache.Config, len(namespaces))
+	for _, ns := range namespaces {
+		out[ns] = crcache.Config{}
+	}
+	return out
 }
 
 // meshConfigTransform keeps a ConfigMap's "mesh" key only (the sidecar injector's templates, also
@@ -312,7 +336,8 @@ func withDefaults(s v1alpha1.SMI2IstioConfigSpec) v1alpha1.SMI2IstioConfigSpec {
 }
 
 func (r *ConfigReconciler) resolve(ctx context.Context, spec v1alpha1.SMI2IstioConfigSpec) (State, error) {
-	mesh, err := meshconfig.Reader{Client: r.Client, Revisioned: r.revisioned, Direct: r.direct, Mapper: r.Client.RESTMapper()}.
+	mesh, err := meshconfig.Reader{Client: r.Client, Revisioned: r.revisioned, Direct: r.direct, Mapper: r.Client.RESTMapper(),
+		Namespaces: r.MeshConfigNamespaces}.
 		Resolve(ctx, spec.IstioNamespace)
 	if err != nil {
 		return State{}, err

@@ -1,12 +1,19 @@
-// Package rbac_test checks the generated ClusterRole (role.yaml, from the +kubebuilder:rbac markers).
+// Package rbac_test checks the generated ClusterRole (role.yaml, from the +kubebuilder:rbac markers)
+// and the other grants of config/rbac as config/default installs them.
 package rbac_test
 
 import (
 	"os"
+	"path/filepath"
+	"reflect"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/yaml"
+
+	"github.com/smi2istio/smi2istio/internal/build/install"
 )
 
 // Least privilege: no wildcard, no Secrets, and writes only to what smi2istio generates or reports on.
@@ -40,6 +47,12 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 				if res == "secrets" {
 					t.Errorf("access to Secrets: %+v", r)
 				}
+				// ConfigMaps cluster-wide: only those named istio (the default revision's mesh config;
+				// the cache lists and watches them by field selector, which RBAC authorizes by name).
+				// Revisions' mesh configs are read in Istio's namespace only (TestMeshConfigReader).
+				if g == "" && res == "configmaps" && (len(r.ResourceNames) != 1 || r.ResourceNames[0] != "istio") {
+					t.Errorf("ConfigMaps readable cluster-wide beyond those named istio: %+v", r)
+				}
 				for _, verb := range r.Verbs {
 					if verb == "get" || verb == "list" || verb == "watch" {
 						continue
@@ -58,5 +71,45 @@ func TestClusterRoleIsLeastPrivilege(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// Revisions' mesh configs: the ConfigMaps of Istio's namespace are readable there only. The
+// mesh-config-reader ClusterRole reads ConfigMaps and nothing else, and config/default binds it to
+// the operator by a RoleBinding in istio-system, never cluster-wide.
+func TestMeshConfigReaderIsBoundInIstiosNamespaceOnly(t *testing.T) {
+	objs, err := install.Objects(filepath.Join("..", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bindings int
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ClusterRole":
+			if o.GetName() != "smi2istio-mesh-config-reader" {
+				continue
+			}
+			role := &rbacv1.ClusterRole{}
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role); err != nil {
+				t.Fatal(err)
+			}
+			want := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list", "watch"}}}
+			if !reflect.DeepEqual(role.Rules, want) {
+				t.Errorf("mesh-config-reader rules %+v, want %+v", role.Rules, want)
+			}
+		case "ClusterRoleBinding", "RoleBinding":
+			if name, _, _ := unstructured.NestedString(o.Object, "roleRef", "name"); name != "smi2istio-mesh-config-reader" {
+				continue
+			}
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			want := []any{map[string]any{"kind": "ServiceAccount", "name": "smi2istio-controller-manager", "namespace": "smi2istio-system"}}
+			if o.GetKind() != "RoleBinding" || o.GetNamespace() != "istio-system" || !reflect.DeepEqual(subjects, want) {
+				t.Errorf("mesh-config-reader bound by %s %s/%s to %v: want a RoleBinding in istio-system to the operator", o.GetKind(), o.GetNamespace(), o.GetName(), subjects)
+			}
+			bindings++
+		}
+	}
+	if bindings != 1 {
+		t.Errorf("mesh-config-reader bound %d times, want once (in istio-system)", bindings)
 	}
 }

@@ -315,6 +315,10 @@ type Reader struct {
 	Direct client.Reader
 	// Mapper says whether OSSM 2's ServiceMeshControlPlane is served.
 	Mapper meta.RESTMapper
+	// Namespaces are the only ones where a mesh config not named "istio" is read (Revisioned holds
+	// those; the operator may read ConfigMaps there); empty: any. One wanted elsewhere is an error:
+	// it could not be watched, and a change to it (a new rootNamespace) would go unseen.
+	Namespaces []string
 }
 
 // Resolve finds the mesh configs in effect: "istio" in the Istio namespace; "istio-<rev>" there
@@ -373,9 +377,12 @@ func (r Reader) Resolve(ctx context.Context, istioNamespace string) (InEffect, e
 	}
 	var found []*corev1.ConfigMap
 	for _, k := range e.Wanted {
+		ns, name, _ := strings.Cut(k, "/")
+		if name != DefaultName && len(r.Namespaces) > 0 && !slices.Contains(r.Namespaces, ns) {
+			return e, fmt.Errorf("istio's mesh config %s is wanted, but smi2istio reads mesh configs other than %q only in %v: add %s to --mesh-config-namespaces and bind the mesh-config-reader ClusterRole to smi2istio's ServiceAccount there", k, DefaultName, r.Namespaces, ns)
+		}
 		cm := byKey[k]
 		if cm == nil {
-			ns, name, _ := strings.Cut(k, "/")
 			var err error
 			if cm, err = r.get(ctx, ns, name); err != nil {
 				return e, err

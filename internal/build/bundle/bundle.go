@@ -67,6 +67,15 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 		return nil, fmt.Errorf("decode the CSV base: %w", err)
 	}
 	files := map[string][]byte{}
+	// ClusterRoles bound to the operator by RoleBindings (in namespaces other than its own).
+	boundInNamespaces := map[string]bool{}
+	for _, o := range objs {
+		if kind, _, _ := unstructured.NestedString(o.Object, "roleRef", "kind"); o.GetKind() == "RoleBinding" && kind == "ClusterRole" {
+			name, _, _ := unstructured.NestedString(o.Object, "roleRef", "name")
+			boundInNamespaces[name] = true
+		}
+	}
+	var clusterRules []rbacv1.PolicyRule
 	var conversionCRDs []string
 	var crdObjs []*unstructured.Unstructured
 	for _, o := range objs {
@@ -93,7 +102,7 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 			}}
 			csv.Annotations["containerImage"] = image
 		case "ClusterRole":
-			if !strings.HasSuffix(o.GetName(), "manager-role") {
+			if !strings.HasSuffix(o.GetName(), "manager-role") && !boundInNamespaces[o.GetName()] {
 				// Another ClusterRole (metrics-reader, for Prometheus): not the operator's, a bundle
 				// object OLM creates as is.
 				if err := addManifest(files, o, "rbac.authorization.k8s.io_v1_clusterrole"); err != nil {
@@ -106,17 +115,15 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 				return nil, err
 			}
 			// Under OLM the webhook certificate and the CRDs' caBundle are OLM's: the operator needs
-			// no access to CRDs at all.
-			var rules []rbacv1.PolicyRule
+			// no access to CRDs at all. A ClusterRole config/ binds in some namespaces only
+			// (mesh-config-reader, in Istio's) is granted cluster-wide: a CSV cannot name another
+			// namespace than the operator's (docs/decisions.md, "ConfigMaps").
 			for _, rule := range role.Rules {
 				if len(rule.APIGroups) == 1 && rule.APIGroups[0] == "apiextensions.k8s.io" {
 					continue
 				}
-				rules = append(rules, rule)
+				clusterRules = append(clusterRules, rule)
 			}
-			csv.Spec.InstallStrategy.StrategySpec.ClusterPermissions = []operatorsv1alpha1.StrategyDeploymentPermissions{{
-				ServiceAccountName: "smi2istio-controller-manager", Rules: rules,
-			}}
 		case "Role":
 			role := &rbacv1.Role{}
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, role); err != nil {
@@ -135,6 +142,9 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 		}
 		// Namespace, ServiceAccount and bindings are OLM's to create.
 	}
+	csv.Spec.InstallStrategy.StrategySpec.ClusterPermissions = []operatorsv1alpha1.StrategyDeploymentPermissions{{
+		ServiceAccountName: "smi2istio-controller-manager", Rules: clusterRules,
+	}}
 	sort.Strings(conversionCRDs)
 	// OLM provides the conversion webhook's certificate and points the CRDs at its own Service.
 	csv.Spec.WebhookDefinitions = []operatorsv1alpha1.WebhookDescription{{

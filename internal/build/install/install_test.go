@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,11 +44,15 @@ func TestInstallManifestApplies(t *testing.T) {
 	for _, o := range objs {
 		kinds[o.GetKind()]++
 	}
+	// Istio comes first: its namespace, where the manifest grants the read of mesh configs.
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "istio-system"}}); err != nil {
+		t.Fatal(err)
+	}
 	if err := install.Apply(ctx, c, objs); err != nil {
 		t.Error(err)
 	}
 	for kind, n := range map[string]int{"CustomResourceDefinition": 6, "Deployment": 1, "Service": 2, "ServiceAccount": 1,
-		"ClusterRole": 2, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Namespace": 1} {
+		"ClusterRole": 3, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 2, "Namespace": 1} {
 		if kinds[kind] != n {
 			t.Errorf("%d %s in the manifest, want %d", kinds[kind], kind, n)
 		}
