@@ -27,7 +27,10 @@ func Options() crcache.Options {
 	// No ByObject entries for Istio's kinds: those need Istio's CRDs to be served when the manager
 	// is made, and the operator may start before Istio.
 	byObject := map[client.Object]crcache.ByObject{
-		// Only Istio's mesh config is read: never cache other ConfigMaps.
+		// Only the default revision's mesh config ("istio", in any namespace): the ClusterRole may
+		// read no other ConfigMap (resourceNames; the apiserver authorizes a list or watch with this
+		// field selector as a request for that name). Revisions' mesh configs come from the config
+		// reconciler's own cache of --mesh-config-namespaces.
 		&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", "istio")},
 	}
 	for _, t := range kindTransforms {
