@@ -147,7 +147,7 @@ func TestWorkloadIndex(t *testing.T) {
 	eventually(t, "db terminating", func() error {
 		p, err := cs.CoreV1().Pods("shop").Get(ctx, "db", metav1.GetOptions{})
 		if err != nil || p.DeletionTimestamp == nil {
-			return fmt.Errorf("db %v", err)
+			return fmt.Errorf("db not terminating: %w", err)
 		}
 		return nil
 	})

@@ -147,7 +147,7 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 			continue
 		}
 		creating := plan.Creating[RefOf(want.GetKind(), want)]
-		if creating && !(ki >= 0 && set.Kinds[ki].Guard) {
+		if creating && (ki < 0 || !set.Kinds[ki].Guard) {
 			// The cache had none: one created a moment ago by someone else would be taken over by
 			// the apply (its fields merged with ours). Checked against the apiserver first.
 			gone, err := s.absent(ctx, want)

@@ -3,6 +3,7 @@ package install_test
 import (
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -44,10 +45,16 @@ func TestCertManagerOverlay(t *testing.T) {
 	for _, o := range objs {
 		byKind[o.GetKind()] = append(byKind[o.GetKind()], o)
 	}
-	if len(byKind["Certificate"]) != 1 || len(byKind["Service"]) != 1 || len(byKind["Deployment"]) != 1 {
-		t.Fatalf("%d Certificates, %d Services, %d Deployments", len(byKind["Certificate"]), len(byKind["Service"]), len(byKind["Deployment"]))
+	var svc *unstructured.Unstructured
+	for _, o := range byKind["Service"] {
+		if strings.HasSuffix(o.GetName(), "webhook-service") {
+			svc = o
+		}
 	}
-	cert, svc, dep := byKind["Certificate"][0], byKind["Service"][0], byKind["Deployment"][0]
+	if len(byKind["Certificate"]) != 1 || svc == nil || len(byKind["Deployment"]) != 1 {
+		t.Fatalf("%d Certificates, webhook Service %v, %d Deployments", len(byKind["Certificate"]), svc != nil, len(byKind["Deployment"]))
+	}
+	cert, dep := byKind["Certificate"][0], byKind["Deployment"][0]
 	dns, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
 	if want := svc.GetName() + "." + svc.GetNamespace() + ".svc"; !slices.Contains(dns, want) {
 		t.Errorf("the Certificate's dnsNames %v lack the webhook Service %s", dns, want)
