@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -30,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	crzap "sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -277,6 +279,10 @@ func certRotator(log logr.Logger, mgr ctrl.Manager, o options, current *certs.Bu
 	}
 }
 
+// runsInTests: tests run the operator more than once in one process, and controller-runtime refuses
+// a controller name it has seen (its metrics would mix).
+var runsInTests bool
+
 // newManager is the controller-runtime manager with the operator's cache, metrics, probes and
 // conversion webhook.
 func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
@@ -289,7 +295,7 @@ func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
 		Metrics:                metricsOptions(o),
 		HealthProbeBindAddress: o.probeAddr,
 		PprofBindAddress:       o.pprofAddr,
-		Controller:             ctrlconfig.Controller{MaxConcurrentReconciles: o.concurrency},
+		Controller:             ctrlconfig.Controller{MaxConcurrentReconciles: o.concurrency, SkipNameValidation: ptr.To(runsInTests)},
 		LeaderElection:         o.leaderElect,
 		LeaderElectionID:       "smi2istio.smi2istio.io",
 		// The Deployment passes its namespace (downward API); outside a pod there is no default.
@@ -381,7 +387,7 @@ func installCRDs(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o optio
 		}
 		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA")
 	}
-	return requireIstioCRDs(direct)
+	return nil
 }
 
 // setupReconcilers registers the event recorder and every reconciler. The SMI2IstioConfig
@@ -403,6 +409,44 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 	if err := cfgR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up config controller: %w", err)
 	}
+	// The reconcilers that write Istio's kinds need Istio's CRDs: without them, they are set up
+	// once Istio is installed (no restart), and the config says what is missing meanwhile.
+	disc, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())
+	if err != nil {
+		return fmt.Errorf("create discovery client: %w", err)
+	}
+	setup := func(ctx context.Context) error { return setupMeshReconcilers(ctx, mgr, o, shared, recorder) }
+	missing := missingIstioKinds(disc)
+	if len(missing) == 0 {
+		return setup(ctx)
+	}
+	log.Info("Istio's CRDs are not served: waiting for them (see the SMI2IstioConfig's IstioDetected condition)", "missing", missing)
+	shared.SetIstioMissing(missing)
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(5 * time.Second):
+			}
+			missing := missingIstioKinds(disc)
+			shared.SetIstioMissing(missing)
+			if len(missing) > 0 {
+				continue
+			}
+			log.Info("Istio's CRDs are served: starting the reconcilers that write Istio's objects")
+			if err := setup(ctx); err != nil {
+				return err
+			}
+			shared.PokeConfig()
+			<-ctx.Done()
+			return nil
+		}
+	}))
+}
+
+// setupMeshReconcilers registers the reconcilers that read and write Istio's kinds.
+func setupMeshReconcilers(ctx context.Context, mgr ctrl.Manager, o options, shared *controllers.Shared, recorder *smirecorder.Recorder) error {
 	ts := &controllers.TrafficSplitReconciler{Client: mgr.GetClient(), Recorder: recorder,
 		Mesh: translate.Mesh{ClusterDomain: o.clusterDomain}, State: shared.Current, Resync: shared.Resync}
 	if err := ts.SetupWithManager(ctx, mgr); err != nil {
@@ -427,15 +471,25 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 	return nil
 }
 
-// requireIstioCRDs fails clearly when the cluster has no Istio: the watches would otherwise fail
-// with "no matches for kind".
-func requireIstioCRDs(c client.Client) error {
-	for _, gvk := range []schema.GroupVersionKind{controllers.VirtualServiceGVK, controllers.DestinationRuleGVK} {
-		if _, err := c.RESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
-			return fmt.Errorf("istio's %s is not served (install Istio, or for a local run pass --local-istio-crds): %w", gvk, err)
+// istioKinds are the Istio kinds the operator writes.
+var istioKinds = []schema.GroupVersionKind{controllers.VirtualServiceGVK, controllers.DestinationRuleGVK,
+	controllers.AuthorizationPolicyGVK, controllers.PeerAuthenticationGVK, controllers.EnvoyFilterGVK}
+
+// missingIstioKinds lists the Istio kinds the apiserver does not serve (asked afresh each time).
+func missingIstioKinds(d discovery.DiscoveryInterface) []string {
+	var missing []string
+	for _, gvk := range istioKinds {
+		served := false
+		if list, err := d.ServerResourcesForGroupVersion(gvk.GroupVersion().String()); err == nil {
+			for _, r := range list.APIResources {
+				served = served || r.Kind == gvk.Kind
+			}
+		}
+		if !served {
+			missing = append(missing, gvk.Kind+"."+gvk.GroupVersion().String())
 		}
 	}
-	return nil
+	return missing
 }
 
 func wantLocal(mode string) (bool, error) {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
+	"github.com/smi2istio/smi2istio/controllers"
 	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/localcp"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
@@ -80,6 +81,7 @@ func freePort(t *testing.T) string {
 // cert-manager here) and creates its configuration. Only the two listen addresses are moved to free
 // ports; every other flag is the manifest's.
 func TestOperatorRunsFromInstallArgs(t *testing.T) {
+	runsInTests = true
 	objs, err := install.Objects(filepath.Join(testenv.RepoRoot(), "config", "default"))
 	if err != nil {
 		t.Fatal(err)
@@ -167,6 +169,112 @@ func TestOperatorRunsFromInstallArgs(t *testing.T) {
 			t.Fatal("the operator did not create its configuration")
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("the operator stopped with an error: %v", err)
+	}
+}
+
+// Istio installed after the operator: it starts, says on its configuration which of Istio's CRDs
+// are missing (IstioDetected=False), and once they are served it starts translating without a
+// restart (a TrafficTarget's outputs appear, IstioDetected=True).
+func TestIstioInstalledLater(t *testing.T) {
+	runsInTests = true
+	objs, err := install.Objects(filepath.Join(testenv.RepoRoot(), "config", "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, err := install.ManagerArgs(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := localcp.Start(filepath.Join(t.TempDir(), "kubeconfig"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cp.Stop() }()
+	c, err := client.New(cp.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, ns := range []string{"istio-system", "shop"} {
+		labels := map[string]string{}
+		if ns == "shop" {
+			labels["istio-injection"] = "enabled"
+		}
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := install.Apply(ctx, c, objs); err != nil {
+		t.Fatal(err)
+	}
+	args = append(args, "--metrics-bind-address="+freePort(t), "--health-probe-bind-address="+freePort(t))
+	fs := flag.NewFlagSet("smi2istio", flag.ContinueOnError)
+	var opts options
+	bindFlags(fs, &opts)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", cp.Kubeconfig)
+	t.Setenv("POD_NAMESPACE", "smi2istio-system")
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, logr.Discard(), opts) }()
+
+	condition := func(want metav1.ConditionStatus, contains string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		var last string
+		for time.Now().Before(deadline) {
+			select {
+			case err := <-done:
+				t.Fatalf("the operator stopped: %v", err)
+			default:
+			}
+			cfg := &v1alpha1.SMI2IstioConfig{}
+			if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg); err == nil {
+				for _, cond := range cfg.Status.Conditions {
+					if cond.Type == "IstioDetected" {
+						last = string(cond.Status) + " " + cond.Message
+						if cond.Status == want && strings.Contains(cond.Message, contains) {
+							return
+						}
+					}
+				}
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		t.Fatalf("IstioDetected=%s with %q: last %q", want, contains, last)
+	}
+	condition(metav1.ConditionFalse, "AuthorizationPolicy.security.istio.io/v1")
+
+	istioCRDs, err := istiocheck.CRDFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := crds.LoadFile(istioCRDs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crds.Install(ctx, c, list); err != nil {
+		t.Fatal(err)
+	}
+	condition(metav1.ConditionTrue, "served")
+	// The namespace's deny-by-default baseline: an Istio object written without a restart.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ap := &metav1.PartialObjectMetadata{}
+		ap.SetGroupVersionKind(controllers.AuthorizationPolicyGVK)
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "shop", Name: controllers.BaselineName}, ap); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no baseline in shop after Istio's CRDs were installed")
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	cancel()
 	if err := <-done; err != nil {

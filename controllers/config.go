@@ -91,6 +91,46 @@ type Shared struct {
 	state  State
 	ready  bool
 	resync []chan event.GenericEvent
+	// istioMissing lists the Istio kinds not served (the reconcilers writing them wait); poke
+	// re-reconciles the config (its status says so).
+	istioMissing []string
+	poke         chan event.GenericEvent
+}
+
+// SetIstioMissing records the Istio kinds the apiserver does not serve; the config's status
+// reports them (IstioDetected). A change re-reconciles the config.
+func (s *Shared) SetIstioMissing(missing []string) {
+	s.mu.Lock()
+	changed := fmt.Sprint(s.istioMissing) != fmt.Sprint(missing)
+	s.istioMissing = missing
+	s.mu.Unlock()
+	if changed {
+		s.PokeConfig()
+	}
+}
+
+// IstioMissing lists the Istio kinds not served.
+func (s *Shared) IstioMissing() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.istioMissing
+}
+
+// PokeConfig re-reconciles the config.
+func (s *Shared) PokeConfig() {
+	select {
+	case s.pokeChan() <- event.GenericEvent{Object: &v1alpha1.SMI2IstioConfig{ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.ConfigName}}}:
+	default:
+	}
+}
+
+func (s *Shared) pokeChan() chan event.GenericEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.poke == nil {
+		s.poke = make(chan event.GenericEvent, 1)
+	}
+	return s.poke
 }
 
 // NewShared starts with the defaults and no member namespace until the first resolution.
@@ -191,6 +231,7 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.SMI2IstioConfig{}).
 		Watches(&corev1.Namespace{}, one).
 		Watches(&corev1.ConfigMap{}, one, builder.WithPredicates(meshConfigEvents[client.Object](r.relevant))).
+		WatchesRawSource(source.Channel(r.Shared.pokeChan(), one)).
 		WatchesRawSource(source.Kind(revisioned, &corev1.ConfigMap{},
 			handler.TypedEnqueueRequestsFromMapFunc(func(context.Context, *corev1.ConfigMap) []reconcile.Request {
 				return []reconcile.Request{configRequest}
@@ -420,6 +461,13 @@ func (r *ConfigReconciler) writeStatus(ctx context.Context, cfg *v1alpha1.SMI2Is
 		detected.Status, detected.Reason = metav1.ConditionFalse, "MembershipNotReady"
 	}
 	meta.SetStatusCondition(&want.Conditions, detected)
+	istio := metav1.Condition{Type: "IstioDetected", Status: metav1.ConditionTrue, Reason: "Served",
+		Message: "Istio's CRDs are served", ObservedGeneration: cfg.Generation}
+	if missing := r.Shared.IstioMissing(); len(missing) > 0 {
+		istio.Status, istio.Reason = metav1.ConditionFalse, "CRDsMissing"
+		istio.Message = "not served: " + strings.Join(missing, ", ") + "; install Istio: SMI objects are translated once they are (no restart needed)"
+	}
+	meta.SetStatusCondition(&want.Conditions, istio)
 	meta.SetStatusCondition(&want.Conditions, metav1.Condition{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Applied",
 		Message: fmt.Sprintf("%s mode, %d member namespace(s)", st.Mode, len(want.Members)), ObservedGeneration: cfg.Generation})
 	if reflect.DeepEqual(*want, cfg.Status) {
