@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -479,9 +480,12 @@ spec:
 // foreign AuthorizationPolicy (here an allow-all) holds the baseline's name, a TrafficTarget that
 // allows nothing says so; once the baseline is ours, it says what it allows.
 func TestNothingAllowedNeedsTheBaseline(t *testing.T) {
-	ns := freshNamespace(t)
-	meshNamespace(t, ns, false)
-	waitBaselines(t, false, ns)
+	// A namespace never in the mesh until the user's policy is there (freshNamespace's are labelled
+	// for injection at once: a baseline could come and go under the user's apply).
+	ns := fmt.Sprintf("ts%d", nsCounter.Add(1))
+	if err := env.Client.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
 	applyYAML(t, ns, `
 apiVersion: security.istio.io/v1beta1
 kind: AuthorizationPolicy
@@ -499,7 +503,12 @@ spec:
 	// The operator's cache has seen the user's policy: a baseline applied before that would take it
 	// over (TestForeignFieldsAreNotKept covers that race).
 	eventually(t, "the user's policy in the operator's cache", func() error {
-		return accessR.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controllers.BaselineName}, cache.New(controllers.AuthorizationPolicyGVK))
+		err := accessR.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controllers.BaselineName}, cache.New(controllers.AuthorizationPolicyGVK))
+		if err != nil {
+			_, aerr := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+			return fmt.Errorf("%w (in the apiserver: %v)", err, aerr)
+		}
+		return nil
 	})
 	meshNamespace(t, ns)
 	waitTTReady(t, ns, "a", "False", controllers.ReasonBaselineMissing)
