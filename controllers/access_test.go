@@ -506,7 +506,7 @@ spec:
 		err := accessR.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: controllers.BaselineName}, cache.New(controllers.AuthorizationPolicyGVK))
 		if err != nil {
 			_, aerr := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
-			return fmt.Errorf("%w (in the apiserver: %v)", err, aerr)
+			return fmt.Errorf("%w (in the apiserver: %w)", err, aerr)
 		}
 		return nil
 	})
