@@ -101,6 +101,14 @@ func (s *Syncer) guardSince(set *Set, live map[schema.GroupVersionKind][]cache.O
 	return out
 }
 
+// forget drops what is known of a guard let go (it is gone: its UID never comes back).
+func (s *Syncer) forget(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.since, uid)
+	delete(s.unrelied, uid)
+}
+
 // created notes that this process created guard uid now.
 func (s *Syncer) created(uid types.UID, now time.Time) {
 	s.mu.Lock()
@@ -284,6 +292,7 @@ func (s *Syncer) release(ctx context.Context, set *Set, objs []cache.Object, res
 			return fmt.Errorf("release %s %s/%s: %w", o.DefaultGVK().Kind, o.GetNamespace(), o.GetName(), err)
 		}
 		res.Released = append(res.Released, RefOf(o.DefaultGVK().Kind, o))
+		s.forget(o.GetUID())
 	}
 	return nil
 }
@@ -391,21 +400,9 @@ func (s *Syncer) dropReliers(ctx context.Context, set *Set, guards map[string]bo
 
 // dropLive deletes the live version of want (read uncached) when it is the set's.
 func (s *Syncer) dropLive(ctx context.Context, set *Set, want *unstructured.Unstructured, res *Result) error {
-	reader := s.Reader
-	if reader == nil {
-		reader = s.Client
-	}
-	m := &metav1.PartialObjectMetadata{}
-	m.SetGroupVersionKind(want.GroupVersionKind())
-	err := reader.Get(ctx, client.ObjectKey{Namespace: want.GetNamespace(), Name: want.GetName()}, m)
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
+	m, err := s.uncached(ctx, want)
+	if err != nil || m == nil || !set.Owns(m) {
 		return err
-	}
-	if !set.Owns(m) {
-		return nil
 	}
 	if err := s.Client.Delete(ctx, m, client.Preconditions{UID: ptr.To(m.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete %s %s/%s: %w", m.Kind, m.Namespace, m.Name, err)
@@ -416,17 +413,30 @@ func (s *Syncer) dropLive(ctx context.Context, set *Set, want *unstructured.Unst
 
 // absent reports whether want does not exist, read uncached.
 func (s *Syncer) absent(ctx context.Context, want *unstructured.Unstructured) (bool, error) {
-	reader := s.Reader
-	if reader == nil {
-		reader = s.Client
-	}
+	m, err := s.uncached(ctx, want)
+	return m == nil && err == nil, err
+}
+
+// uncached reads want's live metadata from the apiserver; nil when there is none.
+func (s *Syncer) uncached(ctx context.Context, want *unstructured.Unstructured) (*metav1.PartialObjectMetadata, error) {
 	m := &metav1.PartialObjectMetadata{}
 	m.SetGroupVersionKind(want.GroupVersionKind())
-	err := reader.Get(ctx, client.ObjectKey{Namespace: want.GetNamespace(), Name: want.GetName()}, m)
+	err := s.reader().Get(ctx, client.ObjectKey{Namespace: want.GetNamespace(), Name: want.GetName()}, m)
 	if apierrors.IsNotFound(err) {
-		return true, nil
+		return nil, nil
 	}
-	return false, err
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// reader is Reader, or Client when none is set.
+func (s *Syncer) reader() client.Reader {
+	if s.Reader == nil {
+		return s.Client
+	}
+	return s.Reader
 }
 
 // metaOf is a patch target for o that is not o: live objects come from the cache, and a patch
@@ -449,10 +459,7 @@ func (s *Syncer) reliers(ctx context.Context, set *Set) ([]metav1.PartialObjectM
 	if first < 0 || set.ReliesOn == "" {
 		return nil, nil
 	}
-	reader := s.Reader
-	if reader == nil {
-		reader = s.Client
-	}
+	reader := s.reader()
 	var out []metav1.PartialObjectMetadata
 	for _, k := range set.Kinds[first+1:] {
 		list := &metav1.PartialObjectMetadataList{}
