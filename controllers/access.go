@@ -223,21 +223,12 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		if res, err = r.translate(ctx, req, targets, state.Mesh); err != nil {
 			// The destination's exact set cannot be known: allow nothing to it until it can.
 			reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
-			empty, _ := accessSet(req, nil, nil, nil, false)
-			if _, rerr := r.syncer.Sync(ctx, empty); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
-			return reconcile.Result{}, err
+			return reconcile.Result{}, r.allowNothing(ctx, req, err)
 		}
 	}
 	set, err := accessSet(req, items, byName, res, scope.enforcing())
 	if err != nil {
-		// As for a translation error: allow nothing until the set can be built.
-		empty, _ := accessSet(req, nil, nil, nil, false)
-		if _, rerr := r.syncer.Sync(ctx, empty); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return reconcile.Result{}, err
+		return reconcile.Result{}, r.allowNothing(ctx, req, err) // as for a translation error
 	}
 	synced, syncErr := r.syncer.Sync(ctx, set)
 	if errors.Is(syncErr, syncset.ErrRelied) {
@@ -269,6 +260,16 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		}
 	}
 	return afterSync(synced, syncErr)
+}
+
+// allowNothing removes the destination's outputs after err (its exact set cannot be known or built:
+// nothing is allowed to it until it can) and returns err, with the removal's if it failed.
+func (r *AccessReconciler) allowNothing(ctx context.Context, req reconcile.Request, err error) error {
+	empty, _ := accessSet(req, nil, nil, nil, false)
+	if _, rerr := r.syncer.Sync(ctx, empty); rerr != nil {
+		err = errors.Join(err, rerr)
+	}
+	return err
 }
 
 // afterSync is when a destination is looked at again: on error (with backoff), once an object being
