@@ -602,10 +602,18 @@ func (cl *cluster) removeConfig(c fcConfig, routesToo bool) {
 
 var trafficTargetGVK = schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha3", Kind: "TrafficTarget"}
 
-// operatorCurrent: every TrafficTarget of the configuration has a condition for its generation, no
-// other TrafficTarget exists, and no policy of the destination belongs to another one.
+// operatorCurrent: the namespace's baseline (SMI's default deny) exists, every TrafficTarget of the
+// configuration has a condition for its generation, no other TrafficTarget exists, and no policy of
+// the destination belongs to another one. Without the baseline check, a config judged before the
+// operator's first reconcile of the namespace (a slow start on a cold machine) is Istio's
+// allow-all, which no SMI object has asked for but which is not the operator's output either.
 func (cl *cluster) operatorCurrent(c fcConfig) error {
 	ctx := context.Background()
+	base := &unstructured.Unstructured{}
+	base.SetGroupVersionKind(apGVR.GroupVersion().WithKind("AuthorizationPolicy"))
+	if err := cl.c.Get(ctx, client.ObjectKey{Namespace: fcNS, Name: "smi2istio-default-deny"}, base); err != nil {
+		return fmt.Errorf("the baseline of %s: %w", fcNS, err)
+	}
 	names := map[string]bool{}
 	for _, t := range c.targets {
 		names[t.name] = true
