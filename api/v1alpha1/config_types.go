@@ -23,6 +23,33 @@ const (
 // +kubebuilder:validation:Enum=Envoy;Reject
 type RegexPolicy string
 
+// DataplaneMode says which Istio data plane enforces a namespace's outputs.
+// +kubebuilder:validation:Enum=Auto;Sidecar;Ambient
+type DataplaneMode string
+
+// Data-plane modes.
+const (
+	// DataplaneAuto: ambient where the namespace is labelled istio.io/dataplane-mode=ambient, else
+	// sidecar.
+	DataplaneAuto DataplaneMode = "Auto"
+	// DataplaneSidecar: every member namespace is treated as sidecar-injected.
+	DataplaneSidecar DataplaneMode = "Sidecar"
+	// DataplaneAmbient: every member namespace is treated as ambient (ztunnel, waypoints).
+	DataplaneAmbient DataplaneMode = "Ambient"
+)
+
+// RouteAPI names the Istio API a TrafficSplit is written to in sidecar namespaces.
+// +kubebuilder:validation:Enum=VirtualService;GatewayAPI
+type RouteAPI string
+
+// Route APIs.
+const (
+	// RouteVirtualService: VirtualService and DestinationRule (the default for sidecars).
+	RouteVirtualService RouteAPI = "VirtualService"
+	// RouteGatewayAPI: the Gateway API's HTTPRoute (and TCPRoute) attached to the root Service (GAMMA).
+	RouteGatewayAPI RouteAPI = "GatewayAPI"
+)
+
 // MembershipProvider names how mesh namespaces are found.
 // +kubebuilder:validation:Enum=Auto;MemberRoll;OSM;DiscoverySelectors;Labels;Explicit
 type MembershipProvider string
@@ -98,6 +125,17 @@ type SMI2IstioConfigSpec struct {
 	// +kubebuilder:validation:MaxLength=63
 	// +optional
 	IstioNamespace string `json:"istioNamespace,omitempty"`
+	// DataplaneMode: Auto (per namespace, from istio.io/dataplane-mode), Sidecar or Ambient. In
+	// ambient namespaces TrafficSplits become Gateway API routes and TrafficTargets policies for
+	// ztunnel (L4) or for the destination's waypoint (L7).
+	// +kubebuilder:default=Auto
+	// +optional
+	DataplaneMode DataplaneMode `json:"dataplaneMode,omitempty"`
+	// RouteAPI is the API TrafficSplits are written to in sidecar namespaces: VirtualService
+	// (default) or GatewayAPI (HTTPRoute/TCPRoute). Ambient namespaces always use GatewayAPI.
+	// +kubebuilder:default=VirtualService
+	// +optional
+	RouteAPI RouteAPI `json:"routeAPI,omitempty"`
 }
 
 // MeshStatus is what smi2istio detected about the mesh.
@@ -123,6 +161,9 @@ type MeshStatus struct {
 	// of the revisions namespaces are labelled with, "istio-<name>" of OSSM 2 control planes.
 	// +optional
 	ConfigMaps []string `json:"configMaps,omitempty"`
+	// Ambient lists the member namespaces whose data plane is ambient (the others are sidecar).
+	// +optional
+	Ambient []string `json:"ambient,omitempty"`
 }
 
 // ObjectCounts counts SMI objects of one kind by their Ready condition.
