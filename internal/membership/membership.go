@@ -46,6 +46,9 @@ type Result struct {
 	Ready            bool
 	Message          string
 	Flavour, Version string
+	// Ambient holds the members labelled istio.io/dataplane-mode=ambient and not for sidecar
+	// injection (Istio injects a sidecar where both are set, and ztunnel leaves such pods alone).
+	Ambient map[string]bool
 }
 
 // Has reports whether a namespace is a member.
@@ -75,7 +78,21 @@ func Resolve(ctx context.Context, c client.Reader, mapper meta.RESTMapper, spec 
 	if err != nil {
 		return Result{}, err
 	}
-	return p.Members(ctx)
+	r, err := p.Members(ctx)
+	if err != nil {
+		return r, err
+	}
+	r.Ambient = map[string]bool{}
+	var nss corev1.NamespaceList
+	if err := c.List(ctx, &nss, client.MatchingLabels{DataplaneModeLabel: DataplaneAmbient}); err != nil {
+		return r, fmt.Errorf("list ambient namespaces: %w", err)
+	}
+	for i := range nss.Items {
+		if ns := &nss.Items[i]; r.Members[ns.Name] && IsAmbient(ns) {
+			r.Ambient[ns.Name] = true
+		}
+	}
+	return r, nil
 }
 
 // For returns the provider for a configuration.
@@ -147,6 +164,25 @@ func (e explicit) Members(context.Context) (Result, error) {
 
 // ---- injection labels ----
 
+// DataplaneModeLabel puts a namespace (or a pod) in Istio's ambient data plane with the value
+// DataplaneAmbient ("none" on a pod opts it out).
+const (
+	DataplaneModeLabel = "istio.io/dataplane-mode"
+	DataplaneAmbient   = "ambient"
+)
+
+// IsAmbient says whether a namespace's pods are in Istio's ambient data plane: labelled
+// istio.io/dataplane-mode=ambient and not for sidecar injection.
+func IsAmbient(ns *corev1.Namespace) bool {
+	return ns.Labels[DataplaneModeLabel] == DataplaneAmbient && !IsInjected(ns)
+}
+
+// IsMeshLabelled says whether a namespace is labelled for Istio's data plane: sidecar injection
+// (istio-injection=enabled, istio.io/rev) or ambient (istio.io/dataplane-mode=ambient).
+func IsMeshLabelled(ns *corev1.Namespace) bool {
+	return IsInjected(ns) || ns.Labels[DataplaneModeLabel] == DataplaneAmbient
+}
+
 // IsInjected says whether a namespace is labelled for sidecar injection.
 func IsInjected(ns *corev1.Namespace) bool {
 	if v, ok := ns.Labels["istio-injection"]; ok {
@@ -162,13 +198,13 @@ type injectionLabels struct {
 
 func (l injectionLabels) Members(ctx context.Context) (Result, error) {
 	r := Result{Provider: v1alpha1.Labels, Members: map[string]bool{}, Ready: true, Flavour: FlavourIstio,
-		Message: "namespaces labelled istio-injection=enabled or istio.io/rev"}
+		Message: "namespaces labelled istio-injection=enabled, istio.io/rev or istio.io/dataplane-mode=ambient"}
 	var nss corev1.NamespaceList
 	if err := l.c.List(ctx, &nss); err != nil {
 		return r, fmt.Errorf("list namespaces: %w", err)
 	}
 	for i := range nss.Items {
-		if IsInjected(&nss.Items[i]) {
+		if IsMeshLabelled(&nss.Items[i]) {
 			r.Members[nss.Items[i].Name] = true
 		}
 	}
@@ -265,7 +301,7 @@ type discovery struct {
 	mesh meshconfig.InEffect
 }
 
-// Members: namespaces labelled for injection that the istiod serving them discovers: the
+// Members: namespaces labelled for injection or ambient that the istiod serving them discovers: the
 // discoverySelectors of the mesh config that governs the namespace (its revision's; every config in
 // effect when the labels name none of them); every namespace when there are none.
 func (d discovery) Members(ctx context.Context) (Result, error) {
@@ -289,7 +325,7 @@ func (d discovery) Members(ctx context.Context) (Result, error) {
 			delete(r.Members, ns.Name)
 		}
 	}
-	r.Message = "namespaces labelled for injection and discovered by the istiod serving them (discoverySelectors: " + described + ")"
+	r.Message = "namespaces labelled for injection or ambient and discovered by the istiod serving them (discoverySelectors: " + described + ")"
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -214,6 +215,60 @@ func TestA3_OSMMonitoredNamespaces(t *testing.T) {
 	expect(t, members(t, auto("osm")), v1alpha1.OSM, "m-blog", "m-osm-buyer", "m-osm-store", "m-rev-in", "m-rev-out", "m-shop")
 	// No namespace of that mesh: Auto is DiscoverySelectors as before (m-osm-buyer is injected).
 	expect(t, members(t, auto("absent")), v1alpha1.DiscoverySelectors, "m-blog", "m-osm-buyer", "m-rev-in", "m-rev-out", "m-shop")
+}
+
+// Ambient namespaces (istio.io/dataplane-mode=ambient) are members like injected ones, and are
+// reported as ambient unless they are also labelled for injection (Istio injects there); "none"
+// is no member.
+func TestA4_AmbientNamespaces(t *testing.T) {
+	namespace(t, "m-amb", map[string]string{membership.DataplaneModeLabel: "ambient", "team": "shop"})
+	namespace(t, "m-amb-injected", map[string]string{membership.DataplaneModeLabel: "ambient", "istio-injection": "enabled"})
+	namespace(t, "m-amb-off", map[string]string{membership.DataplaneModeLabel: "ambient", "istio-injection": "disabled", "team": "blog"})
+	namespace(t, "m-amb-none", map[string]string{membership.DataplaneModeLabel: "none"})
+	t.Cleanup(func() {
+		for _, ns := range []string{"m-amb", "m-amb-injected", "m-amb-off", "m-amb-none"} {
+			namespace(t, ns, nil)
+		}
+	})
+	ambient := func(r membership.Result) []string {
+		out := []string{}
+		for ns := range r.Ambient {
+			if strings.HasPrefix(ns, "m-amb") {
+				out = append(out, ns)
+			}
+		}
+		sort.Strings(out)
+		return out
+	}
+	for _, p := range []v1alpha1.MembershipProvider{v1alpha1.Labels, v1alpha1.DiscoverySelectors} {
+		r := members(t, v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{Provider: p}})
+		expect(t, r, p, "m-amb", "m-amb-injected", "m-amb-off", "m-blog", "m-rev-in", "m-rev-out", "m-shop")
+		if got := ambient(r); !reflect.DeepEqual(got, []string{"m-amb", "m-amb-off"}) {
+			t.Errorf("%s: ambient %v, want [m-amb m-amb-off]", p, got)
+		}
+	}
+	// An ambient namespace that is not a member is not reported as ambient.
+	r := members(t, v1alpha1.SMI2IstioConfigSpec{Membership: v1alpha1.Membership{Provider: v1alpha1.Explicit, Namespaces: []string{"m-amb-off"}}})
+	if got := ambient(r); !reflect.DeepEqual(got, []string{"m-amb-off"}) {
+		t.Errorf("Explicit: ambient %v, want [m-amb-off]", got)
+	}
+	// Discovery selectors apply to ambient namespaces as to injected ones.
+	apply(t, `
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |
+    discoverySelectors:
+    - matchLabels: {team: shop}
+`)
+	t.Cleanup(func() {
+		_ = env.Client.Delete(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"}})
+	})
+	r = members(t, v1alpha1.SMI2IstioConfigSpec{})
+	if !r.Has("m-amb") || r.Has("m-amb-off") || !r.Ambient["m-amb"] || r.Ambient["m-amb-off"] {
+		t.Errorf("discoverySelectors {team: shop}: members %v, ambient %v", r.Sorted(), r.Ambient)
+	}
 }
 
 func TestB_MemberRoll(t *testing.T) {

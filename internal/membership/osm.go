@@ -70,9 +70,9 @@ func FromNamespaces(m v1alpha1.Membership, nss []corev1.Namespace) (members map[
 		case v1alpha1.OSM:
 			members[ns.Name] = osm
 		case v1alpha1.Labels, v1alpha1.DiscoverySelectors:
-			members[ns.Name] = IsInjected(ns)
+			members[ns.Name] = IsMeshLabelled(ns)
 		default: // Auto
-			members[ns.Name] = IsInjected(ns) || (anyOSM && osm)
+			members[ns.Name] = IsMeshLabelled(ns) || (anyOSM && osm)
 		}
 		if !members[ns.Name] {
 			delete(members, ns.Name)
