@@ -57,6 +57,36 @@ type State struct {
 	meshNote string
 	// Config owns the namespace baselines, so that uninstalling removes them.
 	Config *metav1.OwnerReference
+	// Dataplane is the configured data-plane mode (Auto: per namespace, Members.Ambient);
+	// RouteAPI the API TrafficSplits are written to in sidecar namespaces.
+	Dataplane v1alpha1.DataplaneMode
+	RouteAPI  v1alpha1.RouteAPI
+}
+
+// Ambient reports whether a namespace's outputs are for Istio's ambient data plane (ztunnel and
+// waypoints) rather than sidecars.
+func (s State) Ambient(namespace string) bool {
+	switch s.Dataplane {
+	case v1alpha1.DataplaneAmbient:
+		return true
+	case v1alpha1.DataplaneSidecar:
+		return false
+	}
+	return s.Members.Ambient[namespace]
+}
+
+// GatewayRoutes reports whether a namespace's TrafficSplits are written as Gateway API routes
+// (always in ambient namespaces, where VirtualService is alpha on waypoints).
+func (s State) GatewayRoutes(namespace string) bool {
+	return s.Ambient(namespace) || s.RouteAPI == v1alpha1.RouteGatewayAPI
+}
+
+// DataplaneDescription names a namespace's data plane for conditions: "sidecar" or "ambient".
+func (s State) DataplaneDescription(namespace string) string {
+	if s.Ambient(namespace) {
+		return "ambient"
+	}
+	return "sidecar"
 }
 
 // InMesh reports whether smi2istio acts in a namespace.
@@ -401,6 +431,8 @@ func (r *ConfigReconciler) resolve(ctx context.Context, spec v1alpha1.SMI2IstioC
 		MeshConfigs:    mesh.Keys(),
 		MeshConflict:   conflict,
 		meshNote:       meshNote(mesh),
+		Dataplane:      spec.DataplaneMode,
+		RouteAPI:       spec.RouteAPI,
 		Mesh: translate.Mesh{
 			ClusterDomain: prev.Mesh.ClusterDomain,
 			TrustDomain:   trustDomain,
@@ -441,6 +473,11 @@ func (r *ConfigReconciler) writeStatus(ctx context.Context, cfg *v1alpha1.SMI2Is
 	want.Mesh = v1alpha1.MeshStatus{Flavour: st.Members.Flavour, Version: st.Members.Version, Provider: st.Members.Provider,
 		TrustDomain: st.Mesh.TrustDomain, RootNamespaces: st.RootNamespaces, ConfigMaps: st.MeshConfigs}
 	want.Members = st.Members.Sorted()
+	for _, ns := range want.Members {
+		if st.Ambient(ns) {
+			want.Mesh.Ambient = append(want.Mesh.Ambient, ns)
+		}
+	}
 	counts, err := r.count(ctx, st)
 	if err != nil {
 		return err

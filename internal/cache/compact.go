@@ -58,6 +58,21 @@ func (EnvoyFilter) GVK() schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: "networking.istio.io", Version: "v1alpha3", Kind: "EnvoyFilter"}
 }
 
+// The Gateway API kinds the operator generates for ambient namespaces (GAMMA: routes attached to a
+// Service), in the versions it writes.
+type (
+	HTTPRoute       struct{}
+	GatewayTCPRoute struct{}
+)
+
+func (HTTPRoute) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
+}
+
+func (GatewayTCPRoute) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1alpha2", Kind: "TCPRoute"}
+}
+
 // The SMI kinds, in the versions the operator watches: the stored ones (normalize converts them).
 type (
 	TrafficSplit   struct{}
@@ -97,7 +112,9 @@ type Compact interface {
 // Object is a cached Istio object of any kind.
 type Object interface {
 	Compact
-	// Hosts are the spec's hosts (a VirtualService's spec.hosts, a DestinationRule's spec.host).
+	// Hosts are the spec's hosts (a VirtualService's spec.hosts, a DestinationRule's spec.host; a
+	// Gateway API route's Service parents as "<name>" or "<name>.<namespace>", which qualify to the
+	// Service's FQDN as a VirtualService's short hosts do).
 	Hosts() []string
 	// SpecHash is the hash of the spec as the cluster has it (SpecHash of the decoded spec).
 	SpecHash() string
@@ -151,6 +168,20 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 	}
 	if h, ok := m["host"].(string); ok {
 		s.Hosts = append(s.Hosts, h)
+	}
+	parents, _ := m["parentRefs"].([]any)
+	for _, p := range parents {
+		ref, _ := p.(map[string]any)
+		group, _ := ref["group"].(string)
+		kind, _ := ref["kind"].(string)
+		name, _ := ref["name"].(string)
+		if name == "" || kind != "Service" || (group != "" && group != "core") {
+			continue // a Gateway parent: north-south, not the mesh's routing of a Service
+		}
+		if ns, _ := ref["namespace"].(string); ns != "" {
+			name += "." + ns
+		}
+		s.Hosts = append(s.Hosts, name)
 	}
 	gateways, exportTo := stringList(m["gateways"]), stringList(m["exportTo"])
 	if len(gateways)+len(exportTo) > 0 {
@@ -281,6 +312,8 @@ var kinds = map[schema.GroupVersionKind]struct {
 	AuthorizationPolicy{}.GVK(): {func() Compact { return &Generated[AuthorizationPolicy]{} }, func() client.ObjectList { return &GeneratedList[AuthorizationPolicy]{} }},
 	PeerAuthentication{}.GVK():  {func() Compact { return &Generated[PeerAuthentication]{} }, func() client.ObjectList { return &GeneratedList[PeerAuthentication]{} }},
 	EnvoyFilter{}.GVK():         {func() Compact { return &Generated[EnvoyFilter]{} }, func() client.ObjectList { return &GeneratedList[EnvoyFilter]{} }},
+	HTTPRoute{}.GVK():           {func() Compact { return &Generated[HTTPRoute]{} }, func() client.ObjectList { return &GeneratedList[HTTPRoute]{} }},
+	GatewayTCPRoute{}.GVK():     {func() Compact { return &Generated[GatewayTCPRoute]{} }, func() client.ObjectList { return &GeneratedList[GatewayTCPRoute]{} }},
 	TrafficSplit{}.GVK():        {func() Compact { return &SMI[TrafficSplit]{} }, func() client.ObjectList { return &SMIList[TrafficSplit]{} }},
 	HTTPRouteGroup{}.GVK():      {func() Compact { return &SMI[HTTPRouteGroup]{} }, func() client.ObjectList { return &SMIList[HTTPRouteGroup]{} }},
 	TCPRoute{}.GVK():            {func() Compact { return &SMI[TCPRoute]{} }, func() client.ObjectList { return &SMIList[TCPRoute]{} }},

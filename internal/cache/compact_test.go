@@ -78,6 +78,23 @@ func TestDestinationRuleHost(t *testing.T) {
 	}
 }
 
+// A Gateway API route's hosts are its Service parents (core group, with or without a namespace);
+// a Gateway parent is not one.
+func TestRouteServiceParents(t *testing.T) {
+	obj := decode(t, scheme(t), `{"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"r","namespace":"n"},
+		"spec":{"parentRefs":[{"group":"","kind":"Service","name":"bookstore","port":14001},{"kind":"Service","name":"db","namespace":"other"},
+		{"group":"core","kind":"Service","name":"core"},{"name":"ingress"},{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"gw"},
+		{"group":"example.com","kind":"Service","name":"custom"}]}}`).(Object)
+	if got := strings.Join(obj.Hosts(), ","); got != "bookstore,db.other,core" {
+		t.Errorf("hosts %q, want bookstore,db.other,core", got)
+	}
+	tcp := decode(t, scheme(t), `{"apiVersion":"gateway.networking.k8s.io/v1alpha2","kind":"TCPRoute","metadata":{"name":"r","namespace":"n"},
+		"spec":{"parentRefs":[{"group":"","kind":"Service","name":"mysql"}]}}`).(Object)
+	if got := strings.Join(tcp.Hosts(), ","); got != "mysql" {
+		t.Errorf("TCPRoute hosts %q", got)
+	}
+}
+
 // Lists decode item by item into the compact type; a deep copy shares nothing mutable.
 func TestListAndDeepCopy(t *testing.T) {
 	doc := `{"apiVersion":"security.istio.io/v1beta1","kind":"PeerAuthenticationList","metadata":{"resourceVersion":"7"},"items":[
