@@ -188,6 +188,41 @@ type ForeignObjects struct {
 	Names []string `json:"names,omitempty"`
 }
 
+// StorageMigrationState is where the storage version migration of one SMI CRD stands.
+// +kubebuilder:validation:Enum=Done;Migrating;Failed;Skipped
+type StorageMigrationState string
+
+// Storage migration states.
+const (
+	// MigrationDone: every object is stored in the storage version, the only version in the CRD's
+	// status.storedVersions; a later CRD may drop the other versions.
+	MigrationDone StorageMigrationState = "Done"
+	// MigrationMigrating: objects are being rewritten into the storage version.
+	MigrationMigrating StorageMigrationState = "Migrating"
+	// MigrationFailed: an object could not be rewritten (or the CRD not read or updated):
+	// status.storedVersions is left as it was, and the migration is retried.
+	MigrationFailed StorageMigrationState = "Failed"
+	// MigrationSkipped: the CRD is not installed, or is not smi2istio's (foreign SMI CRDs are left alone).
+	MigrationSkipped StorageMigrationState = "Skipped"
+)
+
+// StorageMigration reports the storage version migration of one SMI CRD: its objects rewritten into
+// the storage version, then the older versions removed from its status.storedVersions (as
+// kube-storage-version-migrator does), so that a later CRD can stop serving them.
+type StorageMigration struct {
+	// Name of the CRD: "trafficsplits.split.smi-spec.io".
+	Name string `json:"name"`
+	// StoredVersions is the CRD's status.storedVersions when last looked at: the versions objects
+	// may be stored in.
+	// +optional
+	StoredVersions []string `json:"storedVersions,omitempty"`
+	// State: Done, Migrating, Failed (retried) or Skipped.
+	State StorageMigrationState `json:"state"`
+	// Message says what was done, or what failed.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
 // SMI2IstioConfigStatus reports the configuration in effect.
 type SMI2IstioConfigStatus struct {
 	// +optional
@@ -214,6 +249,13 @@ type SMI2IstioConfigStatus struct {
 	// for the kinds whose CRDs are served.
 	// +optional
 	Untranslated []ForeignObjects `json:"untranslated,omitempty"`
+	// StorageMigration reports, per SMI CRD, the rewriting of its objects into the storage version
+	// and the removal of older versions from its status.storedVersions (written by the storage
+	// migration controller only).
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	StorageMigration []StorageMigration `json:"storageMigration,omitempty"`
 }
 
 // SMI2IstioConfig is smi2istio's configuration: a cluster-scoped singleton named "default".
