@@ -61,8 +61,11 @@ func (EnvoyFilter) GVK() schema.GroupVersionKind {
 // The Gateway API kinds the operator generates for ambient namespaces (GAMMA: routes attached to a
 // Service), in the versions it writes.
 type (
-	HTTPRoute       struct{}
-	GatewayTCPRoute struct{}
+	HTTPRoute struct{}
+	// GatewayTCPRoute is TCPRoute v1 (standard since Gateway API 1.5); GatewayTCPRouteV1Alpha2 the
+	// experimental version older Istio releases ship with.
+	GatewayTCPRoute         struct{}
+	GatewayTCPRouteV1Alpha2 struct{}
 )
 
 func (HTTPRoute) GVK() schema.GroupVersionKind {
@@ -70,6 +73,10 @@ func (HTTPRoute) GVK() schema.GroupVersionKind {
 }
 
 func (GatewayTCPRoute) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "TCPRoute"}
+}
+
+func (GatewayTCPRouteV1Alpha2) GVK() schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1alpha2", Kind: "TCPRoute"}
 }
 
@@ -314,11 +321,14 @@ var kinds = map[schema.GroupVersionKind]struct {
 	EnvoyFilter{}.GVK():         {func() Compact { return &Generated[EnvoyFilter]{} }, func() client.ObjectList { return &GeneratedList[EnvoyFilter]{} }},
 	HTTPRoute{}.GVK():           {func() Compact { return &Generated[HTTPRoute]{} }, func() client.ObjectList { return &GeneratedList[HTTPRoute]{} }},
 	GatewayTCPRoute{}.GVK():     {func() Compact { return &Generated[GatewayTCPRoute]{} }, func() client.ObjectList { return &GeneratedList[GatewayTCPRoute]{} }},
-	TrafficSplit{}.GVK():        {func() Compact { return &SMI[TrafficSplit]{} }, func() client.ObjectList { return &SMIList[TrafficSplit]{} }},
-	HTTPRouteGroup{}.GVK():      {func() Compact { return &SMI[HTTPRouteGroup]{} }, func() client.ObjectList { return &SMIList[HTTPRouteGroup]{} }},
-	TCPRoute{}.GVK():            {func() Compact { return &SMI[TCPRoute]{} }, func() client.ObjectList { return &SMIList[TCPRoute]{} }},
-	UDPRoute{}.GVK():            {func() Compact { return &SMI[UDPRoute]{} }, func() client.ObjectList { return &SMIList[UDPRoute]{} }},
-	TrafficTarget{}.GVK():       {func() Compact { return &SMI[TrafficTarget]{} }, func() client.ObjectList { return &SMIList[TrafficTarget]{} }},
+	GatewayTCPRouteV1Alpha2{}.GVK(): {func() Compact { return &Generated[GatewayTCPRouteV1Alpha2]{} }, func() client.ObjectList {
+		return &GeneratedList[GatewayTCPRouteV1Alpha2]{}
+	}},
+	TrafficSplit{}.GVK():   {func() Compact { return &SMI[TrafficSplit]{} }, func() client.ObjectList { return &SMIList[TrafficSplit]{} }},
+	HTTPRouteGroup{}.GVK(): {func() Compact { return &SMI[HTTPRouteGroup]{} }, func() client.ObjectList { return &SMIList[HTTPRouteGroup]{} }},
+	TCPRoute{}.GVK():       {func() Compact { return &SMI[TCPRoute]{} }, func() client.ObjectList { return &SMIList[TCPRoute]{} }},
+	UDPRoute{}.GVK():       {func() Compact { return &SMI[UDPRoute]{} }, func() client.ObjectList { return &SMIList[UDPRoute]{} }},
+	TrafficTarget{}.GVK():  {func() Compact { return &SMI[TrafficTarget]{} }, func() client.ObjectList { return &SMIList[TrafficTarget]{} }},
 }
 
 func kind(gvk schema.GroupVersionKind) (obj func() Compact, list func() client.ObjectList) {
