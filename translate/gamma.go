@@ -200,7 +200,7 @@ func TranslateSplitGateway(in SplitInput, opts GatewayOptions) (*GatewaySplitRes
 		parent := gatewayv1.ParentReference{Group: gwPtr(gatewayv1.Group("")), Kind: gwPtr(gatewayv1.Kind("Service")), Name: gatewayv1.ObjectName(rootName)}
 		if multiPort {
 			name = fmt.Sprintf("%s-%d", rootName, p.Port)
-			parent.Port = gwPtr(gatewayv1.PortNumber(p.Port))
+			parent.Port = gwPtr(p.Port)
 		}
 		rootRef := gatewayv1.BackendRef{BackendObjectReference: serviceRef(rootName, p.Port), Weight: gwPtr(int32(100))}
 		if isTCP(p) {
@@ -279,7 +279,7 @@ func serviceRef(name string, port int32) gatewayv1.BackendObjectReference {
 		Group: gwPtr(gatewayv1.Group("")),
 		Kind:  gwPtr(gatewayv1.Kind("Service")),
 		Name:  gatewayv1.ObjectName(name),
-		Port:  gwPtr(gatewayv1.PortNumber(port)),
+		Port:  gwPtr(port),
 	}
 }
 

@@ -249,7 +249,7 @@ func TestGammaIstioOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, objs := decodeGammaStrict(t, data)
+		objs := decodeGammaStrict(t, data)
 		for _, o := range objs {
 			if h, ok := o.(*gatewayv1.HTTPRoute); ok {
 				routes++
@@ -375,7 +375,7 @@ func TestGammaManyMatchesRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, objs := decodeGammaStrict(t, data)
+	objs := decodeGammaStrict(t, data)
 	h := objs[0].(*gatewayv1.HTTPRoute)
 	var sizes []int
 	for _, r := range h.Spec.Rules {
