@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -58,6 +59,7 @@ func TestOLMBundleInstallAndUpgrade(t *testing.T) {
 	e.applyDemo()
 	e.eventually("bundle "+n.CSV.Name+" working under its ServiceAccount", func() error { return e.working(op) })
 	e.expectCABundle(n.CSV.Spec.WebhookDefinitions[0].ConversionCRDs, "bundle "+n.CSV.Name)
+	e.eventually("bundle "+n.CSV.Name+" settled", func() error { return e.settled(op) })
 	before := e.snapshot()
 
 	// Bundle N+1, made from N as the next release would differ: TrafficSplit v1alpha1 no longer
@@ -66,7 +68,13 @@ func TestOLMBundleInstallAndUpgrade(t *testing.T) {
 	next := nextBundle(t, n)
 	op2 := e.installBundle(next, ns, "bundle-n1") // OLM's rolling update: the new pod is ready...
 	op.Stop()                                     // ...before the old one goes
-	e.eventually("bundle "+next.CSV.Name+" working under its ServiceAccount", func() error { return e.working(op2) })
+	// The new operator leads (once the old one's lease expired) and has reconciled everything.
+	e.eventually("bundle "+next.CSV.Name+" working under its ServiceAccount", func() error {
+		if err := e.working(op2); err != nil {
+			return err
+		}
+		return e.settled(op2)
+	})
 	e.expectCABundle(next.CSV.Spec.WebhookDefinitions[0].ConversionCRDs, "bundle "+next.CSV.Name)
 
 	// The new Deployment is the one running: its arg and its env.
@@ -81,7 +89,7 @@ func TestOLMBundleInstallAndUpgrade(t *testing.T) {
 	// The served version set changed: v1alpha1 is gone, the versions users wrote are there.
 	v1 := &unstructured.UnstructuredList{}
 	v1.SetGroupVersionKind(schema.GroupVersionKind{Group: "split.smi-spec.io", Version: "v1alpha1", Kind: "TrafficSplitList"})
-	if err := e.c.List(ctx, v1); err == nil || !(apierrors.IsNotFound(err) || strings.Contains(err.Error(), "no matches")) {
+	if err := e.c.List(ctx, v1); err == nil || !apierrors.IsNotFound(err) && !strings.Contains(err.Error(), "no matches") {
 		t.Errorf("TrafficSplit v1alpha1 is still served after the upgrade (list: %v)", err)
 	}
 
@@ -167,8 +175,8 @@ func TestInstallerManifestUnderItsServiceAccount(t *testing.T) {
 		deadline := time.Now().Add(timeout)
 		for {
 			err := e.working(op)
-			if err != nil && strings.Contains(err.Error(), "forbidden") && strings.Contains(err.Error(), "trafficsplits/status") {
-				t.Logf("as expected, without the rule: %v", firstLine(err.Error()))
+			if err != nil && errors.Is(err, errForbidden) && strings.Contains(err.Error(), "trafficsplits/status") {
+				t.Logf("as expected, without the rule: %v", err)
 				break
 			}
 			if time.Now().After(deadline) {
@@ -305,10 +313,21 @@ func (e *installEnv) apply(o *unstructured.Unstructured) {
 	}
 }
 
+// eventually is eventually, except that a refusal by the apiserver fails at once (the log only
+// grows: it cannot pass later).
 func (e *installEnv) eventually(what string, cond func() error) {
 	e.t.Helper()
-	eventually(e.t, what, cond)
+	eventually(e.t, what, func() error {
+		err := cond()
+		if errors.Is(err, errForbidden) {
+			e.t.Fatalf("%s: %v", what, err)
+		}
+		return err
+	})
 }
+
+// errForbidden: the apiserver refused the operator something.
+var errForbidden = errors.New("forbidden")
 
 // working checks what an operator under its own rights must achieve: every SMI object Ready at its
 // generation, outputs for every TrafficSplit and TrafficTarget, the configuration's status current,
@@ -401,7 +420,7 @@ func noForbidden(op *olm.Running) error {
 		}
 	}
 	if len(lines) > 0 {
-		return fmt.Errorf("%s (as %s) was forbidden something: %d log lines, the first:\n%s", op.Name, olm.ServiceAccountUser(op.Namespace, op.ServiceAccount), len(lines), lines[0])
+		return fmt.Errorf("%s (as %s): %w: %d log lines, the first:\n%s", op.Name, olm.ServiceAccountUser(op.Namespace, op.ServiceAccount), errForbidden, len(lines), lines[0])
 	}
 	return nil
 }
@@ -422,13 +441,19 @@ func firstLine(s string) string {
 // bound to the install's metrics-reader ClusterRole (the operator checks it with a TokenReview and
 // a SubjectAccessReview, under its own rights).
 func (e *installEnv) scrape(op *olm.Running) error {
+	_, err := e.metrics(op)
+	return err
+}
+
+// metrics is scrape that returns the samples: value by metric name and labels.
+func (e *installEnv) metrics(op *olm.Running) (map[string]float64, error) {
 	addr := op.Addr["metrics-bind-address"]
 	if addr == "" {
-		return fmt.Errorf("the Deployment's args set no --metrics-bind-address")
+		return nil, fmt.Errorf("the Deployment's args set no --metrics-bind-address")
 	}
 	if e.token == "" {
 		if err := e.metricsToken(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the operator's self-signed metrics certificate
@@ -438,26 +463,84 @@ func (e *installEnv) scrape(op *olm.Running) error {
 	}{{"", http.StatusUnauthorized}, {e.token, http.StatusOK}} {
 		req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, "https://"+addr+"/metrics", nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if tc.token != "" {
 			req.Header.Set("Authorization", "Bearer "+tc.token)
 		}
 		resp, err := hc.Do(req)
 		if err != nil {
-			return fmt.Errorf("scrape metrics: %w", err)
+			return nil, fmt.Errorf("scrape metrics: %w", err)
 		}
 		var body bytes.Buffer
 		_, _ = body.ReadFrom(resp.Body)
 		_ = resp.Body.Close()
 		if resp.StatusCode != tc.want {
-			return fmt.Errorf("GET /metrics (token: %t): %s, want %d: %s", tc.token != "", resp.Status, tc.want, firstLine(body.String()))
+			return nil, fmt.Errorf("GET /metrics (token: %t): %s, want %d: %s", tc.token != "", resp.Status, tc.want, firstLine(body.String()))
 		}
-		if tc.want == http.StatusOK && !strings.Contains(body.String(), "controller_runtime_reconcile_total") {
-			return fmt.Errorf("GET /metrics: no controller_runtime_reconcile_total in the answer")
+		if tc.want == http.StatusOK {
+			return parseMetrics(body.String()), nil
 		}
 	}
+	return nil, fmt.Errorf("GET /metrics: no answer with a token")
+}
+
+// parseMetrics reads Prometheus text: value by `name{labels}` (as written) and by name (summed).
+func parseMetrics(text string) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[i+1:], &v); err != nil {
+			continue
+		}
+		series := line[:i]
+		out[series] += v
+		if j := strings.IndexByte(series, '{'); j >= 0 {
+			out[series[:j]] += v
+		}
+	}
+	return out
+}
+
+// settled: the operator leads, every controller it runs has reconciled something or has nothing
+// to do, and no work is queued or in progress (what it had to do after its start is done).
+func (e *installEnv) settled(op *olm.Running) error {
+	m, err := e.metrics(op)
+	if err != nil {
+		return err
+	}
+	if m["leader_election_master_status"] < 1 {
+		return fmt.Errorf("%s does not lead (yet)", op.Name)
+	}
+	for _, c := range []string{"trafficsplit", "access", "baseline", "config"} {
+		if n := sumMatching(m, "controller_runtime_reconcile_total{", `controller="`+c+`"`); n < 1 {
+			return fmt.Errorf("controller %s has reconciled nothing yet", c)
+		}
+	}
+	if d := m["workqueue_depth"]; d > 0 {
+		return fmt.Errorf("%v reconciles queued", d)
+	}
+	if a := m["controller_runtime_active_workers"]; a > 0 {
+		return fmt.Errorf("%v reconciles in progress", a)
+	}
 	return nil
+}
+
+func sumMatching(m map[string]float64, prefix, part string) float64 {
+	var n float64
+	for k, v := range m {
+		if strings.HasPrefix(k, prefix) && strings.Contains(k, part) {
+			n += v
+		}
+	}
+	return n
 }
 
 // metricsToken binds the install's metrics-reader ClusterRole (the one granting GET /metrics) to a
