@@ -31,7 +31,12 @@ func newSyncer(c client.Client, reader client.Reader) *syncset.Syncer {
 
 // validateOutput checks a generated object before it is applied (translate.ValidateOutput: the
 // rules Istio's validation applies to the fields we emit, and Envoy's own checks of the RBAC filter).
+// Gateway API routes are checked by translate.ValidateGatewayOutput (the CRDs' rules for the
+// fields we emit).
 func validateOutput(u *unstructured.Unstructured) error {
+	if u.GroupVersionKind().Group == HTTPRouteGVK.Group {
+		return translate.ValidateGatewayOutput(u)
+	}
 	return translate.ValidateOutput(u)
 }
 

@@ -18,6 +18,10 @@ var (
 	AuthorizationPolicyGVK = cache.AuthorizationPolicy{}.GVK()
 	PeerAuthenticationGVK  = cache.PeerAuthentication{}.GVK()
 	EnvoyFilterGVK         = cache.EnvoyFilter{}.GVK()
+	// The Gateway API's routes (GAMMA), for ambient namespaces and routeAPI GatewayAPI.
+	HTTPRouteGVK               = cache.HTTPRoute{}.GVK()
+	GatewayTCPRouteGVK         = cache.GatewayTCPRoute{}.GVK()
+	GatewayTCPRouteV1Alpha2GVK = cache.GatewayTCPRouteV1Alpha2{}.GVK()
 )
 
 // Owner apiVersions generated objects name their SMI owners by: the stored ones, so that the
@@ -35,6 +39,7 @@ const (
 	indexSplitRoot          = "smi2istio.split.root"           // root Service name
 	indexSplitRouteGroups   = "smi2istio.split.routeGroups"    // HTTPRouteGroup names in spec.matches
 	indexVirtualServiceHost = "smi2istio.virtualservice.hosts" // FQDN hosts of any VirtualService
+	indexRouteParents       = "smi2istio.route.parents"        // FQDNs of a Gateway API route's Service parents
 	indexTargetDestination  = "smi2istio.target.destination"   // destination ServiceAccount name
 	indexTargetRoutes       = "smi2istio.target.routes"        // "<Kind>/<name>" of each rule
 )

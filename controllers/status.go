@@ -51,6 +51,12 @@ const (
 	// ReasonApproximated: accepted, but some of it could not be enforced exactly and was left out
 	// (denied); the message names the fields.
 	ReasonApproximated = "Approximated"
+	// ReasonGatewayAPIMissing: the namespace is routed with the Gateway API (ambient, or routeAPI
+	// GatewayAPI) and its HTTPRoute CRD is not served: nothing is applied.
+	ReasonGatewayAPIMissing = "GatewayAPIMissing"
+	// ReasonWaypointRequired: an ambient destination without a waypoint, whose rules need L7
+	// (HTTPRouteGroup): those rules allow nothing until a waypoint serves it.
+	ReasonWaypointRequired = "WaypointRequired"
 )
 
 // Outcomes of a reconcile, the values of smi2istio_reconcile_outcomes_total's outcome label.

@@ -29,10 +29,10 @@ func checkConditions(t *testing.T, name string, got conditionSet, want []metav1.
 
 func TestSplitConditions(t *testing.T) {
 	meta := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: "shop"} }
-	res := &translate.SplitResult{Mode: translate.SubsetMode, Host: "web.shop.svc.cluster.local",
+	res := virtualServiceResult(&translate.SplitResult{Mode: translate.SubsetMode, Host: "web.shop.svc.cluster.local",
 		VirtualService:  &networkingv1beta1.VirtualService{TypeMeta: metav1.TypeMeta{Kind: "VirtualService"}, ObjectMeta: meta("web")},
-		DestinationRule: &networkingv1beta1.DestinationRule{TypeMeta: metav1.TypeMeta{Kind: "DestinationRule"}, ObjectMeta: meta("web")}}
-	accepted := cond(ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, "Subset mode for web.shop.svc.cluster.local")
+		DestinationRule: &networkingv1beta1.DestinationRule{TypeMeta: metav1.TypeMeta{Kind: "DestinationRule"}, ObjectMeta: meta("web")}}, "sidecar")
+	accepted := cond(ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, "Subset mode for web.shop.svc.cluster.local (sidecar data plane)")
 	resolved := cond(ConditionResolvedRefs, metav1.ConditionTrue, ReasonResolvedRefs, "all references found")
 	conflict := syncset.Problem{Object: syncset.Ref{Kind: "VirtualService", Namespace: "other", Name: "theirs"}, Reason: syncset.ReasonConflict, Message: "VirtualService other/theirs already routes web"}
 	for _, c := range []struct {
@@ -58,6 +58,8 @@ func TestSplitConditions(t *testing.T) {
 			[]metav1.Condition{accepted, resolved, cond(ConditionReady, metav1.ConditionFalse, ReasonConflict, "VirtualService other/theirs already routes web: what was applied before is left as it is")}, OutcomeConflict},
 		{"invalid output", true, splitTranslation{res: res}, syncset.Result{Problems: []syncset.Problem{{Reason: syncset.ReasonInvalidOutput, Message: "VirtualService shop/web is not valid: x"}}},
 			[]metav1.Condition{accepted, resolved, cond(ConditionReady, metav1.ConditionFalse, ReasonInvalidOutput, "VirtualService shop/web is not valid: x: what was applied before is left as it is")}, OutcomeInvalid},
+		{"Gateway API not served", true, splitTranslation{unavailable: "namespace shop is routed with the Gateway API"}, syncset.Result{},
+			[]metav1.Condition{cond(ConditionAccepted, metav1.ConditionTrue, ReasonAccepted, ""), resolved, cond(ConditionReady, metav1.ConditionFalse, ReasonGatewayAPIMissing, "namespace shop is routed with the Gateway API")}, OutcomeInvalid},
 	} {
 		checkConditions(t, c.name, splitConditions("shop", c.inMesh, c.out, c.synced), c.want, c.outcome)
 	}

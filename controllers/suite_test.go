@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	corev1 "k8s.io/api/core/v1"
+	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -28,6 +29,7 @@ import (
 	"github.com/smi2istio/smi2istio/internal/cache"
 	"github.com/smi2istio/smi2istio/internal/recorder"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
+	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 	"github.com/smi2istio/smi2istio/translate"
 )
@@ -125,6 +127,19 @@ func runMain(m *testing.M) int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "install the ServiceMeshMemberRoll CRD:", err)
+		return 1
+	}
+	// The Gateway API's CRDs (as Istio's ambient installs require them): TrafficSplits of ambient
+	// namespaces, and of every namespace with routeAPI GatewayAPI, become HTTPRoutes and TCPRoutes.
+	gatewayCRDs, err := istiocheck.GatewayAPICRDs()
+	if err == nil {
+		var list []*apiextv1.CustomResourceDefinition
+		if list, err = crds.LoadFile(gatewayCRDs); err == nil {
+			err = crds.Install(ctx, env.Client, list)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "install the Gateway API CRDs:", err)
 		return 1
 	}
 	if err := errors.Join(v1alpha1.AddToScheme(env.Scheme), cache.AddToScheme(env.Scheme)); err != nil {

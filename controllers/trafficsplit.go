@@ -11,7 +11,10 @@ import (
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -43,6 +46,12 @@ type TrafficSplitReconciler struct {
 	// The field indexes SetupWithManager registers (see kinds.go).
 	splitsByService, splitsByRoot, splitsByRouteGroup *cache.NamespacedIndex[cache.SMIObject]
 	virtualServicesByHost                             *cache.ClusterIndex[cache.Object]
+	// routesByParent indexes the Gateway API routes by their Service parents (nil when the
+	// HTTPRoute CRD is not served).
+	routesByParent, tcpRoutesByParent *cache.ClusterIndex[cache.Object]
+	// gateway is what the Gateway API serves (found at set-up).
+	gateway gatewayKinds
+	kinds   []syncset.Kind
 }
 
 // +kubebuilder:rbac:groups=split.smi-spec.io,resources=trafficsplits,verbs=get;list;watch
@@ -52,11 +61,14 @@ type TrafficSplitReconciler struct {
 // +kubebuilder:rbac:groups=specs.smi-spec.io,resources=httproutegroups/status;tcproutes/status;udproutes/status,verbs=get;patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.istio.io,resources=virtualservices;destinationrules,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;tcproutes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the field indexes and watches.
 func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
+	r.gateway = servedGatewayKinds(mgr.GetRESTMapper())
+	r.kinds = r.gateway.splitKinds()
 	c := mgr.GetCache()
 	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) func(cache.SMIObject) []string {
 		return func(o cache.SMIObject) []string {
@@ -107,6 +119,24 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}); err != nil {
 		return fmt.Errorf("index VirtualService hosts: %w", err)
 	}
+	for _, gvk := range r.gateway.routeKinds() {
+		ix, err := cache.NewClusterIndex(ctx, c, cache.New(gvk), indexRouteParents+"."+gvk.Version+"."+gvk.Kind, func(o cache.Object) []string {
+			hosts := o.Hosts()
+			out := make([]string, 0, len(hosts))
+			for _, h := range hosts {
+				out = append(out, qualifyHost(h, o.GetNamespace(), r.Mesh))
+			}
+			return out
+		})
+		if err != nil {
+			return fmt.Errorf("index %s parents: %w", gvk.Kind, err)
+		}
+		if gvk.Kind == "HTTPRoute" {
+			r.routesByParent = ix
+		} else {
+			r.tcpRoutesByParent = ix
+		}
+	}
 
 	splitsBy := func(index *cache.NamespacedIndex[cache.SMIObject], keys func(client.Object) (string, []string)) handler.EventHandler {
 		return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -143,6 +173,10 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			}
 			return out
 		}))
+	}
+	for _, gvk := range r.gateway.routeKinds() {
+		// Ours (owned), and someone else's for a root Service (Conflict while it exists).
+		b = b.Owns(cache.New(gvk)).Watches(cache.New(gvk), r.splitsOfHosts())
 	}
 	return b.
 		For(cache.NewSMI(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
@@ -247,12 +281,12 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	inMesh := state.InMesh(u.GetNamespace())
 	var out splitTranslation
 	if inMesh { // outside the mesh nothing is read or translated: every output is pruned
-		if out, err = r.translate(ctx, ts); err != nil {
+		if out, err = r.translate(ctx, ts, state.GatewayRoutes(ts.Namespace), state.DataplaneDescription(ts.Namespace)); err != nil {
 			reconcileOutcomes.WithLabelValues("TrafficSplit", OutcomeError).Inc()
 			return reconcile.Result{}, err
 		}
 	}
-	set, err := splitSet(u, out)
+	set, err := splitSet(u, out, r.kinds)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -277,11 +311,14 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 
 // splitTranslation is what translating a split found: its result, or why there is none.
 type splitTranslation struct {
-	res *translate.SplitResult
+	res *routeResult
 	// err is an *translate.InvalidError, or a *ConflictError when an older split has the same root.
 	err error
 	// blockers are foreign objects that route the root host for the same clients.
 	blockers []syncset.Problem
+	// unavailable says why the route API the namespace needs cannot be written (its CRD is not
+	// served): nothing is applied.
+	unavailable string
 }
 
 // ConflictError says another SMI object takes precedence for the same Istio objects.
@@ -289,15 +326,20 @@ type ConflictError struct{ Message string }
 
 func (e *ConflictError) Error() string { return e.Message }
 
-// splitKinds: the DestinationRule before the VirtualService that names its subsets.
+// splitKinds: the DestinationRule before the VirtualService that names its subsets (the Gateway
+// API's routes after them where served: see gatewayKinds.splitKinds).
 var splitKinds = []syncset.Kind{{GVK: DestinationRuleGVK}, {GVK: VirtualServiceGVK}}
 
 // splitSet is the desired set of one split: its outputs owned by it; nothing when it is not
-// translated (outside the mesh, invalid, or an older split has the root).
-func splitSet(u cache.SMIObject, out splitTranslation) (*syncset.Set, error) {
+// translated (outside the mesh, invalid, or an older split has the root). kinds are every kind a
+// split may write, so that switching route API prunes the other API's objects.
+func splitSet(u cache.SMIObject, out splitTranslation, kinds []syncset.Kind) (*syncset.Set, error) {
+	if kinds == nil {
+		kinds = splitKinds
+	}
 	set := &syncset.Set{
 		Namespace: u.GetNamespace(),
-		Kinds:     splitKinds,
+		Kinds:     kinds,
 		Labels: map[string]string{
 			translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: TrafficSplitGVK.Kind, translate.SourceNameLabel: u.GetName(),
 		},
@@ -311,7 +353,7 @@ func splitSet(u cache.SMIObject, out splitTranslation) (*syncset.Set, error) {
 	if out.res == nil {
 		return set, nil
 	}
-	objs, err := render(out.res.Objects(), ownerRef(u, trafficSplitOwnerAPIVersion, TrafficSplitGVK.Kind))
+	objs, err := render(out.res.objects, ownerRef(u, trafficSplitOwnerAPIVersion, TrafficSplitGVK.Kind))
 	if err != nil {
 		return nil, err
 	}
@@ -338,15 +380,19 @@ func splitConditions(ns string, inMesh bool, out splitTranslation, synced syncse
 		st.ready = notReady(ReasonConflict, conflict.Message)
 		st.outcome = OutcomeConflict
 		return st
+	case out.unavailable != "":
+		st.ready = notReady(ReasonGatewayAPIMissing, out.unavailable)
+		st.outcome = OutcomeInvalid
+		return st
 	}
 	res := out.res
-	st.accepted.Message = fmt.Sprintf("%s mode for %s", res.Mode, res.Host)
+	st.accepted.Message = res.summary
 	if len(res.Unresolved) > 0 {
 		st.resolved = metav1.Condition{Type: ConditionResolvedRefs, Status: metav1.ConditionFalse, Reason: res.Unresolved[0].Reason, Message: joinFindings(res.Unresolved)}
 		st.outcome = OutcomeUnresolved
 	}
 	var names []string
-	for _, o := range res.Objects() {
+	for _, o := range res.objects {
 		if m, ok := o.(metav1.Object); ok {
 			names = append(names, o.GetObjectKind().GroupVersionKind().Kind+" "+m.GetName())
 		}
@@ -373,7 +419,7 @@ func splitConditions(ns string, inMesh bool, out splitTranslation, synced syncse
 // translate fetches what the split references and translates it. Two splits for one root: the
 // oldest wins and the others get a ConflictError. A VirtualService of someone else's that routes
 // the root host for the same clients blocks the split without undoing what it applied.
-func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha4.TrafficSplit) (splitTranslation, error) {
+func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha4.TrafficSplit, gatewayRoutes bool, dataplane string) (splitTranslation, error) {
 	root, err := translate.ParseServiceRef(ts.Spec.Service, ts.Namespace, r.Mesh)
 	if err != nil {
 		return splitTranslation{err: &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "InvalidService", Message: err.Error()}}}, nil
@@ -391,15 +437,40 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		return splitTranslation{}, fmt.Errorf("list VirtualServices for host %s: %w", host, err)
 	}
 	var out splitTranslation
+	ours := func(o client.Object) bool {
+		return o.GetLabels()[translate.SourceKindLabel] == TrafficSplitGVK.Kind && o.GetLabels()[translate.SourceNameLabel] == ts.Name &&
+			o.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue && o.GetNamespace() == ts.Namespace
+	}
 	for _, vs := range others {
-		if vs.GetLabels()[translate.SourceKindLabel] == TrafficSplitGVK.Kind && vs.GetLabels()[translate.SourceNameLabel] == ts.Name &&
-			vs.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue && vs.GetNamespace() == ts.Namespace {
-			continue // ours
-		}
-		if sameClients(vs, ts.Namespace) {
+		if !ours(vs) && sameClients(vs, ts.Namespace) {
 			out.blockers = append(out.blockers, syncset.Problem{Object: syncset.RefOf(VirtualServiceGVK.Kind, vs), Reason: syncset.ReasonConflict,
 				Message: fmt.Sprintf("VirtualService %s/%s already routes %s for the mesh's clients and is not managed by this TrafficSplit", vs.GetNamespace(), vs.GetName(), host)})
 		}
+	}
+	// A Gateway API route attached to the root Service (GAMMA) routes it for every client too, in
+	// either route API: Istio merges both into one route table in an order of its own.
+	for _, ix := range []*cache.ClusterIndex[cache.Object]{r.routesByParent, r.tcpRoutesByParent} {
+		if ix == nil {
+			continue
+		}
+		routes, err := ix.Lookup(ctx, host)
+		if err != nil {
+			return splitTranslation{}, fmt.Errorf("list routes for Service %s: %w", host, err)
+		}
+		for _, rt := range routes {
+			if !ours(rt) {
+				kind := rt.GetObjectKind().GroupVersionKind().Kind
+				if kind == "" {
+					kind = rt.DefaultGVK().Kind
+				}
+				out.blockers = append(out.blockers, syncset.Problem{Object: syncset.RefOf(kind, rt), Reason: syncset.ReasonConflict,
+					Message: fmt.Sprintf("%s %s/%s already routes Service %s and is not managed by this TrafficSplit", kind, rt.GetNamespace(), rt.GetName(), host)})
+			}
+		}
+	}
+	if gatewayRoutes && r.routesByParent == nil {
+		out.unavailable = fmt.Sprintf("namespace %s is routed with the Gateway API (%s data plane) and the HTTPRoute CRD (gateway.networking.k8s.io/v1) is not served: nothing is applied; install the Gateway API CRDs and restart smi2istio", ts.Namespace, dataplane)
+		return out, nil
 	}
 
 	in := translate.SplitInput{Split: ts, Services: map[string]*corev1.Service{}, RouteGroups: map[string]*translate.HTTPRouteGroup{},
@@ -439,13 +510,92 @@ func (r *TrafficSplitReconciler) translate(ctx context.Context, ts *splitv1alpha
 		}
 		in.RouteGroups[m.Name] = hrg
 	}
-	out.res, err = translate.TranslateSplit(in)
+	if gatewayRoutes {
+		res, err := translate.TranslateSplitGateway(in, translate.GatewayOptions{TCPRouteVersion: r.gateway.tcpRouteVersion})
+		if err == nil {
+			out.res = gatewayRouteResult(res, dataplane)
+		}
+		return invalidIsStatus(out, err)
+	}
+	res, err := translate.TranslateSplit(in)
+	if err == nil {
+		out.res = virtualServiceResult(res, dataplane)
+	}
+	return invalidIsStatus(out, err)
+}
+
+// invalidIsStatus: an *InvalidError is the split's (reported, nothing applied); any other error is
+// the reconcile's.
+func invalidIsStatus(out splitTranslation, err error) (splitTranslation, error) {
 	var inv *translate.InvalidError
 	if errors.As(err, &inv) {
 		out.res, out.err = nil, err
 		return out, nil
 	}
 	return out, err
+}
+
+// routeResult is a split's translation in either route API.
+type routeResult struct {
+	objects              []runtime.Object
+	Unresolved, Warnings []translate.Finding
+	summary              string
+}
+
+func virtualServiceResult(res *translate.SplitResult, dataplane string) *routeResult {
+	return &routeResult{objects: res.Objects(), Unresolved: res.Unresolved, Warnings: res.Warnings,
+		summary: fmt.Sprintf("%s mode for %s (%s data plane)", res.Mode, res.Host, dataplane)}
+}
+
+func gatewayRouteResult(res *translate.GatewaySplitResult, dataplane string) *routeResult {
+	return &routeResult{objects: res.Objects(), Unresolved: res.Unresolved, Warnings: res.Warnings,
+		summary: fmt.Sprintf("Gateway API routes for %s (%s data plane)", res.Host, dataplane)}
+}
+
+// gatewayKinds is what the Gateway API serves: the route kinds a split may write.
+type gatewayKinds struct {
+	httpRoute       bool
+	tcpRouteVersion string // "" when TCPRoute is not served
+}
+
+// servedGatewayKinds looks the Gateway API's route kinds up (TCPRoute: v1, else v1alpha2).
+func servedGatewayKinds(mapper meta.RESTMapper) gatewayKinds {
+	served := func(gvk schema.GroupVersionKind) bool {
+		_, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		return err == nil
+	}
+	var g gatewayKinds
+	g.httpRoute = served(HTTPRouteGVK)
+	for _, gvk := range []schema.GroupVersionKind{GatewayTCPRouteGVK, GatewayTCPRouteV1Alpha2GVK} {
+		if g.tcpRouteVersion == "" && served(gvk) {
+			g.tcpRouteVersion = gvk.Version
+		}
+	}
+	return g
+}
+
+// routeKinds are the served route kinds, in the versions the operator writes.
+func (g gatewayKinds) routeKinds() []schema.GroupVersionKind {
+	var out []schema.GroupVersionKind
+	if g.httpRoute {
+		out = append(out, HTTPRouteGVK)
+	}
+	switch g.tcpRouteVersion {
+	case GatewayTCPRouteGVK.Version:
+		out = append(out, GatewayTCPRouteGVK)
+	case GatewayTCPRouteV1Alpha2GVK.Version:
+		out = append(out, GatewayTCPRouteV1Alpha2GVK)
+	}
+	return out
+}
+
+// splitKinds: VirtualService's kinds, then the served Gateway API routes.
+func (g gatewayKinds) splitKinds() []syncset.Kind {
+	out := append([]syncset.Kind(nil), splitKinds...)
+	for _, gvk := range g.routeKinds() {
+		out = append(out, syncset.Kind{GVK: gvk})
+	}
+	return out
 }
 
 // sameClients reports whether Istio would apply a VirtualService to the clients our split's
