@@ -21,6 +21,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/smi2istio/smi2istio/internal/localcp"
+	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/testing/proc"
 	"github.com/smi2istio/smi2istio/internal/testing/testenv"
@@ -76,6 +77,18 @@ type cluster struct {
 // newCluster starts a control plane with the SMI, config and Istio CRDs, istiod and the operator.
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
+	return newClusterWith(t, clusterOptions{})
+}
+
+// clusterOptions change what newClusterWith starts; the zero value is newCluster's mesh.
+type clusterOptions struct {
+	crds       []*apiextv1.CustomResourceDefinition // installed with Istio's, before istiod starts
+	istiodEnv  []string                             // added to istiod's environment
+	noOperator bool                                 // istiod only: the harness's own tests
+}
+
+func newClusterWith(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
 	dir := t.TempDir()
 	cp, err := localcp.Start(filepath.Join(dir, "kubeconfig"))
 	if err != nil {
@@ -103,6 +116,9 @@ func newCluster(t *testing.T) *cluster {
 	istioCRDs, err := istiocheck.CRDFile()
 	must(t, err)
 	must(t, proc.InstallCRDs(ctx, cl.c, testenv.RepoRoot(), webhook, nil, istioCRDs))
+	if len(opts.crds) > 0 {
+		must(t, crds.Install(ctx, cl.c, opts.crds))
+	}
 
 	// Istio's namespace and mesh config.
 	must(t, proc.InstallMeshConfig(ctx, cl.c))
@@ -111,13 +127,16 @@ func newCluster(t *testing.T) *cluster {
 
 	cl.istiodGRPC, cl.istiodMon, cl.istiodHTTP = freeAddr(t), freeAddr(t), freeAddr(t)
 	cl.istiod = &proc.Process{Name: "istiod", Path: istiodBin, Log: filepath.Join(dir, "istiod.log"),
-		Env: []string{"POD_NAMESPACE=istio-system", "POD_NAME=istiod-e2e", "REVISION=default"},
+		Env: append([]string{"POD_NAMESPACE=istio-system", "POD_NAME=istiod-e2e", "REVISION=default"}, opts.istiodEnv...),
 		Args: []string{"discovery", "--kubeconfig=" + cp.Kubeconfig, "--meshConfig=" + meshFile,
 			"--httpAddr=" + cl.istiodHTTP, "--monitoringAddr=" + cl.istiodMon, "--grpcAddr=" + cl.istiodGRPC,
 			"--secureGRPCAddr=", "--httpsAddr=", "--domain=cluster.local", "--log_output_level=default:info"},
 		Ready: "http://" + cl.istiodHTTP + "/ready"}
 	must(t, cl.istiod.Start())
 
+	if opts.noOperator {
+		return cl
+	}
 	cl.opMetrics, cl.opProbes = freeAddr(t), freeAddr(t)
 	cl.operator = proc.Operator(operatorBin, filepath.Join(dir, "smi2istio.log"), cp.Kubeconfig, webhook, "", cl.opMetrics, cl.opProbes)
 	must(t, cl.operator.Start())
