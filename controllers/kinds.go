@@ -19,6 +19,7 @@ var (
 	PeerAuthenticationGVK  = cache.PeerAuthentication{}.GVK()
 	EnvoyFilterGVK         = cache.EnvoyFilter{}.GVK()
 	// The Gateway API's routes (GAMMA), for ambient namespaces and routeAPI GatewayAPI.
+	GatewayGVK                 = cache.Gateway{}.GVK()
 	HTTPRouteGVK               = cache.HTTPRoute{}.GVK()
 	GatewayTCPRouteGVK         = cache.GatewayTCPRoute{}.GVK()
 	GatewayTCPRouteV1Alpha2GVK = cache.GatewayTCPRouteV1Alpha2{}.GVK()

@@ -61,12 +61,18 @@ func (EnvoyFilter) GVK() schema.GroupVersionKind {
 // The Gateway API kinds the operator generates for ambient namespaces (GAMMA: routes attached to a
 // Service), in the versions it writes.
 type (
+	// Gateway is read for waypoints (gatewayClassName istio-waypoint), never written.
+	Gateway   struct{}
 	HTTPRoute struct{}
 	// GatewayTCPRoute is TCPRoute v1 (standard since Gateway API 1.5); GatewayTCPRouteV1Alpha2 the
 	// experimental version older Istio releases ship with.
 	GatewayTCPRoute         struct{}
 	GatewayTCPRouteV1Alpha2 struct{}
 )
+
+func (Gateway) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}
+}
 
 func (HTTPRoute) GVK() schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
@@ -127,6 +133,8 @@ type Object interface {
 	SpecHash() string
 	// Scope is the spec's gateways and exportTo as written (nil when not set).
 	Scope() (gateways, exportTo []string)
+	// Class is a Gateway's gatewayClassName ("" for other kinds).
+	Class() string
 }
 
 // ObjectList is a list of cached Istio objects of one kind.
@@ -150,6 +158,8 @@ type Spec struct {
 	// Scope is where a VirtualService applies, when not everywhere: its gateways and exportTo
 	// (see Scope); "" for the default (the mesh gateway, exported to every namespace).
 	Scope string
+	// Class is a Gateway's gatewayClassName.
+	Class string
 }
 
 // UnmarshalJSON keeps the hosts and the hash of the spec.
@@ -190,6 +200,7 @@ func (s *Spec) UnmarshalJSON(raw []byte) error {
 		}
 		s.Hosts = append(s.Hosts, name)
 	}
+	s.Class, _ = m["gatewayClassName"].(string)
 	gateways, exportTo := stringList(m["gateways"]), stringList(m["exportTo"])
 	if len(gateways)+len(exportTo) > 0 {
 		s.Scope = strings.Join(gateways, ",") + ";" + strings.Join(exportTo, ",")
@@ -243,6 +254,9 @@ func (g *Generated[K]) Hosts() []string { return g.Spec.Hosts }
 
 // Scope is the object's gateways and exportTo as written (nil when not set).
 func (g *Generated[K]) Scope() (gateways, exportTo []string) { return g.Spec.Gateways() }
+
+// Class is a Gateway's gatewayClassName ("" for other kinds).
+func (g *Generated[K]) Class() string { return g.Spec.Class }
 
 // DefaultGVK is the kind K.
 func (g *Generated[K]) DefaultGVK() schema.GroupVersionKind {
@@ -319,6 +333,7 @@ var kinds = map[schema.GroupVersionKind]struct {
 	AuthorizationPolicy{}.GVK(): {func() Compact { return &Generated[AuthorizationPolicy]{} }, func() client.ObjectList { return &GeneratedList[AuthorizationPolicy]{} }},
 	PeerAuthentication{}.GVK():  {func() Compact { return &Generated[PeerAuthentication]{} }, func() client.ObjectList { return &GeneratedList[PeerAuthentication]{} }},
 	EnvoyFilter{}.GVK():         {func() Compact { return &Generated[EnvoyFilter]{} }, func() client.ObjectList { return &GeneratedList[EnvoyFilter]{} }},
+	Gateway{}.GVK():             {func() Compact { return &Generated[Gateway]{} }, func() client.ObjectList { return &GeneratedList[Gateway]{} }},
 	HTTPRoute{}.GVK():           {func() Compact { return &Generated[HTTPRoute]{} }, func() client.ObjectList { return &GeneratedList[HTTPRoute]{} }},
 	GatewayTCPRoute{}.GVK():     {func() Compact { return &Generated[GatewayTCPRoute]{} }, func() client.ObjectList { return &GeneratedList[GatewayTCPRoute]{} }},
 	GatewayTCPRouteV1Alpha2{}.GVK(): {func() Compact { return &Generated[GatewayTCPRouteV1Alpha2]{} }, func() client.ObjectList {

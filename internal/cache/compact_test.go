@@ -93,6 +93,11 @@ func TestRouteServiceParents(t *testing.T) {
 	if got := strings.Join(tcp.Hosts(), ","); got != "mysql" {
 		t.Errorf("TCPRoute hosts %q", got)
 	}
+	gw := decode(t, scheme(t), `{"apiVersion":"gateway.networking.k8s.io/v1","kind":"Gateway","metadata":{"name":"waypoint","namespace":"n"},
+		"spec":{"gatewayClassName":"istio-waypoint","listeners":[{"name":"mesh","port":15008,"protocol":"HBONE"}]}}`).(Object)
+	if gw.Class() != "istio-waypoint" {
+		t.Errorf("Gateway class %q", gw.Class())
+	}
 }
 
 // Lists decode item by item into the compact type; a deep copy shares nothing mutable.
