@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 
 	xdscore "github.com/cncf/xds/go/xds/core/v3"
@@ -582,32 +581,11 @@ spec:
 	parents := cl.expectRouteAccepted("HTTPRoute", "shop", "store")
 	t.Logf("HTTPRoute shop/store parents: %+v", parents)
 
-	// the watch follows istiod's pushes: thief -> store:3306 denied, allowed, denied again
-	var mu sync.Mutex
-	var seen []bool
-	w := cl.watchZtunnel(func(s *ZtunnelState) {
-		v, err := s.Verdict(L4{From: thiefP, To: v1, Port: 3306})
-		if err != nil {
-			return
-		}
-		mu.Lock()
-		if len(seen) == 0 || seen[len(seen)-1] != v.Allowed {
-			seen = append(seen, v.Allowed)
-		}
-		mu.Unlock()
-	})
-	waitSeen := func(want ...bool) {
-		t.Helper()
-		eventually(t, fmt.Sprintf("the watch sees %v", want), func() error {
-			mu.Lock()
-			defer mu.Unlock()
-			if fmt.Sprint(seen) != fmt.Sprint(want) {
-				return fmt.Errorf("saw %v", seen)
-			}
-			return nil
-		})
-	}
-	waitSeen(false)
+	// the guards see every state istiod pushes: a change that allows a guarded connection or
+	// request, even for a moment, is a violation; one that does not leaves the guard clean
+	thiefDB := L4{From: thiefP, To: v1, Port: 3306}
+	gDB, gHTTP := cl.guardL4(thiefDB), cl.guardL4(L4{From: thiefP, To: v1, Port: 8080})
+	gWP := cl.guardWaypoint(wp, "shop", "store", get(thiefP, 8080, "/ok"))
 	cl.applyYAML(`
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -618,12 +596,24 @@ spec:
   - from: [{source: {principals: ["cluster.local/ns/shop/sa/thief"]}}]
     to: [{operation: {ports: ["3306"]}}]
 `)
-	waitSeen(false, true)
+	cl.expectL4("thief allowed on 3306", allowL4(thiefDB))
 	cl.deleteObject(gvkAuthzPol, "shop", "thief-3306")
-	waitSeen(false, true, false)
-	if err := w.Stop(); err != nil {
-		t.Errorf("the ztunnel watch: %v", err)
+	cl.expectL4("thief denied on 3306 again", denyL4(thiefDB))
+	violations, unjudged := gDB.Stop()
+	if len(violations) == 0 || len(unjudged) > 0 {
+		t.Errorf("guard of %s: violations %q, unjudged %q; want violations (it was allowed for a while)", thiefDB, violations, unjudged)
 	}
-	t.Logf("the ztunnel watch saw %d states", w.Updates())
+	if violations, unjudged := gHTTP.Stop(); len(violations) > 0 || len(unjudged) > 0 {
+		t.Errorf("guard of thief -> store:8080: violations %q, unjudged %q; want none", violations, unjudged)
+	}
+	if v := gWP.Stop(); len(v) > 0 {
+		t.Errorf("guard of thief GET /ok at the waypoint while ztunnel policies changed: %q", v)
+	}
+	gWP = cl.guardWaypoint(wp, "shop", "store", get(thiefP, 8080, "/ok"))
+	cl.deleteObject(gvkAuthzPol, "shop", "store-http")
+	cl.expectWaypointAccess("targetRefs policy deleted", wp, "shop", "store", allow(get(thiefP, 8080, "/ok")))
+	if v := gWP.Stop(); len(v) == 0 {
+		t.Error("guard of thief GET /ok at the waypoint while its policy was deleted: no violation, want one")
+	}
 	cl.expectNoXDSRejects()
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	xdsmatcher "github.com/cncf/xds/go/xds/type/matcher/v3"
@@ -751,4 +752,201 @@ func waypointCluster(svc, namespace string, port uint32, servedBySameWaypoint bo
 		return WaypointChain("http", host, port)
 	}
 	return fmt.Sprintf("outbound|%d||%s", port, host)
+}
+
+// WaypointWatch is a long-lived waypoint proxy: one ADS stream (CDS and LDS, as Envoy subscribes)
+// that sees every config istiod pushes.
+type WaypointWatch struct {
+	mu      sync.Mutex
+	cur     *ProxyConfig
+	updates int
+	err     error
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// watchWaypoint connects as the waypoint; onConfig (may be nil) is called, in order, with every
+// config from the first one holding both clusters and listeners. Waypoint routes are inline: a
+// listener naming RDS routes fails the watch. It stops at the end of the test, or with Stop.
+func (cl *cluster) watchWaypoint(wp Waypoint, onConfig func(*ProxyConfig)) *WaypointWatch {
+	cl.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &WaypointWatch{cancel: cancel, done: make(chan struct{})}
+	fail := func(err error) {
+		if ctx.Err() == nil {
+			w.mu.Lock()
+			w.err = err
+			w.mu.Unlock()
+		}
+	}
+	node, err := wp.node()
+	must(cl.t, err)
+	conn, err := grpc.NewClient(cl.istiodGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(cl.t, err)
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		_ = conn.Close()
+		cancel()
+		cl.t.Fatal(err)
+	}
+	go func() {
+		defer close(w.done)
+		defer func() { _ = conn.Close() }()
+		for _, t := range []string{typeCluster, typeListener} {
+			if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: t}); err != nil {
+				fail(err)
+				return
+			}
+		}
+		cur := &ProxyConfig{Routes: map[string]*routev3.RouteConfiguration{}}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				fail(err)
+				return
+			}
+			var bad error
+			switch resp.TypeUrl {
+			case typeCluster:
+				cs := map[string]*clusterv3.Cluster{}
+				for _, r := range resp.Resources {
+					c := &clusterv3.Cluster{}
+					if bad = r.UnmarshalTo(c); bad != nil {
+						break
+					}
+					cs[c.Name] = c
+				}
+				if bad == nil {
+					cur = &ProxyConfig{Listeners: cur.Listeners, Clusters: cs, Routes: cur.Routes}
+				}
+			case typeListener:
+				ls := map[string]*listenerv3.Listener{}
+				for _, r := range resp.Resources {
+					l := &listenerv3.Listener{}
+					if bad = r.UnmarshalTo(l); bad == nil {
+						bad = checkFilters(l)
+					}
+					if bad == nil {
+						for _, fc := range l.FilterChains {
+							if h := hcmOf(fc); h != nil && h.GetRds() != nil {
+								bad = fmt.Errorf("listener %s names RDS routes %s, which the waypoint watch does not fetch", l.Name, h.GetRds().GetRouteConfigName())
+							}
+						}
+					}
+					if bad != nil {
+						break
+					}
+					ls[l.Name] = l
+				}
+				if bad == nil {
+					cur = &ProxyConfig{Listeners: ls, Clusters: cur.Clusters, Routes: cur.Routes}
+				}
+			}
+			ack := &discoveryv3.DiscoveryRequest{TypeUrl: resp.TypeUrl, VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce}
+			if bad != nil {
+				ack.VersionInfo, ack.ErrorDetail = "", statusProto(bad.Error())
+			}
+			if err := stream.Send(ack); err != nil {
+				fail(err)
+				return
+			}
+			if bad != nil {
+				fail(bad)
+				return
+			}
+			if cur.Listeners == nil || cur.Clusters == nil {
+				continue
+			}
+			w.mu.Lock()
+			w.cur, w.updates = cur, w.updates+1
+			w.mu.Unlock()
+			if onConfig != nil {
+				onConfig(cur)
+			}
+		}
+	}()
+	cl.t.Cleanup(func() { _ = w.Stop() })
+	return w
+}
+
+// Current is the latest config (nil before the first).
+func (w *WaypointWatch) Current() *ProxyConfig {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cur
+}
+
+// Updates counts the configs seen.
+func (w *WaypointWatch) Updates() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.updates
+}
+
+// Stop ends the watch; it returns the stream's error if it failed before (a NACK included).
+func (w *WaypointWatch) Stop() error {
+	w.cancel()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// WaypointGuard watches every config istiod pushes to a waypoint for requests that must never get
+// through.
+type WaypointGuard struct {
+	w          *WaypointWatch
+	mu         sync.Mutex
+	violations []string
+}
+
+// guardWaypoint judges the requests (to svcNamespace/svcName's VIP when r.To is empty, r.Port the
+// Service port) on every config the waypoint receives: one that gets through on any shape (Sweep)
+// is a violation, and so is a config the evaluator cannot judge.
+func (cl *cluster) guardWaypoint(wp Waypoint, svcNamespace, svcName string, reqs ...Request) *WaypointGuard {
+	cl.t.Helper()
+	vip := cl.serviceVIP(svcNamespace, svcName)
+	g := &WaypointGuard{}
+	g.w = cl.watchWaypoint(wp, func(cfg *ProxyConfig) {
+		var bad []string
+		in, err := cfg.WaypointInbound()
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("config %s: %v", cfg.Fingerprint(), err))
+		}
+		for _, r := range reqs {
+			if in == nil {
+				break
+			}
+			if r.To == "" {
+				r.To = vip
+			}
+			out, err := in.Sweep(r)
+			if err != nil {
+				bad = append(bad, fmt.Sprintf("config %s: %v", cfg.Fingerprint(), err))
+				continue
+			}
+			for _, o := range out {
+				if o.Allowed {
+					bad = append(bad, fmt.Sprintf("config %s: ALLOW %s (%s)", cfg.Fingerprint(), r, o))
+					break
+				}
+			}
+		}
+		g.mu.Lock()
+		g.violations = append(g.violations, bad...)
+		g.mu.Unlock()
+	})
+	return g
+}
+
+// Stop ends the guard and returns its violations (a failed stream included).
+func (g *WaypointGuard) Stop() []string {
+	err := g.w.Stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := append([]string(nil), g.violations...)
+	if err != nil {
+		out = append(out, "the waypoint stream failed: "+err.Error())
+	}
+	return out
 }

@@ -653,3 +653,53 @@ func (cl *cluster) expectL4(step string, checks ...l4check) {
 		return observation{lines: lines, config: s.Fingerprint()}, nil
 	})
 }
+
+// L4Guard watches every state istiod pushes to ztunnel for connections that must never get
+// through (a migration's or a change's intermediate states included).
+type L4Guard struct {
+	w          *ZtunnelWatch
+	mu         sync.Mutex
+	violations []string
+	unjudged   []string
+}
+
+// guardL4 starts a fake ztunnel that judges the connections on every state it receives, from the
+// first complete one: an allowed one (with or without its identity, see Lines) is a violation. A
+// state in which ztunnel would not enforce for the destination (not captured: the pod left ambient
+// mode; unknown) is recorded as unjudged, not as a violation: whatever else enforces there (the
+// sidecar) is the caller's to judge.
+func (cl *cluster) guardL4(conns ...L4) *L4Guard {
+	cl.t.Helper()
+	g := &L4Guard{}
+	var checks []l4check
+	for _, c := range conns {
+		checks = append(checks, denyL4(c))
+	}
+	g.w = cl.watchZtunnel(func(s *ZtunnelState) {
+		for _, c := range checks {
+			lines, err := s.Lines(c)
+			g.mu.Lock()
+			switch {
+			case err != nil:
+				g.unjudged = append(g.unjudged, fmt.Sprintf("state %s: %v", s.Fingerprint(), err))
+			case strings.HasPrefix(lines[0], "ALLOW"):
+				g.violations = append(g.violations, fmt.Sprintf("state %s: %s", s.Fingerprint(), lines[0]))
+			}
+			g.mu.Unlock()
+		}
+	})
+	return g
+}
+
+// Stop ends the guard and returns its violations and the states it could not judge; a failed
+// stream (a NACK included) is a violation.
+func (g *L4Guard) Stop() (violations, unjudged []string) {
+	err := g.w.Stop()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	violations = append(violations, g.violations...)
+	if err != nil {
+		violations = append(violations, "the ztunnel stream failed: "+err.Error())
+	}
+	return violations, append(unjudged, g.unjudged...)
+}
