@@ -70,7 +70,9 @@ type StorageMigrationReconciler struct {
 
 	// seen is when each CRD's generation was first seen (name -> generation and time).
 	seen map[string]generationSeen
-	now  func() time.Time
+	// migrated is the report of each migration this process completed: kept while the CRD's
+	// storedVersions stay as it left them (the status read back may be older than the report).
+	migrated map[string]v1alpha1.StorageMigration
 }
 
 type generationSeen struct {
@@ -163,13 +165,6 @@ func (r *StorageMigrationReconciler) reader() client.Reader {
 	return r.Client
 }
 
-func (r *StorageMigrationReconciler) clock() time.Time {
-	if r.now != nil {
-		return r.now()
-	}
-	return time.Now()
-}
-
 // Reconcile migrates every SMI CRD that needs it, one after the other, reporting as it goes.
 func (r *StorageMigrationReconciler) Reconcile(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
@@ -258,8 +253,13 @@ func (r *StorageMigrationReconciler) migrate(ctx context.Context, name string, p
 		return fail(fmt.Errorf("CRD %s has no storage version", name))
 	case len(stored) == 1 && stored[0] == storage:
 		out.State, out.Message = v1alpha1.MigrationDone, "every object is stored in "+storage
+		// Keep what the migration did: this process's report, or the one on the status (from before
+		// a restart).
+		if m, ok := r.migrated[name]; ok && slices.Equal(m.StoredVersions, stored) {
+			return m, 0, nil
+		}
 		if prev.State == v1alpha1.MigrationDone && slices.Equal(prev.StoredVersions, stored) && prev.Message != "" {
-			out.Message = prev.Message // keep what the migration did
+			out.Message = prev.Message
 		}
 		return out, 0, nil
 	case !slices.Contains(stored, storage):
@@ -275,10 +275,10 @@ func (r *StorageMigrationReconciler) migrate(ctx context.Context, name string, p
 	}
 	s, ok := r.seen[name]
 	if !ok || s.generation != crd.Generation {
-		s = generationSeen{generation: crd.Generation, at: r.clock()}
+		s = generationSeen{generation: crd.Generation, at: time.Now()}
 		r.seen[name] = s
 	}
-	if wait := r.settle() - r.clock().Sub(s.at); wait > 0 {
+	if wait := r.settle() - time.Now().Sub(s.at); wait > 0 {
 		out.State = v1alpha1.MigrationMigrating
 		out.Message = fmt.Sprintf("waiting for the apiservers to store %s (CRD generation %d) before rewriting objects stored in %s",
 			storage, crd.Generation, strings.Join(without(stored, storage), ", "))
@@ -302,6 +302,10 @@ func (r *StorageMigrationReconciler) migrate(ctx context.Context, name string, p
 	out.State = v1alpha1.MigrationDone
 	out.Message = fmt.Sprintf("every object is stored in %s: %d object(s) rewritten, %s removed from status.storedVersions",
 		storage, n, strings.Join(without(stored, storage), ", "))
+	if r.migrated == nil {
+		r.migrated = map[string]v1alpha1.StorageMigration{}
+	}
+	r.migrated[name] = out
 	ctrl.LoggerFrom(ctx).Info("storage version migration done", "crd", name, "storageVersion", storage, "rewritten", n, "storedVersionsWere", stored)
 	return out, 0, nil
 }
