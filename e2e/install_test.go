@@ -59,6 +59,8 @@ func TestOLMBundleInstallAndUpgrade(t *testing.T) {
 	e.applyDemo()
 	e.eventually("bundle "+n.CSV.Name+" working under its ServiceAccount", func() error { return e.working(op) })
 	e.expectCABundle(n.CSV.Spec.WebhookDefinitions[0].ConversionCRDs, "bundle "+n.CSV.Name)
+	// It serves the certificate OLM mounted (it has no right to touch the CRDs' caBundle).
+	expectLogged(t, op, `"certMode":"provided"`)
 	e.eventually("bundle "+n.CSV.Name+" settled", func() error { return e.settled(op) })
 	before := e.snapshot()
 
@@ -107,19 +109,9 @@ func TestOLMBundleInstallAndUpgrade(t *testing.T) {
 		}
 	}
 
-	// Status is current: a v1alpha2 edit of the split is reconciled by the new operator.
-	split := e.demoSMI()[0]
-	if split.GetKind() != "TrafficSplit" || split.GetAPIVersion() != "split.smi-spec.io/v1alpha2" {
-		t.Fatalf("the demo's first SMI object is %s %s, want the v1alpha2 TrafficSplit", split.GetAPIVersion(), split.GetKind())
-	}
-	setWeights(t, split, 90, 10)
-	e.apply(split)
-	e.eventually("the v1alpha2 edit reconciled by bundle "+next.CSV.Name, func() error {
-		if err := e.working(op2); err != nil {
-			return err
-		}
-		return e.outputMentions("TrafficSplit", split, `"weight":90`)
-	})
+	// Status is current: edits in the old versions are reconciled by the new operator, with the
+	// rights of the new bundle (every SMI kind's status, an Event).
+	e.exercise(op2, "bundle "+next.CSV.Name, 90)
 	for _, p := range []*olm.Running{op, op2} {
 		if err := noForbidden(p); err != nil {
 			t.Error(err)
@@ -149,6 +141,8 @@ func TestInstallerManifestUnderItsServiceAccount(t *testing.T) {
 		}
 	}
 	e.expectCABundle(conversion, "dist/install.yaml")
+	expectLogged(t, op, `"certMode":"self-signed"`)
+	e.exercise(op, "dist/install.yaml", 90)
 
 	t.Run("one rule fewer fails", func(t *testing.T) {
 		// The judge can fail: without the rule that lets it write TrafficSplit status, the same
@@ -185,6 +179,78 @@ func TestInstallerManifestUnderItsServiceAccount(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	})
+}
+
+// exercise makes the operator use the rights the demo needs beyond its first reconcile: a spec
+// edit of every SMI kind, each in the version it was written in (every status patched for the new
+// generation; the split's output follows its weight), then a TrafficTarget whose route is missing
+// (a Warning Event through events.k8s.io), deleted again.
+func (e *installEnv) exercise(op *olm.Running, step string, weight int64) {
+	e.t.Helper()
+	for _, o := range e.demoSMI() {
+		switch o.GetKind() {
+		case "TrafficSplit":
+			setWeights(e.t, o, weight, 100-weight)
+		case "TrafficTarget":
+			rules, _, _ := unstructured.NestedSlice(o.Object, "spec", "rules")
+			if len(rules) == 0 {
+				e.t.Fatalf("TrafficTarget %s has no rules", o.GetName())
+			}
+			if m, _ := rules[0].(map[string]any); m["matches"] != nil {
+				matches, _ := m["matches"].([]any)
+				m["matches"] = matches[:1]
+			}
+			must(e.t, unstructured.SetNestedSlice(o.Object, rules, "spec", "rules"))
+		case "HTTPRouteGroup":
+			matches, _, _ := unstructured.NestedSlice(o.Object, "spec", "matches")
+			for _, mt := range matches {
+				m, _ := mt.(map[string]any)
+				methods, _ := m["methods"].([]any)
+				m["methods"] = append(methods, "HEAD")
+			}
+			must(e.t, unstructured.SetNestedSlice(o.Object, matches, "spec", "matches"))
+		case "TCPRoute":
+			ports, _, _ := unstructured.NestedSlice(o.Object, "spec", "matches", "ports")
+			must(e.t, unstructured.SetNestedSlice(o.Object, append(ports, int64(3307)), "spec", "matches", "ports"))
+		default:
+			e.t.Fatalf("the demo has a %s: exercise knows no edit for it", o.GetKind())
+		}
+		e.apply(o)
+	}
+	split := e.demoSMI()[0]
+	e.eventually(step+": every SMI kind edited in its old version, reconciled", func() error {
+		if err := e.working(op); err != nil {
+			return err
+		}
+		return e.outputMentions("TrafficSplit", split, fmt.Sprintf(`"weight":%d`, weight))
+	})
+	ghost := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
+		"metadata": map[string]any{"name": "ghost-route", "namespace": "bookstore"},
+		"spec": map[string]any{
+			"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "bookstore"},
+			"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": "no-such-routes"}},
+			"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"}},
+		},
+	}}
+	e.apply(ghost)
+	e.eventually(step+": a Warning Event about a TrafficTarget whose route is missing", func() error {
+		if err := noForbidden(op); err != nil {
+			return err
+		}
+		list, err := e.cs.EventsV1().Events("bookstore").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, ev := range list.Items {
+			if ev.Regarding.Name == ghost.GetName() && ev.Type == corev1.EventTypeWarning {
+				return nil
+			}
+		}
+		return fmt.Errorf("no Warning Event regarding TrafficTarget bookstore/%s among %d", ghost.GetName(), len(list.Items))
+	})
+	must(e.t, e.c.Delete(context.Background(), ghost))
+	e.eventually(step+": the TrafficTarget with a missing route deleted", func() error { return e.working(op) })
 }
 
 // grantsStatus: the rule lets the operator write TrafficSplit status.
@@ -430,6 +496,13 @@ func readLog(t *testing.T, op *olm.Running) string {
 	data, err := os.ReadFile(op.Log)
 	must(t, err)
 	return string(data)
+}
+
+func expectLogged(t *testing.T, op *olm.Running, want string) {
+	t.Helper()
+	if !strings.Contains(readLog(t, op), want) {
+		t.Errorf("%s's log has no %s", op.Name, want)
+	}
 }
 
 func firstLine(s string) string {
