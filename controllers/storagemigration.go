@@ -176,14 +176,12 @@ func (r *StorageMigrationReconciler) Reconcile(ctx context.Context, _ reconcile.
 			prev[m.Name] = m
 		}
 	}
-	// The report starts from what is on the status: entries not looked at yet stay as they were.
+	// The report starts from what is on the status: a progress report shows the CRDs not looked at
+	// yet as they were (or not at all).
 	report := make([]v1alpha1.StorageMigration, len(names))
 	for i, n := range names {
-		report[i] = prev[n]
-		report[i].Name = n
-		if report[i].State == "" {
-			report[i].State = v1alpha1.MigrationMigrating
-			report[i].Message = "not looked at yet"
+		if p, ok := prev[n]; ok {
+			report[i] = p
 		}
 	}
 	requeue := r.recheck()
@@ -191,7 +189,8 @@ func (r *StorageMigrationReconciler) Reconcile(ctx context.Context, _ reconcile.
 	for i, name := range names {
 		progress := func(m v1alpha1.StorageMigration) {
 			report[i] = m
-			if err := r.report(ctx, report); err != nil {
+			known := slices.DeleteFunc(slices.Clone(report), func(m v1alpha1.StorageMigration) bool { return m.State == "" })
+			if err := r.report(ctx, known); err != nil {
 				log.Error(err, "report storage migration progress")
 			}
 		}
@@ -278,7 +277,7 @@ func (r *StorageMigrationReconciler) migrate(ctx context.Context, name string, p
 		s = generationSeen{generation: crd.Generation, at: time.Now()}
 		r.seen[name] = s
 	}
-	if wait := r.settle() - time.Now().Sub(s.at); wait > 0 {
+	if wait := r.settle() - time.Since(s.at); wait > 0 {
 		out.State = v1alpha1.MigrationMigrating
 		out.Message = fmt.Sprintf("waiting for the apiservers to store %s (CRD generation %d) before rewriting objects stored in %s",
 			storage, crd.Generation, strings.Join(without(stored, storage), ", "))

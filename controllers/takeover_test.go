@@ -531,7 +531,7 @@ func TestTakeoverFromOSMAndStorageMigration(t *testing.T) {
 	eventually(t, "v1alpha2 not served", func() error {
 		_, err := k.dyn.Resource(gvrOf(split, "v1alpha2")).Namespace("bookstore").Get(ctx, "bookstore-split", metav1.GetOptions{})
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("read as v1alpha2: %v", err)
+			return fmt.Errorf("read as v1alpha2: %w", err)
 		}
 		return nil
 	})
