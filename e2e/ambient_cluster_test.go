@@ -180,7 +180,6 @@ type Waypoint struct {
 var (
 	gvkGateway    = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}
 	gvkHTTPRoute  = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "HTTPRoute"}
-	gvkTCPRoute   = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "TCPRoute"}
 	gvkAuthzPol   = schema.GroupVersionKind{Group: "security.istio.io", Version: "v1", Kind: "AuthorizationPolicy"}
 	gatewayOwners = func(gw *unstructured.Unstructured) []metav1.OwnerReference {
 		return []metav1.OwnerReference{{APIVersion: gvkGateway.GroupVersion().String(), Kind: gvkGateway.Kind, Name: gw.GetName(), UID: gw.GetUID()}}
@@ -273,7 +272,8 @@ func (cl *cluster) removeWaypoint(wp Waypoint) {
 		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: wp.Namespace, Name: wp.Pod}},
 	}
 	for _, o := range objs {
-		if err := cl.c.Delete(ctx, o); err != nil && !apierrors.IsNotFound(err) {
+		// no kubelet confirms a graceful deletion here: the pod goes at once
+		if err := cl.c.Delete(ctx, o, client.GracePeriodSeconds(0)); err != nil && !apierrors.IsNotFound(err) {
 			cl.t.Fatal(err)
 		}
 	}
@@ -440,23 +440,20 @@ func (cl *cluster) policyConditions(namespace, name string) (map[string]string, 
 
 // expectPolicyCondition waits until istiod wrote a condition of the type on the policy whose
 // "status/reason: message" contains every one of want.
-func (cl *cluster) expectPolicyCondition(namespace, name, typ string, want ...string) string {
+func (cl *cluster) expectPolicyCondition(namespace, name, typ string, want ...string) {
 	cl.t.Helper()
-	var got string
 	eventually(cl.t, fmt.Sprintf("AuthorizationPolicy %s/%s has %s %q", namespace, name, typ, want), func() error {
 		conds, err := cl.policyConditions(namespace, name)
 		if err != nil {
 			return err
 		}
-		got = conds[typ]
 		for _, w := range want {
-			if !strings.Contains(got, w) {
-				return fmt.Errorf("%s is %q (all: %v)", typ, got, conds)
+			if !strings.Contains(conds[typ], w) {
+				return fmt.Errorf("%s is %q (all: %v)", typ, conds[typ], conds)
 			}
 		}
 		return nil
 	})
-	return got
 }
 
 // serviceVIP is a Service's cluster IP (what a client's ztunnel sends to the waypoint).

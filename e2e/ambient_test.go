@@ -43,8 +43,9 @@ func exactSM(s string) *security.StringMatch {
 	return &security.StringMatch{MatchType: &security.StringMatch_Exact{Exact: s}}
 }
 
-func ztPolicy(action security.Action, groups ...*security.Group) *security.Authorization {
-	return &security.Authorization{Name: "p", Namespace: "namespace", Scope: security.Scope_GLOBAL, Action: action, Groups: groups}
+// ztPolicy is an ALLOW policy (rbac.rs tests' allow_policy).
+func ztPolicy(groups ...*security.Group) *security.Authorization {
+	return &security.Authorization{Name: "p", Namespace: "namespace", Scope: security.Scope_GLOBAL, Action: security.Action_ALLOW, Groups: groups}
 }
 
 // group is one group of rules, each rule a list of matches.
@@ -78,20 +79,20 @@ func TestZtunnelRBACTruthTable(t *testing.T) {
 		return ok
 	}
 	// rbac_empty_policy
-	if matches(ztPolicy(security.Action_ALLOW, group([]*security.Match{{}})), ztPlain) {
+	if matches(ztPolicy(group([]*security.Match{{}})), ztPlain) {
 		t.Error("a rule whose only match is empty matched")
 	}
-	if !matches(ztPolicy(security.Action_ALLOW, group([]*security.Match{})), ztPlain) {
+	if !matches(ztPolicy(group([]*security.Match{})), ztPlain) {
 		t.Error("a rule without matches did not match")
 	}
-	if !matches(ztPolicy(security.Action_ALLOW, group()), ztPlain) {
+	if !matches(ztPolicy(group()), ztPlain) {
 		t.Error("a group without rules did not match")
 	}
-	if matches(ztPolicy(security.Action_ALLOW), ztPlain) {
+	if matches(ztPolicy(), ztPlain) {
 		t.Error("a policy without groups matched")
 	}
 	// rbac_nesting: namespace a or b, and port 80
-	nested := ztPolicy(security.Action_ALLOW, group(
+	nested := ztPolicy(group(
 		[]*security.Match{{Namespaces: []*security.StringMatch{exactSM("a")}}, {Namespaces: []*security.StringMatch{exactSM("b")}}},
 		[]*security.Match{{DestinationPorts: []uint32{80}}}))
 	conn := func(ns string, port uint16) rbacConn {
@@ -106,7 +107,7 @@ func TestZtunnelRBACTruthTable(t *testing.T) {
 		}
 	}
 	// rbac_multi_rule: groups are OR-ed
-	multi := ztPolicy(security.Action_ALLOW,
+	multi := ztPolicy(
 		group([]*security.Match{{Namespaces: []*security.StringMatch{exactSM("a")}}}),
 		group([]*security.Match{{Namespaces: []*security.StringMatch{exactSM("b")}}}))
 	if !matches(multi, conn("a", 80)) || !matches(multi, conn("b", 80)) || matches(multi, conn("bad", 80)) {
@@ -139,7 +140,7 @@ func TestZtunnelRBACTruthTable(t *testing.T) {
 		{"an invalid address is dropped", &security.Match{SourceIps: []*security.Address{{Address: []byte{1, 2, 3}, Length: 8}}, DestinationPorts: []uint32{8080}}, [3]bool{true, true, false}},
 	}
 	for _, f := range fields {
-		p := ztPolicy(security.Action_ALLOW, group([]*security.Match{f.m}))
+		p := ztPolicy(group([]*security.Match{f.m}))
 		for i, c := range []rbacConn{ztPlain, ztTLS, ztTLSAlt} {
 			if got := matches(p, c); got != f.want[i] {
 				t.Errorf("%s, connection %d: got %v, want %v", f.name, i, got, f.want[i])
@@ -478,6 +479,10 @@ func TestAmbientHarness(t *testing.T) {
 	thiefP := cl.registerAmbient("shop", "thief")
 	v1 := cl.registerAmbient("shop", "store-v1")
 	cl.registerAmbient("shop", "store-v2")
+	// a namespace outside ambient mode: istio-cni leaves its pods alone, ztunnel does not capture them
+	cl.namespace("outside", nil)
+	cl.shopApps("outside")
+	outsider := cl.registerAmbient("outside", "buyer")
 
 	// ztunnel, no policy: everything gets through
 	cl.expectL4("ambient, no policy",
@@ -501,7 +506,13 @@ spec:
 		denyL4(L4{From: buyerP, To: v1, Port: 8080}),
 		denyL4(L4{From: thiefP, To: v1, Port: 3306}),
 		denyL4(L4{From: buyerP, Plaintext: true, To: v1, Port: 3306}),
-		allowL4(L4{From: thiefP, To: buyerP, Port: 8080})) // not selected
+		allowL4(L4{From: thiefP, To: buyerP, Port: 8080}), // not selected
+		denyL4(L4{From: outsider, Plaintext: true, To: v1, Port: 3306}))
+	s0, err := fetchZtunnel(context.Background(), cl.istiodGRPC)
+	must(t, err)
+	if v, err := s0.Verdict(L4{From: buyerP, To: outsider, Port: 8080}); err == nil || !strings.Contains(err.Error(), "not captured") {
+		t.Errorf("to a pod outside ambient mode: %+v %v, want refused as not captured", v, err)
+	}
 	cl.expectPolicyCondition("shop", "store-l4", "ZtunnelAccepted", "True/Accepted")
 
 	// an ALLOW with an HTTP field: istiod drops the rule for ztunnel (ambient/authorization.go
@@ -615,5 +626,20 @@ spec:
 	if v := gWP.Stop(); len(v) == 0 {
 		t.Error("guard of thief GET /ok at the waypoint while its policy was deleted: no violation, want one")
 	}
+	// removing the waypoint: the Service goes direct again, nothing is left behind
+	cl.removeWaypoint(wp)
+	eventually(t, "istiod unbinds store from the removed waypoint", func() error {
+		s, err := fetchZtunnel(context.Background(), cl.istiodGRPC)
+		if err != nil {
+			return err
+		}
+		if svc := s.Services["shop/"+storeHost]; svc == nil || svc.Waypoint != nil {
+			return fmt.Errorf("store: %v", svc)
+		}
+		if w := s.Workloads["Kubernetes//Pod/shop/"+wp.Pod]; w != nil {
+			return fmt.Errorf("the waypoint's pod is still a workload")
+		}
+		return nil
+	})
 	cl.expectNoXDSRejects()
 }

@@ -240,8 +240,11 @@ func checkConnectTerminate(l *listenerv3.Listener) error {
 	}
 	fc := l.FilterChains[0]
 	terminates, requireCert, err := transportOf(fc)
-	if err != nil || !terminates || !requireCert {
-		return fmt.Errorf("%s does not terminate mTLS requiring a client certificate (%v)", listenerConnectTerminate, err)
+	if err != nil {
+		return fmt.Errorf("%s: %w", listenerConnectTerminate, err)
+	}
+	if !terminates || !requireCert {
+		return fmt.Errorf("%s does not terminate mTLS requiring a client certificate", listenerConnectTerminate)
 	}
 	if len(fc.Filters) != 1 {
 		return fmt.Errorf("%s: %d network filters, want the connection manager only", listenerConnectTerminate, len(fc.Filters))

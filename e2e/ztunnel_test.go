@@ -605,9 +605,9 @@ func (s *ZtunnelState) Lines(checks ...l4check) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.L4, err)
 		}
-		line := "DENY  " + c.L4.String()
+		line := "DENY  " + c.String()
 		if v.Allowed {
-			line = "ALLOW " + c.L4.String()
+			line = "ALLOW " + c.String()
 		}
 		if !c.allow && !v.Allowed && !c.Plaintext {
 			p := c.L4
@@ -617,7 +617,7 @@ func (s *ZtunnelState) Lines(checks ...l4check) ([]string, error) {
 				return nil, fmt.Errorf("%s: %w", p, err)
 			}
 			if pv.Allowed {
-				line = "ALLOW " + c.L4.String() + " (over-allow: plaintext from its address: " + pv.Why + ")"
+				line = "ALLOW " + c.String() + " (over-allow: plaintext from its address: " + pv.Why + ")"
 			}
 		}
 		out = append(out, line)
