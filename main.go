@@ -409,6 +409,12 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 	if err := cfgR.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up config controller: %w", err)
 	}
+	// SMI objects stored in versions no longer stored (OSM's) are rewritten, then those versions
+	// dropped from the CRDs' storedVersions (reported on the config).
+	migration := &controllers.StorageMigrationReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader()}
+	if err := migration.SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up storage migration controller: %w", err)
+	}
 	// The reconcilers that write Istio's kinds need Istio's CRDs: without them, they are set up
 	// once Istio is installed (no restart), and the config says what is missing meanwhile.
 	disc, err := discovery.NewDiscoveryClientForConfig(mgr.GetConfig())

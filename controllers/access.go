@@ -58,6 +58,11 @@ type AccessReconciler struct {
 	syncer *syncset.Syncer
 	// The field indexes SetupWithManager registers (see kinds.go).
 	targetsByDestination, targetsByRoute *cache.NamespacedIndex[cache.SMIObject]
+	// Ambient namespaces (found at set-up): the Gateway CRD is served (waypoints), and the served
+	// Gateway API route kinds, read uncached through reader.
+	gateways   bool
+	routeKinds []schema.GroupVersionKind
+	reader     client.Reader
 }
 
 // +kubebuilder:rbac:groups=access.smi-spec.io,resources=traffictargets,verbs=get;list;watch
@@ -132,6 +137,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	// Our outputs map to their destination; anybody else's object of those kinds may hold (or
 	// release) the name of one of our outputs: every destination of its namespace takes another look.
 	byDestinationLabel := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		if strings.HasPrefix(o.GetName(), translate.WaypointBaselinePrefix) {
+			return r.everyDestination(ctx) // a waypoint may serve other namespaces
+		}
 		if o.GetLabels()[translate.ManagedByLabel] != translate.ManagedByValue || o.GetName() == BaselineName {
 			return r.destinations(ctx, o.GetNamespace())
 		}
@@ -148,9 +156,34 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	workloads := &workloadSource{index: r.Workloads, changes: r.Workloads.Subscribe(), cfg: mgr.GetConfig(), fan: r.destinations}
 	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
+	r.reader = mgr.GetAPIReader()
+	gw := servedGatewayKinds(mgr.GetRESTMapper())
+	r.routeKinds = gw.routeKinds()
+	_, err = mgr.GetRESTMapper().RESTMapping(GatewayGVK.GroupKind(), GatewayGVK.Version)
+	r.gateways = err == nil
+	// Ambient namespaces: the destination's Services, the namespace's waypoint labels and the
+	// routes attached to its Services decide what passes a waypoint.
+	ambientNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		ns := o.GetNamespace()
+		if ns == "" {
+			ns = o.GetName() // a Namespace
+		}
+		if state, ok := r.State(); !ok || !state.Ambient(ns) {
+			return nil
+		}
+		return r.destinations(ctx, ns)
+	})
 
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("access")
+	if r.gateways {
+		b = b.Watches(cache.New(GatewayGVK), handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+			return r.everyDestination(ctx)
+		}))
+	}
+	for _, gvk := range r.routeKinds {
+		b = b.Watches(cache.New(gvk), ambientNamespace)
+	}
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
 			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request { return r.destinations(ctx, ns) })
@@ -162,6 +195,8 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		Watches(cache.NewSMI(TCPRouteGVK), routeFanIn("TCPRoute")).
 		Watches(cache.NewSMI(UDPRouteGVK), routeFanIn("UDPRoute")).
 		Watches(&corev1.ServiceAccount{}, saFanIn).
+		Watches(&corev1.Service{}, ambientNamespace).
+		Watches(&corev1.Namespace{}, ambientNamespace, builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
 		WatchesRawSource(workloads).
@@ -179,6 +214,12 @@ func (r *AccessReconciler) destinations(ctx context.Context, ns string) []reconc
 		return nil
 	}
 	return destinationsOf(ns, list.Objects())
+}
+
+// everyDestination lists the destinations of every namespace (a waypoint changed: it may serve
+// Services of any namespace).
+func (r *AccessReconciler) everyDestination(ctx context.Context) []reconcile.Request {
+	return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request { return r.destinations(ctx, ns) })
 }
 
 // destinationsOf lists the destination ServiceAccounts of TrafficTargets of namespace ns.
@@ -220,7 +261,13 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	var res *translate.AccessResult
 	if len(items) > 0 {
-		if res, err = r.translate(ctx, req, targets, state.Mesh); err != nil {
+		if state.Ambient(req.Namespace) {
+			res, scope.dataplane, err = r.translateAmbient(ctx, req, targets, state.Mesh)
+		} else {
+			res, err = r.translate(ctx, req, targets, state.Mesh)
+			scope.dataplane = "sidecar data plane"
+		}
+		if err != nil {
 			// The destination's exact set cannot be known: allow nothing to it until it can.
 			reconcileOutcomes.WithLabelValues("TrafficTarget", OutcomeError).Inc()
 			return reconcile.Result{}, r.allowNothing(ctx, req, err)
@@ -359,6 +406,8 @@ type accessScope struct {
 	// baselineMissing: the namespace's deny-by-default baseline is not (ours and) in place, so a
 	// destination with no ALLOW policy is open to every source.
 	baselineMissing bool
+	// dataplane describes the data plane enforcing the destination's outputs, for Accepted.
+	dataplane string
 	// leftWithSidecars counts the pods that still run Istio's sidecar in a namespace that is not
 	// (any more) in the mesh: they keep enforcing what istiod gives them, so SMI stays enforced.
 	leftWithSidecars int
@@ -586,6 +635,9 @@ func targetConditions(tr translate.TargetResult, res *translate.AccessResult, sc
 func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, scope accessScope, synced syncset.Result) conditionSet {
 	st := applied()
 	st.accepted.Message = rungSummary(tr)
+	if scope.dataplane != "" {
+		st.accepted.Message += "; " + scope.dataplane
+	}
 	var rejected []translate.Finding
 	for _, f := range tr.Rungs {
 		if f.Reason == translate.RungReject {
@@ -633,6 +685,12 @@ func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, sco
 	case synced.Blocked():
 		st.ready, st.outcome = blockedReady(synced.Problems, func(r syncset.Ref) bool { return mine[r] },
 			": the destination's outputs are applied together or not at all, so nothing is allowed to it")
+	case len(findingsOf(tr.Warnings, translate.ReasonWaypointRequired)) > 0:
+		// ztunnel cannot tell HTTP requests apart: the HTTP rules allow nothing.
+		st.ready = notReady(ReasonWaypointRequired, joinFindings(append(unresolved, tr.Warnings...)))
+		if len(names) > 0 {
+			st.ready.Message = "applied " + strings.Join(names, ", ") + "; " + st.ready.Message
+		}
 	case len(names) == 0:
 		st.ready = notReady(ReasonNothingToDo, "nothing is allowed: "+joinFindings(append(unresolved, tr.Warnings...)))
 	default:
@@ -652,6 +710,17 @@ func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, sco
 		st.ready.Message += "; " + h.Message
 	}
 	return st
+}
+
+// findingsOf keeps the findings of one reason.
+func findingsOf(fs []translate.Finding, reason string) []translate.Finding {
+	var out []translate.Finding
+	for _, f := range fs {
+		if f.Reason == reason {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // rungSummary counts the rungs used, for the Accepted message.

@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"sort"
+	"strings"
 
 	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
@@ -36,6 +39,8 @@ type BaselineReconciler struct {
 	Workloads *cache.WorkloadIndex
 
 	syncer *syncset.Syncer
+	// waypoints: the Gateway CRD is served (found at set-up): waypoints get their baseline too.
+	waypoints bool
 }
 
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
@@ -43,6 +48,8 @@ type BaselineReconciler struct {
 // SetupWithManager watches namespaces and the baselines.
 func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
+	_, err := mgr.GetRESTMapper().RESTMapping(GatewayGVK.GroupKind(), GatewayGVK.Version)
+	r.waypoints = err == nil
 	if r.Workloads == nil {
 		r.Workloads = cache.NewWorkloadIndex()
 	}
@@ -59,10 +66,15 @@ func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			})
 		}))
 	}
+	if r.waypoints {
+		b = b.Watches(cache.New(GatewayGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
+			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
+		}))
+	}
 	return b.
 		For(&corev1.Namespace{}).
 		Watches(cache.New(AuthorizationPolicyGVK), handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-			if o.GetName() != BaselineName {
+			if o.GetName() != BaselineName && !strings.HasPrefix(o.GetName(), translate.WaypointBaselinePrefix) {
 				return nil
 			}
 			return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetNamespace()}}}
@@ -93,6 +105,22 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	if r.waypoints {
+		waypoints, err := r.waypointsOf(ctx, ns.Name)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		wset, err := waypointBaselineSet(ns.Name, waypoints, want, state.Config)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		wsynced, err := r.syncer.Sync(ctx, wset)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		synced.Applied, synced.Pruned = append(synced.Applied, wsynced.Applied...), append(synced.Pruned, wsynced.Pruned...)
+		synced.Problems = append(synced.Problems, wsynced.Problems...)
+	}
 	log := ctrl.LoggerFrom(ctx)
 	if p, blocked := synced.Problem(syncset.ReasonConflict); blocked {
 		log.Info("an AuthorizationPolicy we did not write has the baseline's name: left untouched", "namespace", ns.Name, "problem", p.Message)
@@ -101,6 +129,56 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		log.Info("synced the deny-by-default baseline", "namespace", ns.Name, "applied", refNames(synced.Applied), "pruned", refNames(synced.Pruned))
 	}
 	return reconcile.Result{}, nil
+}
+
+// WaypointClass is the GatewayClass of Istio's waypoint proxies.
+const WaypointClass = "istio-waypoint"
+
+// waypointsOf lists the namespace's waypoints (Gateways of class istio-waypoint not being deleted),
+// by name.
+func (r *BaselineReconciler) waypointsOf(ctx context.Context, ns string) ([]string, error) {
+	list := cache.NewList(GatewayGVK)
+	if err := r.Client.List(ctx, list, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list the Gateways of %s: %w", ns, err)
+	}
+	var out []string
+	for _, gw := range list.Objects() {
+		if gw.Class() == WaypointClass && gw.GetDeletionTimestamp().IsZero() {
+			out = append(out, gw.GetName())
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// waypointBaselineSet is the allow-nothing policy of each waypoint of a namespace (attached to its
+// Gateway): a waypoint applies only policies attached to it or to the Service a request is for, and
+// allows everything on a chain without any ALLOW policy; the namespace baseline does not reach it.
+// With it, the waypoint allows only what a TrafficTarget's policy for a Service allows.
+func waypointBaselineSet(ns string, waypoints []string, want bool, owner *metav1.OwnerReference) (*syncset.Set, error) {
+	labels := map[string]string{translate.ManagedByLabel: translate.ManagedByValue, translate.SourceKindLabel: "Waypoints", translate.SourceNameLabel: ns}
+	set := &syncset.Set{
+		Namespace:  ns,
+		Kinds:      []syncset.Kind{{GVK: AuthorizationPolicyGVK}},
+		Labels:     labels,
+		OwnerKinds: []string{"SMI2IstioConfig"},
+		OnBlocked:  syncset.Keep,
+	}
+	if !want || owner == nil {
+		return set, nil
+	}
+	objs := make([]runtime.Object, 0, len(waypoints))
+	for _, w := range waypoints {
+		ap := translate.WaypointBaseline(translate.Waypoint{Namespace: ns, Name: w, ServiceAccount: w})
+		ap.Labels = labels
+		objs = append(objs, ap)
+	}
+	rendered, err := render(objs, *owner)
+	if err != nil {
+		return nil, err
+	}
+	set.Objects = rendered
+	return set, nil
 }
 
 // baselineSet is a namespace's baseline: the allow-nothing AuthorizationPolicy when wanted.

@@ -268,7 +268,7 @@ func (g *Generated[K]) SpecHash() string { return g.Spec.Hash }
 
 // DeepCopyInto copies g into out.
 func (g *Generated[K]) DeepCopyInto(out *Generated[K]) {
-	*out = Generated[K]{TypeMeta: g.TypeMeta, Spec: Spec{Hash: g.Spec.Hash, Scope: g.Spec.Scope}}
+	*out = Generated[K]{TypeMeta: g.TypeMeta, Spec: Spec{Hash: g.Spec.Hash, Scope: g.Spec.Scope, Class: g.Spec.Class}}
 	g.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
 	if g.Spec.Hosts != nil {
 		out.Spec.Hosts = append([]string(nil), g.Spec.Hosts...)

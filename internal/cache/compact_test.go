@@ -98,6 +98,9 @@ func TestRouteServiceParents(t *testing.T) {
 	if gw.Class() != "istio-waypoint" {
 		t.Errorf("Gateway class %q", gw.Class())
 	}
+	if c := gw.(*Generated[Gateway]).DeepCopy(); c.Class() != "istio-waypoint" || strings.Join(c.Hosts(), ",") != "" {
+		t.Errorf("a deep copy of the Gateway has class %q", c.Class())
+	}
 }
 
 // Lists decode item by item into the compact type; a deep copy shares nothing mutable.
