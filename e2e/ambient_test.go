@@ -545,6 +545,10 @@ spec:
 	wp := cl.addWaypoint("shop", "waypoint")
 	cl.useWaypoint("shop", "store", wp)
 	storeHost := "store.shop.svc.cluster.local"
+	// PILOT_AUTO_ALLOW_WAYPOINT_POLICY is off by default: the waypoint's identity is one more
+	// source the workload's ALLOW policies must admit (the waypoint -> pod hop)
+	cl.expectL4("waypoint -> store, not admitted by the selector policies",
+		denyL4(L4{From: wp.Proxy, To: v1, Port: 8080}), allowL4(L4{From: buyerP, To: v1, Port: 8080}))
 	okReq := get(buyerP, 8080, "/ok")
 	cl.expectWaypointAccess("waypoint, no policy on it", wp, "shop", "store",
 		allow(okReq), allow(get(buyerP, 8080, "/nope")), allow(get(thiefP, 8080, "/ok")))

@@ -629,9 +629,9 @@ func l4Want(checks []l4check) []string {
 	var want []string
 	for _, c := range checks {
 		if c.allow {
-			want = append(want, "ALLOW "+c.L4.String())
+			want = append(want, "ALLOW "+c.String())
 		} else {
-			want = append(want, "DENY  "+c.L4.String())
+			want = append(want, "DENY  "+c.String())
 		}
 	}
 	return want
