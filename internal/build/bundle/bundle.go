@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -115,11 +116,12 @@ func Build(repoRoot, version, image string) (map[string][]byte, error) {
 				return nil, err
 			}
 			// Under OLM the webhook certificate and the CRDs' caBundle are OLM's: the operator needs
-			// no access to CRDs at all. A ClusterRole config/ binds in some namespaces only
+			// no right to patch CRDs (the caBundle rule); it keeps reading the SMI CRDs and updating
+			// their status (storage migration: controllers/storagemigration.go). A ClusterRole config/ binds in some namespaces only
 			// (mesh-config-reader, in Istio's) is granted cluster-wide: a CSV cannot name another
 			// namespace than the operator's (docs/decisions.md, "ConfigMaps").
 			for _, rule := range role.Rules {
-				if len(rule.APIGroups) == 1 && rule.APIGroups[0] == "apiextensions.k8s.io" {
+				if len(rule.APIGroups) == 1 && rule.APIGroups[0] == "apiextensions.k8s.io" && slices.Contains(rule.Verbs, "patch") {
 					continue
 				}
 				clusterRules = append(clusterRules, rule)
