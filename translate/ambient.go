@@ -92,10 +92,14 @@ type AmbientAccessInput struct {
 	// NamespaceLabels of the destination's namespace (istio.io/use-waypoint there binds the
 	// Services that do not say otherwise).
 	NamespaceLabels map[string]string
-	// ServiceBackends: for a Service with an HTTPRoute or TCPRoute attached (parentRefs), the
-	// Services its rules send to (the TrafficSplit's backends, the root itself when a rule sends
-	// there); a waypoint routes a request to the Service to their endpoints. A Service not in the
-	// map sends to its own endpoints.
+	// ServiceBackends: for a Service with routes, the Services they send to (backends and request
+	// mirrors; the TrafficSplit's backends, the root itself when a rule sends there); a waypoint
+	// routes a request to the Service to their endpoints. The routes a waypoint applies to a
+	// Service are those in the Service's namespace or in the waypoint's (istiod's
+	// getVirtualServiceForWaypoint): HTTPRoutes, GRPCRoutes, TCPRoutes with the Service as parent,
+	// and VirtualServices whose hosts match it. A backend that is not a Service of this namespace
+	// is named so that it matches none (e.g. "<namespace>/<name>"): the Service's reach is then
+	// unknown. A Service not in the map sends to its own endpoints.
 	ServiceBackends map[string][]string
 	// Waypoint that serves the destination's Services; nil when none does (ztunnel only).
 	Waypoint *Waypoint
