@@ -156,21 +156,38 @@ func (r *AccessReconciler) serviceBackends(ctx context.Context, ns string) (map[
 			parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
 			rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
 			var backends []string
+			add := func(m map[string]any) {
+				group, _ := m["group"].(string)
+				kind, _ := m["kind"].(string)
+				name, _ := m["name"].(string)
+				refNS, _ := m["namespace"].(string)
+				if (kind != "" && kind != "Service") || (group != "" && group != "core") || (refNS != "" && refNS != ns) {
+					// Not a Service of this namespace: named as it is, which matches no Service
+					// here, so the route's parent counts as reaching unknown workloads.
+					name = fmt.Sprintf("%s/%s.%s/%s", group, kind, refNS, name)
+				}
+				backends = append(backends, name)
+			}
+			// Where a request may go: each rule's backends, and the backends of every mirror filter
+			// (a rule's or a backend's): a mirrored request reaches those workloads too.
+			mirrors := func(filters []any) {
+				for _, f := range filters {
+					if m, ok, _ := unstructured.NestedMap(f.(map[string]any), "requestMirror", "backendRef"); ok {
+						add(m)
+					}
+				}
+			}
 			for _, rule := range rules {
-				refs, _, _ := unstructured.NestedSlice(rule.(map[string]any), "backendRefs")
+				rm, _ := rule.(map[string]any)
+				refs, _, _ := unstructured.NestedSlice(rm, "backendRefs")
 				for _, ref := range refs {
 					m, _ := ref.(map[string]any)
-					group, _ := m["group"].(string)
-					kind, _ := m["kind"].(string)
-					name, _ := m["name"].(string)
-					refNS, _ := m["namespace"].(string)
-					if (kind != "" && kind != "Service") || (group != "" && group != "core") || (refNS != "" && refNS != ns) {
-						// Not a Service of this namespace: named as it is, which matches no Service
-						// here, so the route's parent counts as reaching unknown workloads.
-						name = fmt.Sprintf("%s/%s.%s/%s", group, kind, refNS, name)
-					}
-					backends = append(backends, name)
+					add(m)
+					filters, _, _ := unstructured.NestedSlice(m, "filters")
+					mirrors(filters)
 				}
+				filters, _, _ := unstructured.NestedSlice(rm, "filters")
+				mirrors(filters)
 			}
 			for _, p := range parents {
 				m, _ := p.(map[string]any)

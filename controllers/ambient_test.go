@@ -216,6 +216,40 @@ spec:
 		t.Errorf("Accepted says %q, want the waypoint named", msg)
 	}
 
+	// A route attached to api that mirrors its requests to web's workloads: a request allowed
+	// through api would reach web's pods too, so api is no longer a Service of api's alone.
+	applyYAML(t, ns, `
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror}
+spec:
+  parentRefs: [{group: "", kind: Service, name: api, port: 80}]
+  rules:
+  - backendRefs: [{name: api, port: 80}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]
+`)
+	waitAmbientPolicies(t, ns, "http", func(aps []string) error {
+		if joined := strings.Join(aps, "\n"); strings.Contains(joined, "rule=["+web+"]") {
+			return fmt.Errorf("a Service whose requests are mirrored to another workload must allow nothing, got\n%s", joined)
+		}
+		return nil
+	})
+	if err := env.Client.Delete(context.Background(), &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": map[string]any{"name": "mirror", "namespace": ns}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitAmbientPolicies(t, ns, "http", func(aps []string) error {
+		if joined := strings.Join(aps, "\n"); !strings.Contains(joined, "ref=Service/api rule=["+web+"]") {
+			return fmt.Errorf("without the mirror, web's rule is back, got\n%s", joined)
+		}
+		return nil
+	})
+
 	relabel(t, ns, map[string]string{membership.DataplaneModeLabel: membership.DataplaneAmbient})
 	waitTTReady(t, ns, "http", "False", controllers.ReasonWaypointRequired)
 	waitAmbientPolicies(t, ns, "http", func(aps []string) error {
