@@ -1,0 +1,253 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Issue 18's scenarios on the real istiod with the operator running: OSM 1.2's bookstore in
+// namespaces labelled only for ambient mode (without, then with a waypoint), a mesh with sidecar
+// and ambient namespaces, and namespaces moved between the modes while every state istiod pushes
+// to ztunnel, the waypoint and the old sidecar is judged. The verdicts are ztunnel's (fake
+// ztunnel, L4) and the waypoint's and sidecars' (their LDS/RDS as Envoy runs them).
+
+// ambientNamespaces creates namespaces labelled only istio.io/dataplane-mode=ambient (what
+// `kubectl label namespace X istio.io/dataplane-mode=ambient` leaves on a new namespace).
+func (cl *cluster) ambientNamespaces(names ...string) {
+	cl.t.Helper()
+	for _, n := range names {
+		cl.namespace(n, map[string]string{labelDataplaneMode: "ambient"})
+	}
+}
+
+// osm12Ambient registers OSM 1.2's demo pods enrolled in ambient mode by istio-cni.
+func (cl *cluster) osm12Ambient() osm12 {
+	return osm12{
+		buyer:     cl.registerAmbient("bookbuyer", "bookbuyer"),
+		thief:     cl.registerAmbient("bookthief", "bookthief"),
+		store:     cl.registerAmbient("bookstore", "bookstore"),
+		warehouse: cl.registerAmbient("bookwarehouse", "bookwarehouse"),
+		mysql:     cl.registerAmbient("bookwarehouse", "mysql"),
+	}
+}
+
+// exactRungRoutes is OSM 1.2's bookstore-service-routes as a user rewrites them once smi2istio
+// reports that a waypoint cannot check their regexes (the Reject rung): the same two routes with
+// regexes an AuthorizationPolicy expresses exactly (a suffix path, a prefix header value).
+const exactRungRoutes = `
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: HTTPRouteGroup
+metadata:
+  name: bookstore-service-routes
+  namespace: bookstore
+spec:
+  matches:
+  - name: books-bought
+    pathRegex: /books-bought
+    methods: [GET]
+    headers:
+    - user-agent: "Go-http-client/.*"
+    - client-app: bookbuyer
+  - name: buy-a-book
+    pathRegex: ".*/buy-a-book/new"
+    methods: [GET]
+`
+
+// bookstoreRequests are the demo's requests to the bookstore Service (port 14001) and the ones the
+// exact-rung routes must refuse.
+type bookstoreRequests struct{ w osm12 }
+
+func (b bookstoreRequests) allowed(p Proxy) []Request {
+	return []Request{b.w.booksBought(p), b.w.buyABook(p)}
+}
+
+func (b bookstoreRequests) refused(p Proxy) []Request {
+	return []Request{
+		get(p, 14001, "/books-bought", "user-agent", "curl/8.0", "client-app", "bookbuyer"),
+		get(p, 14001, "/books-bought", "user-agent", "Go-http-client/1.1", "client-app", "bookthief"),
+		httpReq(p, 14001, "POST", "/books-bought", "user-agent", "Go-http-client/1.1", "client-app", "bookbuyer"),
+		get(p, 14001, "/buy-a-book/old"),
+		httpReq(p, 14001, "DELETE", "/buy-a-book/new"),
+		tcp(p, 14001),
+	}
+}
+
+// concat joins lists of checks.
+func concat(cs ...[]check) []check {
+	var out []check
+	for _, c := range cs {
+		out = append(out, c...)
+	}
+	return out
+}
+
+func checks(verdict func(Request) check, rs ...[]Request) []check {
+	var out []check
+	for _, r := range rs {
+		for _, q := range r {
+			out = append(out, verdict(q))
+		}
+	}
+	return out
+}
+
+// gvkTCPRoute is the Gateway API TCPRoute (standard channel, v1).
+var gvkTCPRoute = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "TCPRoute"}
+
+// outputsIn lists every object smi2istio manages in a namespace, Gateway API routes included, as
+// "Kind/name" lines, sorted.
+func (cl *cluster) outputsIn(namespace string) []string {
+	cl.t.Helper()
+	var out []string
+	for _, gvk := range append(append([]schema.GroupVersionKind(nil), istioKinds...), gvkHTTPRoute, gvkTCPRoute) {
+		list := &unstructured.UnstructuredList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		must(cl.t, cl.c.List(context.Background(), list, client.InNamespace(namespace), client.MatchingLabels{"app.kubernetes.io/managed-by": "smi2istio"}))
+		for _, o := range list.Items {
+			out = append(out, gvk.Kind+"/"+o.GetName())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// expectOutputs waits until the kinds of the namespace's outputs are exactly want ("Kind" ->
+// count; kinds not named must have none).
+func (cl *cluster) expectOutputs(step, namespace string, want map[string]int) {
+	cl.t.Helper()
+	eventually(cl.t, step+": the outputs in "+namespace, func() error {
+		got := map[string]int{}
+		objs := cl.outputsIn(namespace)
+		for _, o := range objs {
+			kind, _, _ := strings.Cut(o, "/")
+			got[kind]++
+		}
+		for k, n := range want {
+			if got[k] != n {
+				return fmt.Errorf("%s: %d, want %d (outputs: %v)", k, got[k], n, objs)
+			}
+		}
+		for k, n := range got {
+			if _, named := want[k]; !named {
+				return fmt.Errorf("%s: %d, want none (outputs: %v)", k, n, objs)
+			}
+		}
+		return nil
+	})
+}
+
+// TestAmbientOSM12Bookstore: OSM 1.2's getting-started demo (its manifests unchanged) in
+// namespaces labelled only for ambient mode. Without a waypoint, ztunnel enforces the L4
+// TrafficTarget (mysql) exactly and the HTTP ones allow nothing, reported WaypointRequired; with a
+// waypoint for the bookstore namespace, the routes are the waypoint's (regexes it cannot check are
+// refused and reported; once rewritten, exactly the demo's requests pass), nothing bypasses the
+// waypoint, and the TrafficSplit's weights are the waypoint's routes, accepted by istiod.
+func TestAmbientOSM12Bookstore(t *testing.T) {
+	cl := newAmbientCluster(t, true)
+	cl.ambientNamespaces("bookstore", "bookbuyer", "bookthief", "bookwarehouse")
+	for _, f := range []string{"bookbuyer", "bookthief", "bookstore", "bookwarehouse", "mysql"} {
+		cl.applyFile(fixture("osm-v1.2-bookstore/apps/" + f + ".yaml"))
+	}
+	w := cl.osm12Ambient()
+	b := bookstoreRequests{w}
+	mysql := func(from Proxy) L4 { return L4{From: from, To: w.mysql, Port: 3306} }
+	store := func(from Proxy) L4 { return L4{From: from, To: w.store, Port: 14001} }
+	warehouse := func(from Proxy) L4 { return L4{From: from, To: w.warehouse, Port: 14001} }
+
+	// Enforcing (the default) and no TrafficTarget: the namespaces are members, ztunnel denies all.
+	cl.expectL4("ambient, enforcing, no TrafficTarget",
+		denyL4(mysql(w.warehouse)), denyL4(mysql(w.thief)), denyL4(store(w.buyer)), denyL4(warehouse(w.store)))
+
+	// 1. traffic-access-v1.yaml without a waypoint: mysql's TCPRoute is ztunnel's; the HTTP routes
+	// cannot be checked at L4 and allow nothing.
+	cl.applyFile(fixture("osm-v1.2-bookstore/access/traffic-access-v1.yaml"))
+	cl.expectReady("TrafficTarget", "bookwarehouse", "mysql")
+	cl.expectTargetCondition("bookstore", "bookstore", "Ready", "False", "WaypointRequired")
+	cl.expectTargetCondition("bookwarehouse", "bookstore-access-bookwarehouse", "Ready", "False", "WaypointRequired")
+	cl.expectL4("no waypoint: mysql for bookwarehouse only, HTTP routes nowhere",
+		allowL4(mysql(w.warehouse)),
+		denyL4(L4{From: w.warehouse, Plaintext: true, To: w.mysql, Port: 3306}),
+		denyL4(L4{From: w.warehouse, To: w.mysql, Port: 3307}),
+		denyL4(mysql(w.store)), denyL4(mysql(w.buyer)), denyL4(mysql(w.thief)),
+		denyL4(store(w.buyer)), denyL4(store(w.thief)),
+		denyL4(warehouse(w.store)), denyL4(warehouse(w.thief)))
+	cl.expectOutputs("no waypoint", "bookstore", map[string]int{"AuthorizationPolicy": 1}) // the baseline only
+	// the split is an HTTPRoute, accepted by istiod, which says no waypoint applies it yet
+	cl.applyFile(fixture("osm-v1.2-bookstore/split/traffic-split-v1.yaml"))
+	cl.expectReady("TrafficSplit", "bookstore", "bookstore-split")
+	parents := cl.expectRouteAccepted("HTTPRoute", "bookstore", "bookstore")
+	if len(parents) != 1 || !strings.Contains(parents[0].Conditions["ResolvedWaypoints"], "istio.io/use-waypoint label missing") {
+		t.Errorf("HTTPRoute bookstore/bookstore without a waypoint: parents %+v, want istiod to say the route is not respected", parents)
+	}
+	cl.expectOutputs("the split without a waypoint", "bookstore", map[string]int{"AuthorizationPolicy": 1, "HTTPRoute": 1})
+
+	// 2. a waypoint for the bookstore namespace (istioctl waypoint apply -n bookstore
+	// --enroll-namespace). Its deny-by-default policy first: then every state is watched.
+	wp := cl.addWaypoint("bookstore", "waypoint")
+	cl.expectPolicyCondition("bookstore", "smi2istio-default-deny-waypoint-waypoint", "WaypointAccepted", "True", "bound to bookstore/waypoint")
+	guardedL4 := []L4{store(w.buyer), store(w.thief), mysql(w.thief), mysql(w.buyer)}
+	gL4 := cl.guardL4(guardedL4...)
+	gWP := cl.guardWaypoint(wp, "bookstore", "bookstore", append(append(b.allowed(w.thief), b.refused(w.buyer)...), b.refused(w.thief)...)...)
+	cl.useWaypoint("bookstore", "", wp)
+
+	// OSM's regexes (".*a-book.*new", ".*-http-client/*.*") are neither exact, prefix nor suffix
+	// patterns, and a waypoint ignores EnvoyFilters: both routes are refused, and said so.
+	cl.expectTargetCondition("bookstore", "bookstore", "Accepted", "True", "Rejected: 2")
+	cl.expectWaypointAccess("waypoint, OSM's regexes", wp, "bookstore", "bookstore",
+		checks(deny, b.allowed(w.buyer), b.allowed(w.thief))...)
+
+	// the user rewrites the routes as exact patterns: exactly the demo's requests pass
+	cl.applyYAML(exactRungRoutes)
+	cl.expectReady("TrafficTarget", "bookstore", "bookstore")
+	cl.expectWaypointAccess("waypoint, exact-rung routes", wp, "bookstore", "bookstore",
+		concat(checks(allow, b.allowed(w.buyer)), checks(deny, b.refused(w.buyer), b.allowed(w.thief), b.refused(w.thief)))...)
+	cl.expectWaypointAccess("waypoint, through bookstore-v1", wp, "bookstore", "bookstore-v1",
+		concat(checks(allow, b.allowed(w.buyer)), checks(deny, b.refused(w.buyer), b.allowed(w.thief)))...)
+	// ztunnel admits the waypoint only: no client reaches the pod around it
+	cl.expectL4("waypoint: nothing bypasses it",
+		allowL4(store(wp.Proxy)),
+		denyL4(store(w.buyer)), denyL4(store(w.thief)), denyL4(store(w.warehouse)),
+		allowL4(mysql(w.warehouse)), denyL4(mysql(w.thief)))
+
+	// bookstore-v2 (its TrafficTarget included) and the 50/50 split edited to 25/75: the weights
+	// are the waypoint's routes, and istiod accepts the HTTPRoute on its parent
+	cl.applyFile(fixture("osm-v1.2-bookstore/apps/bookstore-v2.yaml"))
+	store2 := cl.registerAmbient("bookstore", "bookstore-v2")
+	split := cl.applyFile(fixture("osm-v1.2-bookstore/split/traffic-split-50-50.yaml"))[0]
+	setWeights(t, split, 25, 75)
+	cl.apply(split)
+	cl.expectWaypointRoutes("25/75 at the waypoint", wp, "bookstore.bookstore.svc.cluster.local", 14001,
+		"default -> "+waypointCluster("bookstore-v1", "bookstore", 14001, true)+"=25 "+waypointCluster("bookstore-v2", "bookstore", 14001, true)+"=75")
+	cl.expectRouteAccepted("HTTPRoute", "bookstore", "bookstore")
+	cl.expectReady("TrafficSplit", "bookstore", "bookstore-split")
+	cl.expectReady("TrafficTarget", "bookstore", "bookstore-v2")
+	cl.expectWaypointAccess("bookstore-v2 through its Service", wp, "bookstore", "bookstore-v2",
+		concat(checks(allow, b.allowed(w.buyer)), checks(deny, b.refused(w.buyer), b.allowed(w.thief)))...)
+	// The root Service now sends to two ServiceAccounts' pods; the waypoint checks a request per
+	// Service before routing it, so neither TrafficTarget may speak for the root: nothing passes
+	// through it (fail closed, reported), though both TrafficTargets allow the demo's requests.
+	cl.expectTargetCondition("bookstore", "bookstore", "ResolvedRefs", "False", "ServiceSelectsOtherServiceAccounts")
+	cl.expectWaypointAccess("the root Service after the split", wp, "bookstore", "bookstore",
+		checks(deny, b.allowed(w.buyer), b.allowed(w.thief))...)
+	cl.expectL4("bookstore-v2: the waypoint only",
+		allowL4(L4{From: wp.Proxy, To: store2, Port: 14001}), denyL4(L4{From: w.buyer, To: store2, Port: 14001}))
+
+	t.Logf("guards: %d ztunnel states, %d waypoint configs judged", gL4.w.Updates(), gWP.w.Updates())
+	violations, unjudged := gL4.Stop()
+	if len(violations) > 0 || len(unjudged) > 0 {
+		t.Errorf("ztunnel guard of %v: violations %q, unjudged %q", guardedL4, violations, unjudged)
+	}
+	if v := gWP.Stop(); len(v) > 0 {
+		t.Errorf("waypoint guard: %q", v)
+	}
+	cl.expectNoXDSRejects()
+}
