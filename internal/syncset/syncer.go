@@ -325,7 +325,7 @@ func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Un
 		// deleted, reported; it is a Conflict once the cache has it.
 		return fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
 	}
-	if err := s.Client.Delete(ctx, got, client.Preconditions{UID: ptr.To(got.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+	if err := s.deleteObject(ctx, got); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%w; deleting it failed: %w", ErrForeignFields, err)
 	}
 	return ErrForeignFields
@@ -388,7 +388,7 @@ func (s *Syncer) dropReliers(ctx context.Context, set *Set, guards map[string]bo
 			if !Relies(r, set.ReliesOn, g) {
 				continue
 			}
-			if err := s.Client.Delete(ctx, r, client.Preconditions{UID: ptr.To(r.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+			if err := s.deleteObject(ctx, r); err != nil && !apierrors.IsNotFound(err) {
 				return fmt.Errorf("delete %s %s/%s: %w", r.Kind, r.Namespace, r.Name, err)
 			}
 			res.Pruned = append(res.Pruned, RefOf(r.Kind, r))
@@ -404,7 +404,7 @@ func (s *Syncer) dropLive(ctx context.Context, set *Set, want *unstructured.Unst
 	if err != nil || m == nil || !set.Owns(m) {
 		return err
 	}
-	if err := s.Client.Delete(ctx, m, client.Preconditions{UID: ptr.To(m.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+	if err := s.deleteObject(ctx, m); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete %s %s/%s: %w", m.Kind, m.Namespace, m.Name, err)
 	}
 	res.Pruned = append(res.Pruned, RefOf(want.GetKind(), m))
@@ -492,9 +492,24 @@ func (s *Syncer) removeAll(ctx context.Context, set *Set, res *Result) error {
 	return s.release(ctx, set, plan.Release, res)
 }
 
+// deleteObject deletes the object of that UID. A cached (compact) object is deleted through an
+// unstructured stub of its kind: controller-runtime's typed client decodes the apiserver's answer
+// (the object itself while a finalizer keeps it) into the object's Go type and encodes it again,
+// which a compact type refuses — a delete that worked would be reported as failed.
+func (s *Syncer) deleteObject(ctx context.Context, o client.Object) error {
+	if c, ok := o.(cache.Compact); ok {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(c.DefaultGVK())
+		u.SetNamespace(o.GetNamespace())
+		u.SetName(o.GetName())
+		return s.Client.Delete(ctx, u, client.Preconditions{UID: ptr.To(o.GetUID())})
+	}
+	return s.Client.Delete(ctx, o, client.Preconditions{UID: ptr.To(o.GetUID())})
+}
+
 func (s *Syncer) delete(ctx context.Context, objs []cache.Object, res *Result) error {
 	for _, o := range objs {
-		if err := s.Client.Delete(ctx, o, client.Preconditions{UID: ptr.To(o.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+		if err := s.deleteObject(ctx, o); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete %s %s/%s: %w", o.DefaultGVK().Kind, o.GetNamespace(), o.GetName(), err)
 		}
 		res.Pruned = append(res.Pruned, RefOf(o.DefaultGVK().Kind, o))
