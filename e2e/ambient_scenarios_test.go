@@ -241,6 +241,21 @@ func TestAmbientOSM12Bookstore(t *testing.T) {
 	cl.expectL4("bookstore-v2: the waypoint only",
 		allowL4(L4{From: wp.Proxy, To: store2, Port: 14001}), denyL4(L4{From: w.buyer, To: store2, Port: 14001}))
 
+	// The OpenShift Service Mesh canary (end-user: jason to v3) in an ambient namespace with its
+	// own waypoint: the match, then every other request to the root, in the waypoint's routes.
+	cl.applyFile("testdata/openshift-canary.yaml")
+	cl.joinAmbient("bookinfo")
+	for _, d := range []string{"productpage-v1", "reviews-v1", "reviews-v3"} {
+		cl.registerAmbient("bookinfo", d)
+	}
+	wpInfo := cl.addWaypoint("bookinfo", "waypoint")
+	cl.useWaypoint("bookinfo", "", wpInfo)
+	cl.expectReady("TrafficSplit", "bookinfo", "reviews-canary")
+	cl.expectRouteAccepted("HTTPRoute", "bookinfo", "reviews")
+	cl.expectWaypointRoutes("end-user: jason to v3 at the waypoint", wpInfo, "reviews.bookinfo.svc.cluster.local", 9080,
+		"header end-user=~jason -> "+waypointCluster("reviews-v3", "bookinfo", 9080, true)+"=100",
+		"path ~ .* -> "+waypointCluster("reviews", "bookinfo", 9080, true)+"=100")
+
 	t.Logf("guards: %d ztunnel states, %d waypoint configs judged", gL4.w.Updates(), gWP.w.Updates())
 	violations, unjudged := gL4.Stop()
 	if len(violations) > 0 || len(unjudged) > 0 {
