@@ -30,6 +30,8 @@ var settingFlags = []struct{ flag, field, usage string }{
 	{"min-istio-version", "minIstioVersion", `oldest Istio the outputs must work on, "1.<minor>"; 1.22 or later enables path templates (default "1.16")`},
 	{"trust-domain", "trustDomain", "trust domain of the workload identities (principals) (default cluster.local)"},
 	{"root-namespace", "istioNamespace", "Istio's root namespace: no baseline and no access outputs there (default istio-system)"},
+	{"dataplane-mode", "dataplaneMode", "Auto (ambient where the input's Namespace is labelled istio.io/dataplane-mode=ambient and not for sidecar injection; a namespace not in the input is sidecar), Sidecar or Ambient (default Auto)"},
+	{"route-api", "routeAPI", "what TrafficSplits become in sidecar namespaces: VirtualService or GatewayAPI (HTTPRoute/TCPRoute attached to the root Service); ambient namespaces always get GatewayAPI (default VirtualService)"},
 }
 
 // Main runs `smi2istio translate`: Istio YAML on stdout, the fidelity report on stderr. It exits 1
@@ -50,6 +52,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: smi2istio translate -f <file|dir|-> [-f ...] [--config <SMI2IstioConfig file>]")
 		fmt.Fprintln(stderr, "         [--access-mode Enforcing|Permissive] [--regex-policy Envoy|Reject] [--min-istio-version 1.N]")
 		fmt.Fprintln(stderr, "         [--trust-domain cluster.local] [--root-namespace istio-system] [--cluster-domain cluster.local]")
+		fmt.Fprintln(stderr, "         [--dataplane-mode Auto|Sidecar|Ambient] [--route-api VirtualService|GatewayAPI]")
 		fmt.Fprintln(stderr, "Prints the Istio objects the operator would apply for the SMI objects in the input, in apply order:")
 		fmt.Fprintln(stderr, "in Enforcing mode first the allow-nothing AuthorizationPolicy smi2istio-default-deny of every namespace")
 		fmt.Fprintln(stderr, "holding SMI objects (except Istio's root namespace). SMI objects are checked against smi2istio's CRDs")
@@ -59,6 +62,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mesh by spec.membership (Open Service Mesh's monitored ones with Auto) get the baseline too; Open Service")
 		fmt.Fprintln(stderr, "Mesh's MeshConfig, whose permissive setting is the access mode unless --config or --access-mode gives one;")
 		fmt.Fprintln(stderr, "and OSM's policy objects (Egress, IngressBackend, Retry, UpstreamTrafficSetting), named on stderr, not translated.")
+		fmt.Fprintln(stderr, "Ambient namespaces (--dataplane-mode) get Gateway API routes and ztunnel or waypoint policies: a waypoint (a")
+		fmt.Fprintln(stderr, "Gateway of class istio-waypoint in the input, named by istio.io/use-waypoint) is used when its namespace gets")
+		fmt.Fprintln(stderr, "a baseline, printed with the waypoint's own allow-nothing policy; the input's Gateway API routes tell where")
+		fmt.Fprintln(stderr, "their Services send.")
 		fset.PrintDefaults()
 	}
 	if err := fset.Parse(args); err != nil {
@@ -218,6 +225,12 @@ func overrideSpec(spec *v1alpha1.SMI2IstioConfigSpec, flagSpec map[string]any) {
 	if v, ok := str("istioNamespace"); ok {
 		spec.IstioNamespace = v
 	}
+	if v, ok := str("dataplaneMode"); ok {
+		spec.DataplaneMode = v1alpha1.DataplaneMode(v)
+	}
+	if v, ok := str("routeAPI"); ok {
+		spec.RouteAPI = v1alpha1.RouteAPI(v)
+	}
 }
 
 // optionsOf applies the operator's defaults (controllers/config.go withDefaults and resolve):
@@ -228,6 +241,8 @@ func optionsOf(spec v1alpha1.SMI2IstioConfigSpec, clusterDomain string) Options 
 		Mode:          spec.AccessMode,
 		RootNamespace: spec.IstioNamespace,
 		Membership:    spec.Membership,
+		Dataplane:     spec.DataplaneMode,
+		RouteAPI:      spec.RouteAPI,
 		Mesh: translate.Mesh{
 			ClusterDomain: clusterDomain,
 			TrustDomain:   spec.TrustDomain,

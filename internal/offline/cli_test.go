@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
 	"github.com/smi2istio/smi2istio/internal/offline"
 	"github.com/smi2istio/smi2istio/internal/testing/istiocheck"
 	"github.com/smi2istio/smi2istio/internal/testing/testenv"
@@ -191,12 +193,28 @@ func docs(t *testing.T, out string) []doc {
 	}
 	var ds []doc
 	for _, o := range objs {
-		if err := istiocheck.Validate(o); err != nil {
+		if err := validate(o); err != nil {
 			t.Errorf("%v", err)
 		}
 		ds = append(ds, doc{o.GetKind(), o.GetNamespace(), o.GetName(), o.Object})
 	}
 	return ds
+}
+
+// validate checks a printed object as the translation does (translate.ValidateOutput,
+// ValidateGatewayOutput) and as Istio and the apiserver would (Istio's CRDs and validation; the
+// Gateway API's CRDs).
+func validate(o *unstructured.Unstructured) error {
+	if o.GroupVersionKind().Group == "gateway.networking.k8s.io" {
+		if err := translate.ValidateGatewayOutput(o); err != nil {
+			return err
+		}
+		return istiocheck.ValidateGatewayAPI(o)
+	}
+	if err := translate.ValidateOutput(o); err != nil {
+		return err
+	}
+	return istiocheck.Validate(o)
 }
 
 func kinds(ds []doc) map[string]int {
@@ -547,6 +565,14 @@ spec: {regexPolicy: Allow}
 		"regex policy":  {[]string{"--regex-policy", "envoy"}, 2, `--regex-policy: Unsupported value: "envoy"`},
 		"istio version": {[]string{"--min-istio-version", "1.22.1"}, 2, "--min-istio-version: Invalid value"},
 		"trust domain":  {[]string{"--trust-domain", "a/b"}, 2, "--trust-domain: Invalid value"},
+		"dataplane":     {[]string{"--dataplane-mode", "ambient"}, 2, `--dataplane-mode: Unsupported value: "ambient"`},
+		"route API":     {[]string{"--route-api", "HTTPRoute"}, 2, `--route-api: Unsupported value: "HTTPRoute"`},
+		"config dataplane": {[]string{"--config", write("dp.yaml", `
+apiVersion: smi2istio.io/v1alpha1
+kind: SMI2IstioConfig
+metadata: {name: default}
+spec: {dataplaneMode: Waypoint}
+`)}, 1, `spec.dataplaneMode: Unsupported value: "Waypoint"`},
 	}
 	for name, c := range bad {
 		t.Run(name, func(t *testing.T) {

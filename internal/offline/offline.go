@@ -45,6 +45,21 @@ type Set struct {
 	OSMMeshConfigs []unstructured.Unstructured
 	// Untranslated are the input's objects of OSM's policy kinds, which smi2istio does not translate.
 	Untranslated []*unstructured.Unstructured
+	// Gateways are the input's Gateway API Gateways, by namespace and name: those of class
+	// istio-waypoint are waypoints (their baselines, and the destinations they serve).
+	Gateways map[string]map[string]*Gateway
+	// Routes are the input's Gateway API routes (HTTPRoute, GRPCRoute, TCPRoute): where the Services
+	// they are attached to send (ambient), and Conflicts with a TrafficSplit's route.
+	Routes []*unstructured.Unstructured
+}
+
+// Gateway is a Gateway API Gateway of the input.
+type Gateway struct {
+	Namespace, Name, Class string
+	// ServiceAccount its pods run as: the gateway.istio.io/service-account annotation, else its name.
+	ServiceAccount string
+	// Deleting: the Gateway has a deletion timestamp.
+	Deleting bool
 }
 
 // Outcome is the translation of one SMI object.
@@ -52,7 +67,11 @@ type Outcome struct {
 	// Source names the object: "TrafficSplit <namespace>/<name>".
 	Source string
 	Split  *translate.SplitResult
-	Target *translate.TargetResult
+	// GatewaySplit is a TrafficSplit's Gateway API routes (ambient namespaces, routeAPI GatewayAPI).
+	GatewaySplit *translate.GatewaySplitResult
+	// Dataplane names the data plane of a GatewaySplit's namespace ("ambient" or "sidecar").
+	Dataplane string
+	Target    *translate.TargetResult
 	// Findings reported for the object besides its own result (e.g. about its destination's workloads).
 	Findings []translate.Finding
 	// Extra objects that belong to no single SMI object (a destination's EnvoyFilters, a
@@ -78,9 +97,12 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 		PortRoutes:       map[string]map[string]*translate.PortRoute{},
 		Workloads:        map[string][]translate.Workload{},
 		Namespaces:       map[string]bool{},
+		Gateways:         map[string]map[string]*Gateway{},
 	}
 	splits := map[string]int{} // namespace/name -> index in s.Splits
 	targets := map[string]int{}
+	namespaces := map[string]int{}
+	routes := map[string]int{}
 	for _, u := range objs {
 		gv := u.GroupVersionKind()
 		if gv.Group == "" && gv.Kind == "Namespace" { // cluster-scoped
@@ -88,6 +110,12 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &nsObj); err != nil {
 				return nil, fmt.Errorf("%s %s: %w", u.GetKind(), u.GetName(), err)
 			}
+			// A later document for the same Namespace replaces the earlier one.
+			if i, ok := namespaces[nsObj.Name]; ok {
+				s.NamespaceObjects[i] = nsObj
+				continue
+			}
+			namespaces[nsObj.Name] = len(s.NamespaceObjects)
 			s.NamespaceObjects = append(s.NamespaceObjects, nsObj)
 			continue
 		}
@@ -151,6 +179,25 @@ func Load(objs []*unstructured.Unstructured) (*Set, error) {
 			}
 			targets[key] = len(s.Targets)
 			s.Targets = append(s.Targets, tt)
+		case gv.Group == gatewayGroup && gv.Kind == "Gateway":
+			class, _, _ := unstructured.NestedString(u.Object, "spec", "gatewayClassName")
+			gw := &Gateway{Namespace: ns, Name: u.GetName(), Class: class, ServiceAccount: u.GetAnnotations()[gatewayServiceAccountAnnotation],
+				Deleting: u.GetDeletionTimestamp() != nil}
+			if gw.ServiceAccount == "" {
+				gw.ServiceAccount = gw.Name
+			}
+			if s.Gateways[ns] == nil {
+				s.Gateways[ns] = map[string]*Gateway{}
+			}
+			s.Gateways[ns][gw.Name] = gw
+		case gv.Group == gatewayGroup && gatewayRouteKinds[gv.Kind]:
+			key := gv.Kind + "/" + ns + "/" + u.GetName()
+			if i, ok := routes[key]; ok {
+				s.Routes[i] = u
+				continue
+			}
+			routes[key] = len(s.Routes)
+			s.Routes = append(s.Routes, u)
 		case isWorkload(gv.Group, gv.Kind):
 			w, err := workloadOf(u)
 			if err != nil {
@@ -233,10 +280,12 @@ func replaceWorkload(ws []translate.Workload, w translate.Workload) []translate.
 	return append(ws, w)
 }
 
-// Translate translates every SMI object of the set in Enforcing mode, without the namespaces'
-// baselines (TranslateWith adds them and the other settings of the operator's configuration).
+// Translate translates every SMI object of the set in Enforcing mode for sidecars (VirtualService),
+// without the namespaces' baselines (TranslateWith adds them and the other settings of the
+// operator's configuration).
 func (s *Set) Translate(mesh translate.Mesh) []Outcome {
-	return append(s.translateSplits(mesh), s.translateAccess(mesh, v1alpha1.Enforcing, "")...)
+	dp := dataplanes{mode: v1alpha1.DataplaneSidecar}
+	return append(s.translateSplits(mesh, dp), s.translateAccess(accessOptions{mesh: mesh, mode: v1alpha1.Enforcing, dp: dp})...)
 }
 
 // Options are the settings of the operator's SMI2IstioConfig that the translation depends on.
@@ -250,6 +299,13 @@ type Options struct {
 	// Membership decides which of the input's Namespaces are in the mesh and get a baseline, besides
 	// those holding SMI objects (membership.FromNamespaces; Auto by default).
 	Membership v1alpha1.Membership
+	// Dataplane: Auto (the default: ambient where the input's Namespace is labelled
+	// istio.io/dataplane-mode=ambient and not for sidecar injection, as membership.IsAmbient says;
+	// a namespace the input does not hold is sidecar), Sidecar or Ambient (every namespace).
+	Dataplane v1alpha1.DataplaneMode
+	// RouteAPI is the API TrafficSplits are written to in sidecar namespaces: VirtualService (the
+	// default) or GatewayAPI. Ambient namespaces always get Gateway API routes.
+	RouteAPI v1alpha1.RouteAPI
 }
 
 func (o Options) withDefaults() Options {
@@ -266,19 +322,27 @@ func (o Options) withDefaults() Options {
 const DefaultRootNamespace = "istio-system"
 
 // TranslateWith translates the set as the operator configured with o would: in Enforcing mode
-// the namespaces' allow-nothing baselines first, then every SMI object; in Permissive mode no
-// baseline and no access outputs (TrafficTargets are not enforced), which the report says.
+// the namespaces' allow-nothing baselines (and their waypoints') first, then every SMI object; in
+// Permissive mode no baseline and no access outputs (TrafficTargets are not enforced), which the
+// report says. Ambient namespaces (Options.Dataplane) get Gateway API routes and ztunnel or
+// waypoint policies, as the operator writes them.
 func (s *Set) TranslateWith(o Options) []Outcome {
 	o = o.withDefaults()
-	out := s.baselines(o)
-	out = append(out, s.translateSplits(o.Mesh)...)
-	return append(out, s.translateAccess(o.Mesh, o.Mode, o.RootNamespace)...)
+	dp := s.dataplanes(o)
+	out, waypoints := s.baselines(o, dp)
+	splits := s.translateSplits(o.Mesh, dp)
+	out = append(out, splits...)
+	return append(out, s.translateAccess(accessOptions{mesh: o.Mesh, mode: o.Mode, rootNamespace: o.RootNamespace,
+		dp: dp, waypoints: waypoints, backends: s.serviceBackends(splits)})...)
 }
 
 // baselines are the Namespace outcomes: in Enforcing mode, the allow-nothing AuthorizationPolicy
-// of every namespace holding SMI objects or in the mesh by the input's Namespaces, exactly as the operator writes it (without the owner
-// reference to the SMI2IstioConfig, which exists only in a cluster).
-func (s *Set) baselines(o Options) []Outcome {
+// of every namespace holding SMI objects or in the mesh by the input's Namespaces, exactly as the
+// operator writes it (without the owner reference to the SMI2IstioConfig, which exists only in a
+// cluster), followed by the baseline of each of the namespace's waypoints (Gateways of class
+// istio-waypoint in the input), which waypoints names ("namespace/name"): only those waypoints are
+// used, as the operator uses a waypoint only once its baseline is in force.
+func (s *Set) baselines(o Options, dp dataplanes) (out []Outcome, waypoints map[string]bool) {
 	all := map[string]bool{}
 	for ns := range s.Namespaces {
 		all[ns] = true
@@ -293,21 +357,30 @@ func (s *Set) baselines(o Options) []Outcome {
 		namespaces = append(namespaces, ns)
 	}
 	sort.Strings(namespaces)
-	var out []Outcome
+	waypoints = map[string]bool{}
 	for _, ns := range namespaces {
 		src := "Namespace " + ns
+		var findings []translate.Finding
+		if f, ok := dp.finding(ns); ok {
+			findings = append(findings, f)
+		}
 		switch {
 		case o.Mode != v1alpha1.Enforcing:
-			out = append(out, Outcome{Source: src, Findings: []translate.Finding{{Field: "spec.accessMode", Reason: "NotEnforced",
-				Message: "the access mode is Permissive: no allow-nothing baseline, every source may reach the namespace's workloads"}}})
+			out = append(out, Outcome{Source: src, Findings: append(findings, translate.Finding{Field: "spec.accessMode", Reason: "NotEnforced",
+				Message: "the access mode is Permissive: no allow-nothing baseline, every source may reach the namespace's workloads"})})
 		case ns == o.RootNamespace:
-			out = append(out, Outcome{Source: src, Findings: []translate.Finding{{Field: "spec.istioNamespace", Reason: "RootNamespace",
-				Message: "Istio's root namespace gets no baseline: an allow-nothing policy there would deny every namespace"}}})
+			out = append(out, Outcome{Source: src, Findings: append(findings, translate.Finding{Field: "spec.istioNamespace", Reason: "RootNamespace",
+				Message: "Istio's root namespace gets no baseline: an allow-nothing policy there would deny every namespace"})})
 		default:
-			out = append(out, Outcome{Source: src, Extra: []runtime.Object{Baseline(ns)}})
+			extra := []runtime.Object{Baseline(ns)}
+			for _, name := range s.waypointsOf(ns) {
+				extra = append(extra, WaypointBaseline(ns, name))
+				waypoints[ns+"/"+name] = true
+			}
+			out = append(out, Outcome{Source: src, Findings: findings, Extra: extra})
 		}
 	}
-	return out
+	return out, waypoints
 }
 
 // BaselineName is the name of a namespace's baseline: controllers.BaselineName (not imported, to
@@ -325,27 +398,52 @@ func Baseline(namespace string) *securityv1beta1.AuthorizationPolicy {
 	}
 }
 
-func (s *Set) translateSplits(mesh translate.Mesh) []Outcome {
+func (s *Set) translateSplits(mesh translate.Mesh, dp dataplanes) []Outcome {
 	var out []Outcome
 	for _, ts := range s.Splits {
-		res, err := translate.TranslateSplit(translate.SplitInput{
+		src := fmt.Sprintf("TrafficSplit %s/%s", ts.Namespace, ts.Name)
+		if err := s.routeConflict(ts, mesh); err != nil {
+			out = append(out, Outcome{Source: src, Err: err})
+			continue
+		}
+		in := translate.SplitInput{
 			Split:            ts,
 			Services:         s.Services[ts.Namespace],
 			RouteGroups:      s.RouteGroups[ts.Namespace],
 			RouteGroupErrors: s.RouteGroupErrors[ts.Namespace],
 			Mesh:             mesh,
-		})
-		out = append(out, Outcome{Source: fmt.Sprintf("TrafficSplit %s/%s", ts.Namespace, ts.Name), Split: res, Err: err})
+		}
+		if dp.gatewayRoutes(ts.Namespace) {
+			// TCPRoute v1: the Gateway API release the pinned Istio reads serves it.
+			res, err := translate.TranslateSplitGateway(in, translate.GatewayOptions{TCPRouteVersion: translate.TCPRouteV1})
+			out = append(out, Outcome{Source: src, GatewaySplit: res, Dataplane: dp.describe(ts.Namespace), Err: err})
+			continue
+		}
+		res, err := translate.TranslateSplit(in)
+		out = append(out, Outcome{Source: src, Split: res, Err: err})
 	}
 	return out
+}
+
+// accessOptions are what the translation of the TrafficTargets depends on besides the set.
+type accessOptions struct {
+	mesh          translate.Mesh
+	mode          v1alpha1.AccessMode
+	rootNamespace string
+	dp            dataplanes
+	// waypoints whose baseline is printed ("namespace/name"): the only ones a destination may use.
+	waypoints map[string]bool
+	// backends: by namespace, ServiceBackends (serviceBackends).
+	backends map[string]map[string][]string
 }
 
 // translateAccess translates the TrafficTargets per destination ServiceAccount, as the operator
 // does. The destination's EnvoyFilters are an outcome of their own ("ServiceAccount ns/name"),
 // before its TrafficTargets' outcomes: they are printed whenever the policies they make exact are,
 // whichever of the TrafficTargets fail, and applied before them. In the root namespace (when
-// given) no access output is written: it would apply to every namespace.
-func (s *Set) translateAccess(mesh translate.Mesh, mode v1alpha1.AccessMode, rootNamespace string) []Outcome {
+// given) no access output is written: it would apply to every namespace. In ambient namespaces the
+// destination's outcome says whether a waypoint serves it (translateAmbient).
+func (s *Set) translateAccess(o accessOptions) []Outcome {
 	byDest := map[[2]string][]*accessv1alpha2.TrafficTarget{}
 	var dests [][2]string
 	for _, tt := range s.Targets {
@@ -358,7 +456,7 @@ func (s *Set) translateAccess(mesh translate.Mesh, mode v1alpha1.AccessMode, roo
 	var out []Outcome
 	for _, d := range dests {
 		sa := fmt.Sprintf("ServiceAccount %s/%s", d[0], d[1])
-		if rootNamespace != "" && d[0] == rootNamespace && mode == v1alpha1.Enforcing {
+		if o.rootNamespace != "" && d[0] == o.rootNamespace && o.mode == v1alpha1.Enforcing {
 			for _, tt := range byDest[d] {
 				out = append(out, Outcome{Source: fmt.Sprintf("TrafficTarget %s/%s", tt.Namespace, tt.Name),
 					Err: &translate.InvalidError{Finding: translate.Finding{Field: "metadata.namespace", Reason: "RootNamespace",
@@ -366,26 +464,40 @@ func (s *Set) translateAccess(mesh translate.Mesh, mode v1alpha1.AccessMode, roo
 			}
 			continue
 		}
-		res, err := translate.TranslateAccess(translate.AccessInput{
+		in := translate.AccessInput{
 			Namespace: d[0], ServiceAccount: d[1], Targets: byDest[d],
 			RouteGroups: s.RouteGroups[d[0]], RouteGroupErrors: s.RouteGroupErrors[d[0]], PortRoutes: s.PortRoutes[d[0]],
-			Workloads: s.Workloads[d[0]], Mesh: mesh,
-		})
+			Workloads: s.Workloads[d[0]], Mesh: o.mesh,
+		}
+		var res *translate.AccessResult
+		var err error
+		var dest Outcome // the destination's own outcome: its EnvoyFilters, or its data plane
+		if o.dp.ambient(d[0]) {
+			var note string
+			res, note, err = s.translateAmbient(in, o)
+			if err == nil && o.mode == v1alpha1.Enforcing {
+				dest.Findings = []translate.Finding{{Field: "spec.destination", Reason: "Dataplane", Message: note}}
+			}
+		} else {
+			res, err = translate.TranslateAccess(in)
+		}
 		if err != nil {
 			out = append(out, Outcome{Source: sa, Err: err})
 			continue
 		}
-		if len(res.EnvoyFilters) > 0 && mode == v1alpha1.Enforcing {
-			o := Outcome{Source: sa}
+		if o.mode == v1alpha1.Enforcing {
 			for _, ef := range res.EnvoyFilters {
-				o.Extra = append(o.Extra, ef)
+				dest.Extra = append(dest.Extra, ef)
 			}
-			out = append(out, o)
+		}
+		if len(dest.Extra)+len(dest.Findings) > 0 {
+			dest.Source = sa
+			out = append(out, dest)
 		}
 		for i := range res.Targets {
 			tr := &res.Targets[i]
 			src := fmt.Sprintf("TrafficTarget %s/%s", d[0], tr.Name)
-			if mode != v1alpha1.Enforcing && tr.Err == nil {
+			if o.mode != v1alpha1.Enforcing && tr.Err == nil {
 				out = append(out, Outcome{Source: src, Findings: []translate.Finding{{Field: "spec", Reason: "NotEnforced",
 					Message: "the access mode is Permissive: every source is allowed and this TrafficTarget is not enforced"}}})
 				continue
@@ -418,6 +530,11 @@ func Render(outcomes []Outcome) (manifests []byte, report []string, failed int, 
 			if r.Mode != "" {
 				report = append(report, fmt.Sprintf("%s: spec.service: RoutingMode: %s mode for %s", o.Source, r.Mode, r.Host))
 			}
+			findings = append(append(findings, r.Unresolved...), r.Warnings...)
+			objs = r.Objects()
+		}
+		if r := o.GatewaySplit; r != nil {
+			report = append(report, fmt.Sprintf("%s: spec.service: RouteAPI: Gateway API routes for %s (%s data plane)", o.Source, r.Host, o.Dataplane))
 			findings = append(append(findings, r.Unresolved...), r.Warnings...)
 			objs = r.Objects()
 		}

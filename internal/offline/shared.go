@@ -1,0 +1,109 @@
+package offline
+
+// Decisions the operator (controllers/ambient.go) makes too, written as pure functions so that both
+// can call the same code: proposed to move to translate/ as they are (DestinationWaypoint,
+// RouteParents, RouteBackends), with controllers/ambient.go's destinationWaypoint and
+// serviceBackends calling them. Until then they repeat the operator's logic: keep them in step.
+
+import (
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/smi2istio/smi2istio/translate"
+)
+
+// destinationWaypoint is the waypoint ("namespace/name") of the Services that select the
+// destination's workloads: the one most of them use (name order breaks ties); "" for none.
+// Services bound to another waypoint (or to none) reach the workloads only through ztunnel, which
+// admits the chosen waypoint alone: their traffic is denied, never allowed without a check.
+// (controllers/ambient.go destinationWaypoint.)
+func destinationWaypoint(svcs []*corev1.Service, nsLabels map[string]string, workloads []translate.Workload, sa string) string {
+	counts := map[string]int{}
+	for _, svc := range svcs {
+		key := translate.ServiceWaypoint(svc, nsLabels)
+		if key == "" || len(svc.Spec.Selector) == 0 {
+			continue
+		}
+		sel := labels.SelectorFromSet(svc.Spec.Selector)
+		for _, w := range workloads {
+			if w.ServiceAccount == sa && sel.Matches(labels.Set(w.Labels)) {
+				counts[key]++
+				break
+			}
+		}
+	}
+	best := ""
+	for key, n := range counts {
+		if best == "" || n > counts[best] || (n == counts[best] && key < best) {
+			best = key
+		}
+	}
+	return best
+}
+
+// routeParents are the Services of a Gateway API route's parentRefs, as "namespace/name" (a
+// parent without a namespace is in the route's); Gateways and other kinds are left out.
+func routeParents(u *unstructured.Unstructured) []string {
+	parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+	var out []string
+	for _, p := range parents {
+		m, _ := p.(map[string]any)
+		group, _ := m["group"].(string)
+		kind, _ := m["kind"].(string)
+		name, _ := m["name"].(string)
+		ns, _ := m["namespace"].(string)
+		if name == "" || kind != "Service" || (group != "" && group != "core") {
+			continue
+		}
+		if ns == "" {
+			ns = u.GetNamespace()
+		}
+		out = append(out, ns+"/"+name)
+	}
+	return out
+}
+
+// routeBackends are the Services a Gateway API route may send a request to: each rule's
+// backendRefs and the backends of every requestMirror filter (a rule's or a backend's: a mirrored
+// request reaches those workloads too). A backend that is not a Service of the route's namespace
+// is named so that it matches no Service there (translate.AmbientAccessInput.ServiceBackends).
+// (controllers/ambient.go serviceBackends.)
+func routeBackends(u *unstructured.Unstructured) []string {
+	ns := u.GetNamespace()
+	var out []string
+	add := func(m map[string]any) {
+		group, _ := m["group"].(string)
+		kind, _ := m["kind"].(string)
+		name, _ := m["name"].(string)
+		refNS, _ := m["namespace"].(string)
+		if (kind != "" && kind != "Service") || (group != "" && group != "core") || (refNS != "" && refNS != ns) {
+			name = fmt.Sprintf("%s/%s.%s/%s", group, kind, refNS, name)
+		}
+		out = append(out, name)
+	}
+	mirrors := func(filters []any) {
+		for _, f := range filters {
+			fm, _ := f.(map[string]any)
+			if m, ok, _ := unstructured.NestedMap(fm, "requestMirror", "backendRef"); ok {
+				add(m)
+			}
+		}
+	}
+	rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
+	for _, rule := range rules {
+		rm, _ := rule.(map[string]any)
+		refs, _, _ := unstructured.NestedSlice(rm, "backendRefs")
+		for _, ref := range refs {
+			m, _ := ref.(map[string]any)
+			add(m)
+			filters, _, _ := unstructured.NestedSlice(m, "filters")
+			mirrors(filters)
+		}
+		filters, _, _ := unstructured.NestedSlice(rm, "filters")
+		mirrors(filters)
+	}
+	return out
+}
