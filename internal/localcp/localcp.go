@@ -76,6 +76,9 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 	env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(dir, "etcd")}
 	// Room for tens of thousands of Services (envtest's default /24 has 254 addresses).
 	env.ControlPlane.APIServer.Configure().Set("service-cluster-ip-range", ServiceCIDR)
+	// As OpenShift does: setting blockOwnerDeletion on an owner reference needs the right to update
+	// the owner's finalizers, so that tests under the operator's own rights prove it has it.
+	env.ControlPlane.APIServer.Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	cfg, err := env.Start()
 	if err != nil {
 		_ = os.RemoveAll(dir)
