@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -248,7 +249,7 @@ func TestAmbientOSM12Bookstore(t *testing.T) {
 	for _, d := range []string{"productpage-v1", "reviews-v1", "reviews-v3"} {
 		cl.registerAmbient("bookinfo", d)
 	}
-	wpInfo := cl.addWaypoint("bookinfo", "waypoint")
+	wpInfo := cl.addWaypoint("bookinfo", "bookinfo-waypoint")
 	cl.useWaypoint("bookinfo", "", wpInfo)
 	cl.expectReady("TrafficSplit", "bookinfo", "reviews-canary")
 	cl.expectRouteAccepted("HTTPRoute", "bookinfo", "reviews")
@@ -264,5 +265,172 @@ func TestAmbientOSM12Bookstore(t *testing.T) {
 	if v := gWP.Stop(); len(v) > 0 {
 		t.Errorf("waypoint guard: %q", v)
 	}
+	cl.expectNoXDSRejects()
+}
+
+// expectKinds waits until the namespace has outputs of the kinds in present and none of those in
+// absent.
+func (cl *cluster) expectKinds(step, namespace string, present, absent []string) {
+	cl.t.Helper()
+	eventually(cl.t, step+": the outputs in "+namespace, func() error {
+		objs := cl.outputsIn(namespace)
+		got := map[string]bool{}
+		for _, o := range objs {
+			kind, _, _ := strings.Cut(o, "/")
+			got[kind] = true
+		}
+		for _, k := range present {
+			if !got[k] {
+				return fmt.Errorf("no %s (outputs: %v)", k, objs)
+			}
+		}
+		for _, k := range absent {
+			if got[k] {
+				return fmt.Errorf("a %s is left (outputs: %v)", k, objs)
+			}
+		}
+		return nil
+	})
+}
+
+// waypointOutputs lists the namespace's outputs that only a waypoint uses: AuthorizationPolicies
+// attached with targetRefs (to a Service or a waypoint's Gateway).
+func (cl *cluster) waypointOutputs(namespace string) []string {
+	cl.t.Helper()
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(gvkAuthzPol.GroupVersion().WithKind("AuthorizationPolicyList"))
+	must(cl.t, cl.c.List(context.Background(), list, client.InNamespace(namespace), client.MatchingLabels{"app.kubernetes.io/managed-by": "smi2istio"}))
+	var out []string
+	for _, o := range list.Items {
+		if refs, _, _ := unstructured.NestedSlice(o.Object, "spec", "targetRefs"); len(refs) > 0 {
+			out = append(out, o.GetName())
+		}
+	}
+	return out
+}
+
+// TestAmbientMixedMeshMigration: OSM 1.2's bookstore in one mesh of sidecar namespaces (bookbuyer,
+// bookthief) and ambient ones (bookwarehouse), sidecars calling ambient pods; then the bookstore
+// namespace moves live from sidecars to ambient mode, gets a waypoint, and moves back, while
+// guards judge every state istiod pushes to ztunnel, to the waypoint and to the bookstore pod's
+// old sidecar (kept until the pod restarts): no state lets bookthief in or bookbuyer's refused
+// requests through, and each mode's outputs are pruned when the namespace leaves it.
+func TestAmbientMixedMeshMigration(t *testing.T) {
+	cl := newAmbientCluster(t, true)
+	cl.createNamespaces("bookstore", "bookbuyer", "bookthief")
+	cl.joinMesh("bookstore", "bookbuyer", "bookthief")
+	cl.ambientNamespaces("bookwarehouse")
+	for _, f := range []string{"bookbuyer", "bookthief", "bookstore", "bookwarehouse", "mysql"} {
+		cl.applyFile(fixture("osm-v1.2-bookstore/apps/" + f + ".yaml"))
+	}
+	cl.applyFile(fixture("osm-v1.2-bookstore/access/traffic-access-v1.yaml"))
+	cl.applyFile(fixture("osm-v1.2-bookstore/split/traffic-split-v1.yaml"))
+	w := osm12{
+		buyer:     cl.register("bookbuyer", "bookbuyer"),
+		thief:     cl.register("bookthief", "bookthief"),
+		store:     cl.register("bookstore", "bookstore"),
+		warehouse: cl.registerAmbient("bookwarehouse", "bookwarehouse"),
+		mysql:     cl.registerAmbient("bookwarehouse", "mysql"),
+	}
+	b := bookstoreRequests{w}
+	mysql := func(from Proxy) L4 { return L4{From: from, To: w.mysql, Port: 3306} }
+	store := func(from Proxy) L4 { return L4{From: from, To: w.store, Port: 14001} }
+	warehouse := func(from Proxy) L4 { return L4{From: from, To: w.warehouse, Port: 14001} }
+	never := append(append(b.allowed(w.thief), b.refused(w.thief)...), b.refused(w.buyer)...)
+
+	// 3. one mesh, two data planes. bookstore's sidecar: OSM's regexes on the Envoy rung.
+	ctl := cl.guardSidecar(w.store, b.allowed(w.buyer)...) // the guard's control: these get through
+	cl.expectAccess("sidecar bookstore", w.store, concat(checks(allow, b.allowed(w.buyer)), checks(deny, never))...)
+	cl.expectFilter("sidecar bookstore: the Envoy rung", w.store, "smi2istio.rbac", true)
+	cl.expectKinds("sidecar bookstore", "bookstore", []string{"AuthorizationPolicy", "PeerAuthentication", "EnvoyFilter", "VirtualService"}, []string{"HTTPRoute"})
+	// sidecars calling ambient pods: ztunnel judges their identities at L4
+	cl.expectL4("sidecars to ambient bookwarehouse",
+		allowL4(mysql(w.warehouse)), denyL4(mysql(w.store)), denyL4(mysql(w.thief)), denyL4(mysql(w.buyer)),
+		denyL4(warehouse(w.store)), denyL4(warehouse(w.thief)))
+	cl.expectTargetCondition("bookwarehouse", "bookstore-access-bookwarehouse", "Ready", "False", "WaypointRequired")
+	if v := ctl.Stop(); len(v) == 0 {
+		t.Fatal("the sidecar guard's control saw bookbuyer's allowed requests denied in every config")
+	}
+
+	gSide := cl.guardSidecar(w.store, never...)
+	gMySQL := cl.guardL4(mysql(w.thief), mysql(w.buyer), mysql(w.store))
+	gStore := cl.guardL4(store(w.thief), store(w.buyer)) // judged while ztunnel captures the pod
+
+	// 4a. bookstore moves to ambient mode (no waypoint): its HTTP TrafficTarget needs one; the
+	// sidecar mode's outputs (EnvoyFilter, VirtualService, DestinationRule) go.
+	cl.relabel(&corev1.Namespace{}, "", "bookstore", map[string]string{"istio-injection": "", labelDataplaneMode: "ambient"})
+	cl.expectTargetCondition("bookstore", "bookstore", "Ready", "False", "WaypointRequired")
+	cl.expectKinds("bookstore in ambient mode", "bookstore", []string{"AuthorizationPolicy", "HTTPRoute"},
+		[]string{"EnvoyFilter", "VirtualService", "DestinationRule", "PeerAuthentication"})
+	cl.expectL4("bookstore in ambient mode", denyL4(store(w.buyer)), denyL4(store(w.thief)), allowL4(mysql(w.warehouse)))
+
+	// 4b. a waypoint for bookstore: bookbuyer's sidecar goes through it
+	wp := cl.addWaypoint("bookstore", "waypoint")
+	cl.expectPolicyCondition("bookstore", "smi2istio-default-deny-waypoint-waypoint", "WaypointAccepted", "True", "bound to bookstore/waypoint")
+	gWP := cl.guardWaypoint(wp, "bookstore", "bookstore", never...)
+	cl.useWaypoint("bookstore", "", wp)
+	cl.expectTargetCondition("bookstore", "bookstore", "Accepted", "True", "Rejected: 2")
+	cl.expectWaypointAccess("waypoint, OSM's regexes", wp, "bookstore", "bookstore", checks(deny, b.allowed(w.buyer), never)...)
+	cl.applyYAML(exactRungRoutes)
+	cl.expectReady("TrafficTarget", "bookstore", "bookstore")
+	cl.expectWaypointAccess("waypoint, exact-rung routes", wp, "bookstore", "bookstore",
+		concat(checks(allow, b.allowed(w.buyer)), checks(deny, never))...)
+	cl.expectL4("through the waypoint only", allowL4(store(wp.Proxy)), denyL4(store(w.buyer)), denyL4(store(w.thief)))
+	cl.expectRouteAccepted("HTTPRoute", "bookstore", "bookstore")
+
+	// 4c. back to sidecars: the namespace leaves the waypoint, then ambient mode, then the waypoint
+	// goes; nothing of ambient mode is left.
+	cl.useWaypoint("bookstore", "", Waypoint{})
+	cl.expectTargetCondition("bookstore", "bookstore", "Ready", "False", "WaypointRequired")
+	if v := gWP.Stop(); len(v) > 0 {
+		t.Errorf("waypoint guard: %q", v)
+	}
+	cl.relabel(&corev1.Namespace{}, "", "bookstore", map[string]string{"istio-injection": "enabled", labelDataplaneMode: ""})
+	cl.removeWaypoint(wp)
+	cl.expectAccess("sidecar bookstore again", w.store, concat(checks(allow, b.allowed(w.buyer)), checks(deny, never))...)
+	cl.expectFilter("sidecar bookstore again: exact rung", w.store, "smi2istio.rbac", false)
+	cl.expectKinds("sidecar bookstore again", "bookstore", []string{"AuthorizationPolicy", "PeerAuthentication", "VirtualService"},
+		[]string{"HTTPRoute", "EnvoyFilter"})
+	cl.expectReady("TrafficTarget", "bookstore", "bookstore")
+	eventually(t, "no waypoint policy left in bookstore", func() error {
+		if left := cl.waypointOutputs("bookstore"); len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
+		}
+		return nil
+	})
+	if v, u := gMySQL.Stop(); len(v) > 0 || len(u) > 0 {
+		t.Errorf("ztunnel guard of mysql: violations %q, unjudged %q", v, u)
+	}
+
+	// 4d. bookwarehouse (an L4 and an HTTP TrafficTarget) moves to sidecars and back, its old
+	// sidecars and ztunnel guarded.
+	mysqlNever := []Request{tcp(w.thief, 3306), tcp(w.buyer, 3306), tcp(w.store, 3306)}
+	restock := func(p Proxy) Request { return httpReq(p, 14001, "POST", "/restock-books") }
+	warehouseNever := []Request{restock(w.buyer), restock(w.thief), get(w.store, 14001, "/restock-books"), tcp(w.store, 14001)}
+	gSideMySQL, gSideWarehouse := cl.guardSidecar(w.mysql, mysqlNever...), cl.guardSidecar(w.warehouse, warehouseNever...)
+	gMySQL = cl.guardL4(mysql(w.thief), mysql(w.buyer), mysql(w.store))
+	cl.relabel(&corev1.Namespace{}, "", "bookwarehouse", map[string]string{"istio-injection": "enabled", labelDataplaneMode: ""})
+	cl.expectReady("TrafficTarget", "bookwarehouse", "bookstore-access-bookwarehouse")
+	cl.expectAccess("sidecar mysql", w.mysql, allow(tcp(w.warehouse, 3306)), deny(tcp(w.warehouse, 3307)), deny(tcp(w.thief, 3306)), deny(tcp(w.store, 3306)))
+	cl.expectAccess("sidecar bookwarehouse", w.warehouse, concat([]check{allow(restock(w.store))}, checks(deny, warehouseNever))...)
+	cl.relabel(&corev1.Namespace{}, "", "bookwarehouse", map[string]string{"istio-injection": "", labelDataplaneMode: "ambient"})
+	cl.expectTargetCondition("bookwarehouse", "bookstore-access-bookwarehouse", "Ready", "False", "WaypointRequired")
+	cl.expectL4("bookwarehouse in ambient mode again", allowL4(mysql(w.warehouse)), denyL4(mysql(w.thief)), denyL4(mysql(w.store)), denyL4(warehouse(w.store)))
+	cl.expectKinds("bookwarehouse in ambient mode again", "bookwarehouse", []string{"AuthorizationPolicy", "PeerAuthentication"}, []string{"EnvoyFilter", "VirtualService", "HTTPRoute"})
+
+	t.Logf("guards: %d + %d + %d sidecar configs, %d + %d ztunnel states judged", gSide.Configs(), gSideMySQL.Configs(), gSideWarehouse.Configs(), gMySQL.w.Updates(), gStore.w.Updates())
+	for name, g := range map[string]*SidecarGuard{"bookstore": gSide, "mysql": gSideMySQL, "bookwarehouse": gSideWarehouse} {
+		if v := g.Stop(); len(v) > 0 {
+			t.Errorf("%s sidecar guard: %q", name, v)
+		}
+	}
+	if v, _ := gMySQL.Stop(); len(v) > 0 {
+		t.Errorf("ztunnel guard of mysql: violations %q", v)
+	}
+	v, u := gStore.Stop()
+	if len(v) > 0 {
+		t.Errorf("ztunnel guard of bookstore: violations %q", v)
+	}
+	t.Logf("ztunnel guard of bookstore: %d checks unjudged (the pod outside ambient mode)", len(u))
 	cl.expectNoXDSRejects()
 }
