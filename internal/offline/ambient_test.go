@@ -357,22 +357,26 @@ spec:
 	}
 	wantLines(t, stderr, "TrafficTarget bookstore/bookstore: spec.destination: ServiceSelectsOtherServiceAccounts: Service bookstore also sends to Deployment/bookstore-v2")
 
-	mirror := override + `
+	// The mirror filter on the rule, or on the backend.
+	for name, rule := range map[string]string{
+		"rule":    `{backendRefs: [{name: bookstore-v1, port: 14001}], filters: [{type: RequestMirror, requestMirror: {backendRef: {name: bookstore-v2, port: 14001}}}]}`,
+		"backend": `{backendRefs: [{name: bookstore-v1, port: 14001, filters: [{type: RequestMirror, requestMirror: {backendRef: {name: bookstore-v2, port: 14001}}}]}]}`,
+	} {
+		mirror := override + `
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: v1-mirror, namespace: bookstore}
 spec:
   parentRefs: [{group: "", kind: Service, name: bookstore-v1, port: 14001}]
-  rules:
-  - backendRefs: [{name: bookstore-v1, port: 14001}]
-    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: bookstore-v2, port: 14001}}}]
+  rules: [` + rule + `]
 `
-	ds, stderr = runOK(t, mirror, bookstore("-f", "-")...)
-	if got := targets(ds); len(got) != 0 {
-		t.Errorf("bookstore's rules allowed through %v: bookstore-v1 mirrors to v2's pods, nothing may be allowed through it", got)
+		ds, stderr = runOK(t, mirror, bookstore("-f", "-")...)
+		if got := targets(ds); len(got) != 0 {
+			t.Errorf("mirror on the %s: bookstore's rules allowed through %v: bookstore-v1 mirrors to v2's pods, nothing may be allowed through it", name, got)
+		}
+		wantLines(t, stderr, "Service bookstore-v1 also sends to Deployment/bookstore-v2")
 	}
-	wantLines(t, stderr, "Service bookstore-v1 also sends to Deployment/bookstore-v2")
 
 	// A route of smi2istio's own in the input (a dump of a cluster) is replaced by this run's.
 	own := override + `
