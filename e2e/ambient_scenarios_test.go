@@ -268,6 +268,27 @@ func TestAmbientOSM12Bookstore(t *testing.T) {
 	cl.expectNoXDSRejects()
 }
 
+// tcpEchoAccess admits bookbuyer to OSM's tcp-echo demo server on its TCP port (OSM's TCP traffic
+// demo, with bookbuyer's sidecar as the client).
+const tcpEchoAccess = `
+apiVersion: specs.smi-spec.io/v1alpha4
+kind: TCPRoute
+metadata: {name: tcp-echo, namespace: tcp-demo}
+spec:
+  matches:
+    ports: [9000]
+---
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: tcp-echo, namespace: tcp-demo}
+spec:
+  destination: {kind: ServiceAccount, name: tcp-echo, namespace: tcp-demo}
+  rules:
+  - {kind: TCPRoute, name: tcp-echo}
+  sources:
+  - {kind: ServiceAccount, name: bookbuyer, namespace: bookbuyer}
+`
+
 // expectKinds waits until the namespace has outputs of the kinds in present and none of those in
 // absent.
 func (cl *cluster) expectKinds(step, namespace string, present, absent []string) {
@@ -319,10 +340,11 @@ func TestAmbientMixedMeshMigration(t *testing.T) {
 	cl := newAmbientCluster(t, true)
 	cl.createNamespaces("bookstore", "bookbuyer", "bookthief")
 	cl.joinMesh("bookstore", "bookbuyer", "bookthief")
-	cl.ambientNamespaces("bookwarehouse")
-	for _, f := range []string{"bookbuyer", "bookthief", "bookstore", "bookwarehouse", "mysql"} {
+	cl.ambientNamespaces("bookwarehouse", "tcp-demo")
+	for _, f := range []string{"bookbuyer", "bookthief", "bookstore", "bookwarehouse", "mysql", "tcp-echo"} {
 		cl.applyFile(fixture("osm-v1.2-bookstore/apps/" + f + ".yaml"))
 	}
+	cl.applyYAML(tcpEchoAccess)
 	cl.applyFile(fixture("osm-v1.2-bookstore/access/traffic-access-v1.yaml"))
 	cl.applyFile(fixture("osm-v1.2-bookstore/split/traffic-split-v1.yaml"))
 	w := osm12{
@@ -332,6 +354,7 @@ func TestAmbientMixedMeshMigration(t *testing.T) {
 		warehouse: cl.registerAmbient("bookwarehouse", "bookwarehouse"),
 		mysql:     cl.registerAmbient("bookwarehouse", "mysql"),
 	}
+	echo := cl.registerAmbient("tcp-demo", "tcp-echo")
 	b := bookstoreRequests{w}
 	mysql := func(from Proxy) L4 { return L4{From: from, To: w.mysql, Port: 3306} }
 	store := func(from Proxy) L4 { return L4{From: from, To: w.store, Port: 14001} }
@@ -343,8 +366,14 @@ func TestAmbientMixedMeshMigration(t *testing.T) {
 	cl.expectAccess("sidecar bookstore", w.store, concat(checks(allow, b.allowed(w.buyer)), checks(deny, never))...)
 	cl.expectFilter("sidecar bookstore: the Envoy rung", w.store, "smi2istio.rbac", true)
 	cl.expectKinds("sidecar bookstore", "bookstore", []string{"AuthorizationPolicy", "PeerAuthentication", "EnvoyFilter", "VirtualService"}, []string{"HTTPRoute"})
-	// sidecars calling ambient pods: ztunnel judges their identities at L4
-	cl.expectL4("sidecars to ambient bookwarehouse",
+	// sidecars calling ambient pods (HBONE with their own certificates): ztunnel judges their
+	// identities at L4; tcp-echo admits bookbuyer's sidecar on 9000 only
+	cl.expectReady("TrafficTarget", "tcp-demo", "tcp-echo")
+	cl.expectL4("sidecars to ambient pods",
+		allowL4(L4{From: w.buyer, To: echo, Port: 9000}),
+		denyL4(L4{From: w.buyer, Plaintext: true, To: echo, Port: 9000}),
+		denyL4(L4{From: w.buyer, To: echo, Port: 9001}),
+		denyL4(L4{From: w.thief, To: echo, Port: 9000}), denyL4(L4{From: w.store, To: echo, Port: 9000}),
 		allowL4(mysql(w.warehouse)), denyL4(mysql(w.store)), denyL4(mysql(w.thief)), denyL4(mysql(w.buyer)),
 		denyL4(warehouse(w.store)), denyL4(warehouse(w.thief)))
 	cl.expectTargetCondition("bookwarehouse", "bookstore-access-bookwarehouse", "Ready", "False", "WaypointRequired")
@@ -364,7 +393,7 @@ func TestAmbientMixedMeshMigration(t *testing.T) {
 		[]string{"EnvoyFilter", "VirtualService", "DestinationRule", "PeerAuthentication"})
 	cl.expectL4("bookstore in ambient mode", denyL4(store(w.buyer)), denyL4(store(w.thief)), allowL4(mysql(w.warehouse)))
 
-	// 4b. a waypoint for bookstore: bookbuyer's sidecar goes through it
+	// 4b. a waypoint for bookstore
 	wp := cl.addWaypoint("bookstore", "waypoint")
 	cl.expectPolicyCondition("bookstore", "smi2istio-default-deny-waypoint-waypoint", "WaypointAccepted", "True", "bound to bookstore/waypoint")
 	gWP := cl.guardWaypoint(wp, "bookstore", "bookstore", never...)
@@ -377,6 +406,15 @@ func TestAmbientMixedMeshMigration(t *testing.T) {
 		concat(checks(allow, b.allowed(w.buyer)), checks(deny, never))...)
 	cl.expectL4("through the waypoint only", allowL4(store(wp.Proxy)), denyL4(store(w.buyer)), denyL4(store(w.thief)))
 	cl.expectRouteAccepted("HTTPRoute", "bookstore", "bookstore")
+	// The waypoint would let bookbuyer's identity through, but bookbuyer's sidecar never calls it:
+	// istiod gives a sidecar the pods of a Service with a waypoint (HBONE straight to them; only
+	// gateways call waypoints: endpoint_builder.go findServiceWaypoint), the sidecar applying the
+	// route itself. ztunnel admits only the waypoint there, so in a mixed mesh the HTTP rules of
+	// a sidecar source allow it nothing (the ztunnel verdict above): fail closed.
+	cl.expectRoutes("bookbuyer's sidecar applies the HTTPRoute", w.buyer, "bookstore.bookstore.svc.cluster.local", 14001,
+		"default -> outbound|14001||bookstore-v1.bookstore.svc.cluster.local=100")
+	cl.expectEndpoints("bookbuyer's sidecar sends to the pod, not the waypoint", w.buyer,
+		"outbound|14001||bookstore-v1.bookstore.svc.cluster.local", "connect_originate "+w.store.IP+":14001")
 
 	// 4c. back to sidecars: the namespace leaves the waypoint, then ambient mode, then the waypoint
 	// goes; nothing of ambient mode is left.

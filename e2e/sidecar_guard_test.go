@@ -5,9 +5,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -172,4 +176,86 @@ func (g *SidecarGuard) Stop() []string {
 		out = append(out, "the sidecar stream failed: "+g.err.Error())
 	}
 	return out
+}
+
+const typeEndpoint = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+
+// fetchEndpoints connects as the sidecar of p and returns the endpoints istiod gives one of its
+// outbound clusters (EDS), each as "<address>" (a socket address "ip:port") or "<internal
+// listener> <target>" (a tunnel: connect_originate and the HBONE target "ip:port"), sorted: where
+// the sidecar really sends a request (to a pod, or to a waypoint).
+func fetchEndpoints(ctx context.Context, addr string, p Proxy, cluster string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("dial istiod: %w", err)
+	}
+	defer func() { _ = conn.Close() }()
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open ADS stream: %w", err)
+	}
+	node, err := p.node()
+	if err != nil {
+		return nil, err
+	}
+	// as Envoy does: the clusters first, then the endpoints of the EDS clusters
+	var out []string
+	for _, step := range []struct {
+		typeURL string
+		names   []string
+	}{{typeCluster, nil}, {typeEndpoint, []string{cluster}}} {
+		if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: step.typeURL, ResourceNames: step.names}); err != nil {
+			return nil, fmt.Errorf("request %s: %w", step.typeURL, err)
+		}
+		node = nil
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return nil, fmt.Errorf("receive %s: %w", step.typeURL, err)
+			}
+			if resp.TypeUrl != step.typeURL {
+				continue
+			}
+			_ = stream.Send(&discoveryv3.DiscoveryRequest{TypeUrl: step.typeURL, ResourceNames: step.names, VersionInfo: resp.VersionInfo, ResponseNonce: resp.Nonce})
+			if step.typeURL == typeEndpoint {
+				for _, r := range resp.Resources {
+					cla := &endpointv3.ClusterLoadAssignment{}
+					if err := r.UnmarshalTo(cla); err != nil {
+						return nil, fmt.Errorf("decode endpoints: %w", err)
+					}
+					if cla.ClusterName != cluster {
+						continue
+					}
+					for _, l := range cla.Endpoints {
+						for _, e := range l.LbEndpoints {
+							a := e.GetEndpoint().GetAddress()
+							switch {
+							case a.GetSocketAddress() != nil:
+								out = append(out, fmt.Sprintf("%s:%d", a.GetSocketAddress().GetAddress(), a.GetSocketAddress().GetPortValue()))
+							case a.GetEnvoyInternalAddress() != nil:
+								out = append(out, a.GetEnvoyInternalAddress().GetServerListenerName()+" "+a.GetEnvoyInternalAddress().GetEndpointId())
+							default:
+								out = append(out, "unknown address "+a.String())
+							}
+						}
+					}
+				}
+			}
+			break
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// expectEndpoints waits until the sidecar's outbound cluster has exactly the endpoints wanted
+// (fetchEndpoints lines), on a settled config.
+func (cl *cluster) expectEndpoints(step string, from Proxy, cluster string, want ...string) {
+	cl.t.Helper()
+	cl.expectLines(step, fmt.Sprintf("endpoints of %s at %s/%s", cluster, from.Namespace, from.Pod), want, func() (observation, error) {
+		eps, err := fetchEndpoints(context.Background(), cl.istiodGRPC, from, cluster)
+		return observation{lines: eps, config: strings.Join(eps, ",")}, err
+	})
 }
