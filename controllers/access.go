@@ -73,6 +73,7 @@ type AccessReconciler struct {
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=security.istio.io,resources=authorizationpolicies;peerauthentications,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=networking.istio.io,resources=envoyfilters,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=grpcroutes,verbs=get;list;watch
 
 // SetupWithManager registers the indexes and watches.
 func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
@@ -159,6 +160,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	r.reader = mgr.GetAPIReader()
 	gw := servedGatewayKinds(mgr.GetRESTMapper())
 	r.routeKinds = gw.routeKinds()
+	if _, err := mgr.GetRESTMapper().RESTMapping(GRPCRouteGVK.GroupKind(), GRPCRouteGVK.Version); err == nil {
+		r.routeKinds = append(r.routeKinds, GRPCRouteGVK) // read: a waypoint applies it too
+	}
 	_, err = mgr.GetRESTMapper().RESTMapping(GatewayGVK.GroupKind(), GatewayGVK.Version)
 	r.gateways = err == nil
 	// Ambient namespaces: the destination's Services, the namespace's waypoint labels and the

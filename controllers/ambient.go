@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -49,7 +48,7 @@ func (r *AccessReconciler) translateAmbient(ctx context.Context, req reconcile.R
 		return nil, "", err
 	}
 	note := "ambient data plane, no waypoint (ztunnel enforces identities and ports only)"
-	if key := destinationWaypoint(in.Services, ns.Labels, base.Workloads, req.Name); key != "" {
+	if key := translate.DestinationWaypoint(in.Services, ns.Labels, base.Workloads, req.Name); key != "" {
 		w, why, err := r.waypoint(ctx, key)
 		if err != nil {
 			return nil, "", err
@@ -68,34 +67,6 @@ func (r *AccessReconciler) translateAmbient(ctx context.Context, req reconcile.R
 	out := res.AccessResult
 	out.SelectorFindings = append(append([]translate.Finding(nil), out.SelectorFindings...), res.ServiceFindings...)
 	return &out, note, nil
-}
-
-// destinationWaypoint is the waypoint ("namespace/name") of the Services that select the
-// destination's workloads: the one most of them use (name order breaks ties); "" for none.
-// Services bound to another waypoint (or to none) reach the workloads only through ztunnel, which
-// admits the chosen waypoint alone: their traffic is denied, never allowed without a check.
-func destinationWaypoint(svcs []*corev1.Service, nsLabels map[string]string, workloads []translate.Workload, sa string) string {
-	counts := map[string]int{}
-	for _, svc := range svcs {
-		key := translate.ServiceWaypoint(svc, nsLabels)
-		if key == "" || len(svc.Spec.Selector) == 0 {
-			continue
-		}
-		sel := labels.SelectorFromSet(svc.Spec.Selector)
-		for _, w := range workloads {
-			if w.ServiceAccount == sa && sel.Matches(labels.Set(w.Labels)) {
-				counts[key]++
-				break
-			}
-		}
-	}
-	best := ""
-	for key, n := range counts {
-		if best == "" || n > counts[best] || (n == counts[best] && key < best) {
-			best = key
-		}
-	}
-	return best
 }
 
 // waypoint reads a waypoint: its Gateway must exist with class istio-waypoint, and its
@@ -152,53 +123,13 @@ func (r *AccessReconciler) serviceBackends(ctx context.Context, ns string) (map[
 		if err := r.reader.List(ctx, list, client.InNamespace(ns)); err != nil {
 			return nil, fmt.Errorf("list %s in %s: %w", gvk.Kind, ns, err)
 		}
-		for _, u := range list.Items {
-			parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
-			rules, _, _ := unstructured.NestedSlice(u.Object, "spec", "rules")
-			var backends []string
-			add := func(m map[string]any) {
-				group, _ := m["group"].(string)
-				kind, _ := m["kind"].(string)
-				name, _ := m["name"].(string)
-				refNS, _ := m["namespace"].(string)
-				if (kind != "" && kind != "Service") || (group != "" && group != "core") || (refNS != "" && refNS != ns) {
-					// Not a Service of this namespace: named as it is, which matches no Service
-					// here, so the route's parent counts as reaching unknown workloads.
-					name = fmt.Sprintf("%s/%s.%s/%s", group, kind, refNS, name)
+		for i := range list.Items {
+			u := &list.Items[i]
+			backends := translate.RouteBackends(u)
+			for _, parent := range translate.RouteParents(u) {
+				if pNS, name, _ := strings.Cut(parent, "/"); pNS == ns {
+					out[name] = append(out[name], backends...)
 				}
-				backends = append(backends, name)
-			}
-			// Where a request may go: each rule's backends, and the backends of every mirror filter
-			// (a rule's or a backend's): a mirrored request reaches those workloads too.
-			mirrors := func(filters []any) {
-				for _, f := range filters {
-					if m, ok, _ := unstructured.NestedMap(f.(map[string]any), "requestMirror", "backendRef"); ok {
-						add(m)
-					}
-				}
-			}
-			for _, rule := range rules {
-				rm, _ := rule.(map[string]any)
-				refs, _, _ := unstructured.NestedSlice(rm, "backendRefs")
-				for _, ref := range refs {
-					m, _ := ref.(map[string]any)
-					add(m)
-					filters, _, _ := unstructured.NestedSlice(m, "filters")
-					mirrors(filters)
-				}
-				filters, _, _ := unstructured.NestedSlice(rm, "filters")
-				mirrors(filters)
-			}
-			for _, p := range parents {
-				m, _ := p.(map[string]any)
-				group, _ := m["group"].(string)
-				kind, _ := m["kind"].(string)
-				name, _ := m["name"].(string)
-				pNS, _ := m["namespace"].(string)
-				if kind != "Service" || (group != "" && group != "core") || (pNS != "" && pNS != ns) {
-					continue
-				}
-				out[name] = append(out[name], backends...)
 			}
 		}
 	}

@@ -21,6 +21,7 @@ var (
 	// The Gateway API's routes (GAMMA), for ambient namespaces and routeAPI GatewayAPI.
 	GatewayGVK                 = cache.Gateway{}.GVK()
 	HTTPRouteGVK               = cache.HTTPRoute{}.GVK()
+	GRPCRouteGVK               = cache.GRPCRoute{}.GVK()
 	GatewayTCPRouteGVK         = cache.GatewayTCPRoute{}.GVK()
 	GatewayTCPRouteV1Alpha2GVK = cache.GatewayTCPRouteV1Alpha2{}.GVK()
 )

@@ -64,6 +64,8 @@ type (
 	// Gateway is read for waypoints (gatewayClassName istio-waypoint), never written.
 	Gateway   struct{}
 	HTTPRoute struct{}
+	// GRPCRoute is read (never written): a waypoint applies it like an HTTPRoute.
+	GRPCRoute struct{}
 	// GatewayTCPRoute is TCPRoute v1 (standard since Gateway API 1.5); GatewayTCPRouteV1Alpha2 the
 	// experimental version older Istio releases ship with.
 	GatewayTCPRoute         struct{}
@@ -72,6 +74,10 @@ type (
 
 func (Gateway) GVK() schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}
+}
+
+func (GRPCRoute) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "GRPCRoute"}
 }
 
 func (HTTPRoute) GVK() schema.GroupVersionKind {
@@ -334,6 +340,7 @@ var kinds = map[schema.GroupVersionKind]struct {
 	PeerAuthentication{}.GVK():  {func() Compact { return &Generated[PeerAuthentication]{} }, func() client.ObjectList { return &GeneratedList[PeerAuthentication]{} }},
 	EnvoyFilter{}.GVK():         {func() Compact { return &Generated[EnvoyFilter]{} }, func() client.ObjectList { return &GeneratedList[EnvoyFilter]{} }},
 	Gateway{}.GVK():             {func() Compact { return &Generated[Gateway]{} }, func() client.ObjectList { return &GeneratedList[Gateway]{} }},
+	GRPCRoute{}.GVK():           {func() Compact { return &Generated[GRPCRoute]{} }, func() client.ObjectList { return &GeneratedList[GRPCRoute]{} }},
 	HTTPRoute{}.GVK():           {func() Compact { return &Generated[HTTPRoute]{} }, func() client.ObjectList { return &GeneratedList[HTTPRoute]{} }},
 	GatewayTCPRoute{}.GVK():     {func() Compact { return &Generated[GatewayTCPRoute]{} }, func() client.ObjectList { return &GeneratedList[GatewayTCPRoute]{} }},
 	GatewayTCPRouteV1Alpha2{}.GVK(): {func() Compact { return &Generated[GatewayTCPRouteV1Alpha2]{} }, func() client.ObjectList {

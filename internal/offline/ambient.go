@@ -125,7 +125,7 @@ func (s *Set) translateAmbient(base translate.AccessInput, o accessOptions) (*tr
 		in.Services = append(in.Services, s.Services[ns][name])
 	}
 	note := "ambient data plane, no waypoint (ztunnel enforces identities and ports only)"
-	if key := destinationWaypoint(in.Services, in.NamespaceLabels, base.Workloads, base.ServiceAccount); key != "" {
+	if key := translate.DestinationWaypoint(in.Services, in.NamespaceLabels, base.Workloads, base.ServiceAccount); key != "" {
 		if w, why := s.waypoint(key, o.waypoints); w != nil {
 			in.Waypoint = w
 			note = fmt.Sprintf("ambient data plane, through waypoint %s (ServiceAccount %s)", key, w.ServiceAccount)
@@ -180,7 +180,7 @@ func (s *Set) routeConflict(ts *splitv1alpha4.TrafficSplit, mesh translate.Mesh)
 		if generatedRoute(u.GetLabels()) {
 			continue
 		}
-		for _, p := range routeParents(u) {
+		for _, p := range translate.RouteParents(u) {
 			if p == ts.Namespace+"/"+root {
 				return &translate.InvalidError{Finding: translate.Finding{Field: "spec.service", Reason: "Conflict",
 					Message: fmt.Sprintf("%s %s/%s already routes Service %s and is not managed by this TrafficSplit: nothing is applied for it", u.GetKind(), u.GetNamespace(), u.GetName(), p)}}
@@ -210,7 +210,7 @@ func (s *Set) serviceBackends(splits []Outcome) map[string]map[string][]string {
 	}
 	for _, u := range s.Routes {
 		if !generatedRoute(u.GetLabels()) {
-			add(u.GetNamespace(), routeParents(u), routeBackends(u))
+			add(u.GetNamespace(), translate.RouteParents(u), translate.RouteBackends(u))
 		}
 	}
 	for _, o := range splits {
@@ -222,7 +222,7 @@ func (s *Set) serviceBackends(splits []Outcome) map[string]map[string][]string {
 			if err != nil {
 				continue // Render fails on it
 			}
-			add(u.GetNamespace(), routeParents(u), routeBackends(u))
+			add(u.GetNamespace(), translate.RouteParents(u), translate.RouteBackends(u))
 		}
 	}
 	for _, m := range out {

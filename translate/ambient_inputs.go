@@ -1,9 +1,7 @@
-package offline
+package translate
 
-// Decisions the operator (controllers/ambient.go) makes too, written as pure functions so that both
-// can call the same code: proposed to move to translate/ as they are (DestinationWaypoint,
-// RouteParents, RouteBackends), with controllers/ambient.go's destinationWaypoint and
-// serviceBackends calling them. Until then they repeat the operator's logic: keep them in step.
+// What the operator and the offline CLI read from an ambient namespace's objects to translate its
+// TrafficTargets: the destination's waypoint, and where each Service's requests may go.
 
 import (
 	"fmt"
@@ -11,19 +9,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-
-	"github.com/smi2istio/smi2istio/translate"
 )
 
-// destinationWaypoint is the waypoint ("namespace/name") of the Services that select the
+// DestinationWaypoint is the waypoint ("namespace/name") of the Services that select the
 // destination's workloads: the one most of them use (name order breaks ties); "" for none.
 // Services bound to another waypoint (or to none) reach the workloads only through ztunnel, which
 // admits the chosen waypoint alone: their traffic is denied, never allowed without a check.
-// (controllers/ambient.go destinationWaypoint.)
-func destinationWaypoint(svcs []*corev1.Service, nsLabels map[string]string, workloads []translate.Workload, sa string) string {
+func DestinationWaypoint(svcs []*corev1.Service, nsLabels map[string]string, workloads []Workload, sa string) string {
 	counts := map[string]int{}
 	for _, svc := range svcs {
-		key := translate.ServiceWaypoint(svc, nsLabels)
+		key := ServiceWaypoint(svc, nsLabels)
 		if key == "" || len(svc.Spec.Selector) == 0 {
 			continue
 		}
@@ -44,9 +39,9 @@ func destinationWaypoint(svcs []*corev1.Service, nsLabels map[string]string, wor
 	return best
 }
 
-// routeParents are the Services of a Gateway API route's parentRefs, as "namespace/name" (a
+// RouteParents are the Services of a Gateway API route's parentRefs, as "namespace/name" (a
 // parent without a namespace is in the route's); Gateways and other kinds are left out.
-func routeParents(u *unstructured.Unstructured) []string {
+func RouteParents(u *unstructured.Unstructured) []string {
 	parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
 	var out []string
 	for _, p := range parents {
@@ -66,12 +61,11 @@ func routeParents(u *unstructured.Unstructured) []string {
 	return out
 }
 
-// routeBackends are the Services a Gateway API route may send a request to: each rule's
+// RouteBackends are the Services a Gateway API route may send a request to: each rule's
 // backendRefs and the backends of every requestMirror filter (a rule's or a backend's: a mirrored
 // request reaches those workloads too). A backend that is not a Service of the route's namespace
-// is named so that it matches no Service there (translate.AmbientAccessInput.ServiceBackends).
-// (controllers/ambient.go serviceBackends.)
-func routeBackends(u *unstructured.Unstructured) []string {
+// is named so that it matches no Service there (AmbientAccessInput.ServiceBackends).
+func RouteBackends(u *unstructured.Unstructured) []string {
 	ns := u.GetNamespace()
 	var out []string
 	add := func(m map[string]any) {
