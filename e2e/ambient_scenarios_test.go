@@ -213,6 +213,18 @@ func TestAmbientOSM12Bookstore(t *testing.T) {
 		concat(checks(allow, b.allowed(w.buyer)), checks(deny, b.refused(w.buyer), b.allowed(w.thief), b.refused(w.thief)))...)
 	cl.expectWaypointAccess("waypoint, through bookstore-v1", wp, "bookstore", "bookstore-v1",
 		concat(checks(allow, b.allowed(w.buyer)), checks(deny, b.refused(w.buyer), b.allowed(w.thief)))...)
+	// a request a client sends to the waypoint addressed to the pod (not a Service): no chain of
+	// the waypoint (it serves Services) lets it through
+	toPod := func(rs []Request) []Request {
+		out := make([]Request, len(rs))
+		for i, r := range rs {
+			r.To = w.store.IP
+			out[i] = r
+		}
+		return out
+	}
+	cl.expectWaypointAccess("waypoint, addressed to the pod", wp, "bookstore", "bookstore",
+		checks(deny, toPod(b.allowed(w.thief)), toPod(b.refused(w.buyer)))...)
 	// ztunnel admits the waypoint only: no client reaches the pod around it
 	cl.expectL4("waypoint: nothing bypasses it",
 		allowL4(store(wp.Proxy)),
