@@ -160,8 +160,10 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	r.reader = mgr.GetAPIReader()
 	gw := servedGatewayKinds(mgr.GetRESTMapper())
 	r.routeKinds = gw.routeKinds()
-	if _, err := mgr.GetRESTMapper().RESTMapping(GRPCRouteGVK.GroupKind(), GRPCRouteGVK.Version); err == nil {
-		r.routeKinds = append(r.routeKinds, GRPCRouteGVK) // read: a waypoint applies it too
+	for _, gvk := range []schema.GroupVersionKind{cache.GRPCRoute{}.GVK(), cache.TLSRoute{}.GVK(), cache.GatewayUDPRoute{}.GVK()} {
+		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err == nil {
+			r.routeKinds = append(r.routeKinds, gvk) // read: a waypoint applies them too
+		}
 	}
 	_, err = mgr.GetRESTMapper().RESTMapping(GatewayGVK.GroupKind(), GatewayGVK.Version)
 	r.gateways = err == nil
@@ -188,6 +190,22 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	for _, gvk := range r.routeKinds {
 		b = b.Watches(cache.New(gvk), ambientNamespace)
 	}
+	// A VirtualService for a Service of an ambient namespace (a waypoint applies it).
+	b = b.Watches(cache.New(VirtualServiceGVK), handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		state, ok := r.State()
+		if !ok {
+			return nil
+		}
+		var out []reconcile.Request
+		seen := map[string]bool{}
+		for _, h := range o.(cache.Object).Hosts() {
+			if _, ns, ok := serviceOfHost(qualifyHost(h, o.GetNamespace(), state.Mesh), state.Mesh); ok && !seen[ns] && state.Ambient(ns) {
+				seen[ns] = true
+				out = append(out, r.destinations(ctx, ns)...)
+			}
+		}
+		return out
+	}))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
 			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request { return r.destinations(ctx, ns) })
@@ -266,7 +284,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	var res *translate.AccessResult
 	if len(items) > 0 {
 		if state.Ambient(req.Namespace) {
-			res, scope.dataplane, err = r.translateAmbient(ctx, req, targets, state.Mesh)
+			res, scope.dataplane, err = r.translateAmbient(ctx, req, targets, state.Mesh, state.RootNamespaces)
 		} else {
 			res, err = r.translate(ctx, req, targets, state.Mesh)
 			scope.dataplane = "sidecar data plane"
@@ -689,6 +707,8 @@ func targetReadiness(tr translate.TargetResult, res *translate.AccessResult, sco
 	case synced.Blocked():
 		st.ready, st.outcome = blockedReady(synced.Problems, func(r syncset.Ref) bool { return mine[r] },
 			": the destination's outputs are applied together or not at all, so nothing is allowed to it")
+	case len(findingsOf(res.SelectorFindings, ReasonNotCaptured)) > 0:
+		st.ready = notReady(ReasonNotCaptured, joinFindings(findingsOf(res.SelectorFindings, ReasonNotCaptured)))
 	case len(findingsOf(tr.Warnings, translate.ReasonWaypointRequired)) > 0:
 		// ztunnel cannot tell HTTP requests apart: the HTTP rules allow nothing.
 		st.ready = notReady(ReasonWaypointRequired, joinFindings(append(unresolved, tr.Warnings...)))

@@ -115,9 +115,12 @@ func TestAmbientSplitIsAnHTTPRoute(t *testing.T) {
 		return err
 	})
 	waitGone(t, httpRouteObj(), ns, "web")
-	if _, _, msg, _, _ := condition(ns, "canary", "Accepted"); !strings.Contains(msg, "sidecar data plane") {
-		t.Errorf("Accepted says %q after relabelling for sidecars", msg)
-	}
+	eventually(t, "Accepted names the sidecar data plane after relabelling", func() error {
+		if _, _, msg, _, _ := condition(ns, "canary", "Accepted"); !strings.Contains(msg, "sidecar data plane") {
+			return fmt.Errorf("Accepted says %q", msg)
+		}
+		return nil
+	})
 
 	relabel(t, ns, map[string]string{membership.DataplaneModeLabel: membership.DataplaneAmbient})
 	waitHTTPRoute(t, ns, "web", []string{"web-v1:80=90", "web-v2:80=10"})

@@ -57,6 +57,9 @@ const (
 	// ReasonWaypointRequired: an ambient destination without a waypoint, whose rules need L7
 	// (HTTPRouteGroup): those rules allow nothing until a waypoint serves it.
 	ReasonWaypointRequired = "WaypointRequired"
+	// ReasonNotCaptured: a workload of an ambient destination opted out of ambient
+	// (istio.io/dataplane-mode=none): nothing is enforced for it.
+	ReasonNotCaptured = "NotCaptured"
 )
 
 // Outcomes of a reconcile, the values of smi2istio_reconcile_outcomes_total's outcome label.

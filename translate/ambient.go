@@ -195,6 +195,13 @@ func TranslateAmbientAccess(in AmbientAccessInput) (*AmbientAccessResult, error)
 		if err := ValidateOutput(res.WaypointBaseline); err != nil {
 			return nil, fmt.Errorf("waypoint %s/%s baseline: %w", w.Namespace, w.Name, err)
 		}
+		if why := waypointNotTrusted(in); why != "" {
+			// ztunnel would admit the waypoint's identity for any request: whoever else holds it
+			// skips the waypoint. Translated as without a waypoint (less, never more).
+			res.ServiceFindings = append(res.ServiceFindings, finding("spec.destination", "WaypointNotUsed",
+				"waypoint %s/%s is not relied on: %s", w.Namespace, w.Name, why))
+			in.Waypoint, res.WaypointBaseline = nil, nil
+		}
 	}
 	// No Envoy rung: a waypoint silently ignores EnvoyFilters, and ztunnel has no HTTP filters.
 	base := in.AccessInput
@@ -206,7 +213,7 @@ func TranslateAmbientAccess(in AmbientAccessInput) (*AmbientAccessResult, error)
 			"no workload runs as ServiceAccount %s/%s: nothing to allow yet", in.Namespace, in.ServiceAccount))
 	}
 	services := in.reach()
-	res.ServiceFindings = in.serviceFindings(services)
+	res.ServiceFindings = append(res.ServiceFindings, in.serviceFindings(services)...)
 
 	targets := append([]*accessv1alpha2.TrafficTarget(nil), in.Targets...)
 	sort.SliceStable(targets, func(i, j int) bool { return targets[i].Name < targets[j].Name })
@@ -230,6 +237,33 @@ func TranslateAmbientAccess(in AmbientAccessInput) (*AmbientAccessResult, error)
 		res.Targets = append(res.Targets, tr)
 	}
 	return res, nil
+}
+
+// WaypointGatewayNameLabel is on the pods Istio runs for a Gateway (a waypoint's included).
+const WaypointGatewayNameLabel = "gateway.networking.k8s.io/gateway-name"
+
+// waypointNotTrusted says why the destination's ztunnel must not admit the waypoint's identity:
+// the waypoint is in another namespace (whose workloads, and the routes and policies attached to a
+// waypoint shared that way, are not known here), or a workload that is not one of the waypoint's
+// own pods runs as its ServiceAccount (a waypoint told to run as "default", an ingress gateway
+// annotated with the same ServiceAccount): it would be admitted too, skipping the waypoint. "" when
+// the waypoint can be relied on.
+func waypointNotTrusted(in AmbientAccessInput) string {
+	w := in.Waypoint
+	if w.Namespace != in.Namespace {
+		return fmt.Sprintf("it is in namespace %s, not the destination's (%s): a waypoint shared across namespaces is not relied on", w.Namespace, in.Namespace)
+	}
+	var impostors []string
+	for _, wl := range in.Workloads {
+		if wl.ServiceAccount == w.ServiceAccount && wl.Labels[WaypointGatewayNameLabel] != w.Name {
+			impostors = append(impostors, wl.Name)
+		}
+	}
+	if len(impostors) > 0 {
+		sort.Strings(impostors)
+		return fmt.Sprintf("its ServiceAccount %s also runs %s, which would be admitted as the waypoint is", w.ServiceAccount, strings.Join(impostors, ", "))
+	}
+	return ""
 }
 
 // ztunnelOnly: L4 rules become selector policies ztunnel enforces; HTTP rules allow nothing.

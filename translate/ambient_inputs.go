@@ -5,6 +5,7 @@ package translate
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -98,6 +99,40 @@ func RouteBackends(u *unstructured.Unstructured) []string {
 		}
 		filters, _, _ := unstructured.NestedSlice(rm, "filters")
 		mirrors(filters)
+	}
+	return out
+}
+
+// RouteSends is where a Gateway API route makes each of its Service parents ("namespace/name")
+// send requests, for AmbientAccessInput.ServiceBackends: its backends (RouteBackends); the parent
+// itself too when the parentRef names a port (the Service's other ports still go to its own
+// endpoints); and, for a route smi2istio did not write, a name that matches no Service (its ports
+// and filters are not modelled: a Service it is attached to allows nothing through a waypoint).
+func RouteSends(u *unstructured.Unstructured) map[string][]string {
+	backends := RouteBackends(u)
+	if u.GetLabels()[ManagedByLabel] != ManagedByValue {
+		backends = append(backends, fmt.Sprintf("%s %s/%s (a route smi2istio did not write)", u.GetKind(), u.GetNamespace(), u.GetName()))
+	}
+	ported := map[string]bool{}
+	parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+	for _, p := range parents {
+		m, _ := p.(map[string]any)
+		name, _ := m["name"].(string)
+		ns, _ := m["namespace"].(string)
+		if ns == "" {
+			ns = u.GetNamespace()
+		}
+		if _, has := m["port"]; has {
+			ported[ns+"/"+name] = true
+		}
+	}
+	out := map[string][]string{}
+	for _, parent := range RouteParents(u) {
+		out[parent] = append(out[parent], backends...)
+		if ported[parent] {
+			_, name, _ := strings.Cut(parent, "/")
+			out[parent] = append(out[parent], name)
+		}
 	}
 	return out
 }

@@ -64,8 +64,10 @@ type (
 	// Gateway is read for waypoints (gatewayClassName istio-waypoint), never written.
 	Gateway   struct{}
 	HTTPRoute struct{}
-	// GRPCRoute is read (never written): a waypoint applies it like an HTTPRoute.
-	GRPCRoute struct{}
+	// GRPCRoute, TLSRoute and UDPRoute are read (never written): a waypoint applies them too.
+	GRPCRoute       struct{}
+	TLSRoute        struct{}
+	GatewayUDPRoute struct{}
 	// GatewayTCPRoute is TCPRoute v1 (standard since Gateway API 1.5); GatewayTCPRouteV1Alpha2 the
 	// experimental version older Istio releases ship with.
 	GatewayTCPRoute         struct{}
@@ -78,6 +80,14 @@ func (Gateway) GVK() schema.GroupVersionKind {
 
 func (GRPCRoute) GVK() schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "GRPCRoute"}
+}
+
+func (TLSRoute) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "TLSRoute"}
+}
+
+func (GatewayUDPRoute) GVK() schema.GroupVersionKind {
+	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "UDPRoute"}
 }
 
 func (HTTPRoute) GVK() schema.GroupVersionKind {
@@ -341,6 +351,8 @@ var kinds = map[schema.GroupVersionKind]struct {
 	EnvoyFilter{}.GVK():         {func() Compact { return &Generated[EnvoyFilter]{} }, func() client.ObjectList { return &GeneratedList[EnvoyFilter]{} }},
 	Gateway{}.GVK():             {func() Compact { return &Generated[Gateway]{} }, func() client.ObjectList { return &GeneratedList[Gateway]{} }},
 	GRPCRoute{}.GVK():           {func() Compact { return &Generated[GRPCRoute]{} }, func() client.ObjectList { return &GeneratedList[GRPCRoute]{} }},
+	TLSRoute{}.GVK():            {func() Compact { return &Generated[TLSRoute]{} }, func() client.ObjectList { return &GeneratedList[TLSRoute]{} }},
+	GatewayUDPRoute{}.GVK():     {func() Compact { return &Generated[GatewayUDPRoute]{} }, func() client.ObjectList { return &GeneratedList[GatewayUDPRoute]{} }},
 	HTTPRoute{}.GVK():           {func() Compact { return &Generated[HTTPRoute]{} }, func() client.ObjectList { return &GeneratedList[HTTPRoute]{} }},
 	GatewayTCPRoute{}.GVK():     {func() Compact { return &Generated[GatewayTCPRoute]{} }, func() client.ObjectList { return &GeneratedList[GatewayTCPRoute]{} }},
 	GatewayTCPRouteV1Alpha2{}.GVK(): {func() Compact { return &Generated[GatewayTCPRouteV1Alpha2]{} }, func() client.ObjectList {

@@ -12,6 +12,7 @@ import (
 
 	splitv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha4"
 	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/membership"
@@ -196,8 +197,9 @@ func (s *Set) routeConflict(ts *splitv1alpha4.TrafficSplit, mesh translate.Mesh)
 // which reads both from the cluster).
 func (s *Set) serviceBackends(splits []Outcome) map[string]map[string][]string {
 	out := map[string]map[string][]string{}
-	add := func(ns string, parents, backends []string) {
-		for _, p := range parents {
+	add := func(u *unstructured.Unstructured) {
+		ns := u.GetNamespace()
+		for p, backends := range translate.RouteSends(u) {
 			pns, name, _ := strings.Cut(p, "/")
 			if pns != ns {
 				continue
@@ -210,7 +212,7 @@ func (s *Set) serviceBackends(splits []Outcome) map[string]map[string][]string {
 	}
 	for _, u := range s.Routes {
 		if !generatedRoute(u.GetLabels()) {
-			add(u.GetNamespace(), translate.RouteParents(u), translate.RouteBackends(u))
+			add(u)
 		}
 	}
 	for _, o := range splits {
@@ -222,7 +224,7 @@ func (s *Set) serviceBackends(splits []Outcome) map[string]map[string][]string {
 			if err != nil {
 				continue // Render fails on it
 			}
-			add(u.GetNamespace(), translate.RouteParents(u), translate.RouteBackends(u))
+			add(u)
 		}
 	}
 	for _, m := range out {

@@ -375,7 +375,7 @@ spec:
 		if got := targets(ds); len(got) != 0 {
 			t.Errorf("mirror on the %s: bookstore's rules allowed through %v: bookstore-v1 mirrors to v2's pods, nothing may be allowed through it", name, got)
 		}
-		wantLines(t, stderr, "Service bookstore-v1 also sends to Deployment/bookstore-v2")
+		wantLines(t, stderr, "Service bookstore-v1 may send to ServiceAccount bookstore's workloads and others (it is routed to Service HTTPRoute bookstore/v1-mirror (a route smi2istio did not write)")
 	}
 
 	// A route of smi2istio's own in the input (a dump of a cluster) is replaced by this run's.
