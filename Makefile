@@ -47,9 +47,11 @@ lint: ## Run golangci-lint (pinned in hack/lib.sh, config in .golangci.yml).
 	$(GOLANGCI_LINT) run --build-tags e2e ./...
 
 .PHONY: assets
-assets: ## Build or reuse the local control plane binaries (etcd, kube-apiserver, kube-controller-manager) and istiod.
+assets: ## Build or reuse the local control plane binaries (etcd, kube-apiserver, kube-controller-manager), istiod and the tools the e2e runs (Argo Rollouts, Flagger).
 	@hack/kube-assets.sh
 	@hack/istiod.sh
+	@hack/argo-rollouts.sh >/dev/null
+	@hack/flagger.sh >/dev/null
 
 .PHONY: test
 test: lint verify-manifests build ## Lint, check generated files, build as the Dockerfile does, run every test on a real local control plane, then the e2e suite on istiod.
@@ -60,6 +62,8 @@ test: lint verify-manifests build ## Lint, check generated files, build as the D
 e2e: ## Run the end-to-end suite: the operator binary and istiod (built once by hack/istiod.sh) on a local control plane.
 	@hack/istiod.sh >/dev/null
 	@hack/istioctl.sh >/dev/null
+	@hack/argo-rollouts.sh >/dev/null
+	@hack/flagger.sh >/dev/null
 	KUBEBUILDER_ASSETS="$$(hack/kube-assets.sh)" go test $(GO_TEST_FLAGS) -tags e2e -timeout 30m ./e2e/...
 
 SIZES ?= S,M,L
