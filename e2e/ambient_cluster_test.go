@@ -278,7 +278,7 @@ func (cl *cluster) removeWaypoint(wp Waypoint) {
 		}
 	}
 	must(cl.t, cl.c.DeleteAllOf(ctx, &discoveryv1.EndpointSlice{}, client.InNamespace(wp.Namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: wp.Gateway, discoveryv1.LabelManagedBy: "e2e"}))
+		client.MatchingLabels{discoveryv1.LabelServiceName: wp.Gateway, discoveryv1.LabelManagedBy: endpointSliceController}))
 }
 
 // useWaypoint sends a namespace's (service "") or a Service's traffic through the waypoint:

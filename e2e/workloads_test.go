@@ -62,9 +62,12 @@ func (cl *cluster) register(namespace, workload string) Proxy {
 		if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(labels.Set(pod.Labels)) {
 			continue
 		}
+		// The harness stands in for Kubernetes' EndpointSlice controller (no such controller runs
+		// here): its slices are the ones it would derive from the selector, labelled as it labels them
+		// (smi2istio counts a slice someone else manages as endpoints of unknown workloads).
 		slice := &discoveryv1.EndpointSlice{
 			ObjectMeta: metav1.ObjectMeta{Name: svc.Name + "-" + pod.Name, Namespace: namespace,
-				Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: "e2e"}},
+				Labels: map[string]string{discoveryv1.LabelServiceName: svc.Name, discoveryv1.LabelManagedBy: endpointSliceController}},
 			AddressType: discoveryv1.AddressTypeIPv4,
 			Endpoints: []discoveryv1.Endpoint{{
 				Addresses:  []string{ip},
@@ -119,3 +122,7 @@ func targetPort(p corev1.ServicePort, pod *corev1.Pod) int32 {
 		return p.Port
 	}
 }
+
+// endpointSliceController is the manager label of the EndpointSlices Kubernetes derives from a
+// Service's selector.
+const endpointSliceController = "endpointslice-controller.k8s.io"
