@@ -193,7 +193,7 @@ spec:
 	waypoint := fmt.Sprintf("cluster.local/ns/%s/sa/waypoint", ns)
 	eventually(t, "TrafficTarget http applied through the waypoint", func() error {
 		if s, r, err := ttCondition(ns, "http", "Ready"); err != nil || s != "True" {
-			return fmt.Errorf("Ready %s/%s %v: %s; Accepted: %s", s, r, err, ttMessage(t, ns, "http", "Ready"), ttMessage(t, ns, "http", "Accepted"))
+			return fmt.Errorf("Ready %s/%s %w: %s; Accepted: %s", s, r, err, ttMessage(t, ns, "http", "Ready"), ttMessage(t, ns, "http", "Accepted"))
 		}
 		return nil
 	})

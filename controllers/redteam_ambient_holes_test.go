@@ -58,9 +58,10 @@ func sharedWaypoint(t *testing.T) string {
 	return platform
 }
 
-// waitWaypointRefused waits until TrafficTarget tt says its waypoint is not relied on (why in the
+// waitWaypointRefused waits until TrafficTarget http says its waypoint is not relied on (why in the
 // Accepted message) and no policy of the namespace admits the waypoint's identity.
-func waitWaypointRefused(t *testing.T, ns, tt, waypointNS, why string) {
+func waitWaypointRefused(t *testing.T, ns, waypointNS, why string) {
+	const tt = "http"
 	t.Helper()
 	waypoint := fmt.Sprintf("cluster.local/ns/%s/sa/waypoint", waypointNS)
 	eventually(t, "TrafficTarget "+ns+"/"+tt+" does not rely on the waypoint", func() error {
@@ -146,7 +147,7 @@ spec:
 	applyYAML(t, ns, ambientApp)
 	// A waypoint of another namespace is never relied on (translate waypointNotTrusted), and one
 	// that accepts other namespaces' routes neither: nothing reaches api through it.
-	waitWaypointRefused(t, ns, "http", platform, "other namespaces")
+	waitWaypointRefused(t, ns, platform, "other namespaces")
 	noWebRuleOnAPI(t, ns, "http", "a VirtualService in the waypoint's namespace sends api's requests to db")
 }
 
@@ -316,7 +317,7 @@ spec:
 	ns := redTeamWaypointNamespace(t, "")
 	applyYAML(t, ns, redTeamWaypointGateway("istio-waypoint", "", ""))
 	applyYAML(t, ns, ambientApp)
-	waitWaypointRefused(t, ns, "http", ns, "GatewayClass istio-waypoint")
+	waitWaypointRefused(t, ns, ns, "GatewayClass istio-waypoint")
 }
 
 // The same with a policy of the shared waypoint's namespace attached to its Gateway: the owner of
@@ -333,7 +334,7 @@ spec:
 `)
 	ns := redTeamWaypointNamespace(t, platform)
 	applyYAML(t, ns, ambientApp)
-	waitWaypointRefused(t, ns, "http", platform, "other namespaces")
+	waitWaypointRefused(t, ns, platform, "other namespaces")
 }
 
 // A waypoint whose HBONE listener accepts Services of other namespaces (allowedRoutes from All or
@@ -350,7 +351,7 @@ func TestRedTeamAmbientWaypointOpenToOtherNamespaces(t *testing.T) {
 	ns := redTeamWaypointNamespace(t, "")
 	applyYAML(t, ns, redTeamWaypointGateway("istio-waypoint", "All", ""))
 	applyYAML(t, ns, ambientApp)
-	waitWaypointRefused(t, ns, "http", ns, "allowedRoutes.namespaces.from: All")
+	waitWaypointRefused(t, ns, ns, "allowedRoutes.namespaces.from: All")
 }
 
 // A shared waypoint's namespace leaves the mesh: the baseline reconciler removes the waypoint's
@@ -365,7 +366,7 @@ func TestRedTeamAmbientSharedWaypointBaselineRemovedFirst(t *testing.T) {
 	platform := sharedWaypoint(t)
 	ns := redTeamWaypointNamespace(t, platform)
 	applyYAML(t, ns, ambientApp)
-	waitWaypointRefused(t, ns, "http", platform, "other namespaces")
+	waitWaypointRefused(t, ns, platform, "other namespaces")
 }
 
 // A pod labelled istio.io/dataplane-mode=none in an ambient namespace is not captured by ztunnel:

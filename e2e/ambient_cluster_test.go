@@ -389,7 +389,7 @@ func parentRefString(ref map[string]any, routeNamespace string) string {
 
 // expectRouteAccepted waits until istiod set Accepted=True and ResolvedRefs=True, for the route's
 // generation, on the status of every parent in the route's spec.parentRefs, and returns them.
-func (cl *cluster) expectRouteAccepted(kind, namespace, name string) []RouteParent {
+func (cl *cluster) expectRouteAccepted(kind, namespace, name string) []RouteParent { //nolint:unparam // TCPRoutes are judged the same way
 	cl.t.Helper()
 	var got []RouteParent
 	eventually(cl.t, fmt.Sprintf("istiod accepts %s %s/%s on every parent", kind, namespace, name), func() error {

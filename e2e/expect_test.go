@@ -127,7 +127,7 @@ func (cl *cluster) expectRoutes(step string, from Proxy, host string, port uint3
 
 // expectFilter waits until the destination's inbound HTTP chains carry (or lack) an HTTP filter,
 // on a settled config.
-func (cl *cluster) expectFilter(step string, dest Proxy, name string, present bool) {
+func (cl *cluster) expectFilter(step string, dest Proxy, name string, present bool) { //nolint:unparam // any filter by name; smi2istio writes one today
 	cl.t.Helper()
 	want := []string{fmt.Sprintf("%s present=%v", name, present)}
 	cl.expectLines(step, fmt.Sprintf("inbound HTTP filters of %s/%s", dest.Namespace, dest.Pod), want, func() (observation, error) {

@@ -349,7 +349,7 @@ type waypointChain struct {
 
 // newWaypointChain builds the chain of a Service (svcNS/svc) at waypoint w, or the waypoint's
 // direct-to-pod chain when svc is "".
-func newWaypointChain(aps []*securityv1beta1.AuthorizationPolicy, w waypointRef, svcNS, svc string) (*waypointChain, error) {
+func newWaypointChain(aps []*securityv1beta1.AuthorizationPolicy, w waypointRef, svcNS, svc string) (*waypointChain, error) { //nolint:unparam // the model takes any Service namespace; the tests use one
 	var selected []*securityv1beta1.AuthorizationPolicy
 	for _, ap := range aps {
 		s := &ap.Spec
