@@ -45,7 +45,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := v1alpha1.SMI2IstioConfigSpec{AccessMode: v1alpha1.Enforcing, Membership: v1alpha1.Membership{Provider: v1alpha1.Auto},
-		RegexPolicy: "Envoy", MinIstioVersion: "1.16", IstioNamespace: "istio-system"}
+		RegexPolicy: "Envoy", MinIstioVersion: "1.16", IstioNamespace: "istio-system",
+		DataplaneMode: v1alpha1.DataplaneAuto, RouteAPI: v1alpha1.RouteVirtualService}
 	if fmt.Sprint(cfg.Spec) != fmt.Sprint(want) {
 		t.Errorf("defaults: got %+v, want %+v", cfg.Spec, want)
 	}
