@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"github.com/hashicorp/go-multierror"
@@ -40,7 +41,20 @@ var (
 
 // CRDFile is Istio's generated CRD bundle in the istio.io/istio version this module requires.
 func CRDFile() (string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", IstioModule).Output()
+	// go list can fail for a moment while other go commands hold the module cache's locks (the
+	// test binaries of several packages at once): tried again before giving up, with its stderr.
+	var out []byte
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var stderr strings.Builder
+		cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", IstioModule)
+		cmd.Stderr = &stderr
+		if out, err = cmd.Output(); err == nil {
+			break
+		}
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		time.Sleep(time.Second)
+	}
 	if err != nil {
 		return "", fmt.Errorf("locate module %s (go list -m): %w", IstioModule, err)
 	}
