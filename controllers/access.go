@@ -161,12 +161,11 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	gw := servedGatewayKinds(mgr.GetRESTMapper())
 	r.routeKinds = gw.routeKinds()
 	for _, gvk := range []schema.GroupVersionKind{cache.GRPCRoute{}.GVK(), cache.TLSRoute{}.GVK(), cache.GatewayUDPRoute{}.GVK()} {
-		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err == nil {
+		if served(mgr.GetRESTMapper(), gvk) {
 			r.routeKinds = append(r.routeKinds, gvk) // read: a waypoint applies them too
 		}
 	}
-	_, err = mgr.GetRESTMapper().RESTMapping(GatewayGVK.GroupKind(), GatewayGVK.Version)
-	r.gateways = err == nil
+	r.gateways = served(mgr.GetRESTMapper(), GatewayGVK)
 	// Ambient namespaces: the destination's Services, the namespace's waypoint labels and the
 	// routes attached to its Services decide what passes a waypoint.
 	ambientNamespace := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {

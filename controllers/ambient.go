@@ -87,15 +87,18 @@ func (r *AccessReconciler) waypoint(ctx context.Context, key string, rootNamespa
 	if !r.gateways {
 		return nil, "the Gateway API's Gateway CRD is not served", nil
 	}
-	gw := cache.New(GatewayGVK)
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, gw)
+	// Read uncached, once: the cache keeps a Gateway's class only, and its listeners decide too.
+	gw := &unstructured.Unstructured{}
+	gw.SetGroupVersionKind(GatewayGVK)
+	err := r.reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, gw)
+	class, _, _ := unstructured.NestedString(gw.Object, "spec", "gatewayClassName")
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, "its Gateway does not exist", nil
 	case err != nil:
 		return nil, "", fmt.Errorf("get waypoint %s: %w", key, err)
-	case gw.Class() != WaypointClass:
-		return nil, fmt.Sprintf("its Gateway's class is %q, not %s", gw.Class(), WaypointClass), nil
+	case class != WaypointClass:
+		return nil, fmt.Sprintf("its Gateway's class is %q, not %s", class, WaypointClass), nil
 	case !gw.GetDeletionTimestamp().IsZero():
 		return nil, "its Gateway is being deleted", nil
 	}
@@ -105,13 +108,8 @@ func (r *AccessReconciler) waypoint(ctx context.Context, key string, rootNamespa
 	}
 	// Routes, ServiceEntries and policies of other namespaces attach to a waypoint whose listeners
 	// accept them (allowedRoutes): the waypoint would then tunnel their traffic to our pods as
-	// itself. Read uncached (the cache keeps a Gateway's class only).
-	full := &unstructured.Unstructured{}
-	full.SetGroupVersionKind(GatewayGVK)
-	if err := r.reader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, full); err != nil {
-		return nil, "", fmt.Errorf("get waypoint %s: %w", key, err)
-	}
-	listeners, _, _ := unstructured.NestedSlice(full.Object, "spec", "listeners")
+	// itself.
+	listeners, _, _ := unstructured.NestedSlice(gw.Object, "spec", "listeners")
 	for _, l := range listeners {
 		from, _, _ := unstructured.NestedString(l.(map[string]any), "allowedRoutes", "namespaces", "from")
 		if from != "" && from != "Same" {

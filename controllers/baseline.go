@@ -48,8 +48,7 @@ type BaselineReconciler struct {
 // SetupWithManager watches namespaces and the baselines.
 func (r *BaselineReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.syncer = newSyncer(r.Client, mgr.GetAPIReader())
-	_, err := mgr.GetRESTMapper().RESTMapping(GatewayGVK.GroupKind(), GatewayGVK.Version)
-	r.waypoints = err == nil
+	r.waypoints = served(mgr.GetRESTMapper(), GatewayGVK)
 	if r.Workloads == nil {
 		r.Workloads = cache.NewWorkloadIndex()
 	}

@@ -268,7 +268,7 @@ func (r *ConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			}),
 			meshConfigEvents[*corev1.ConfigMap](r.relevant)))
 	for _, gvk := range []schema.GroupVersionKind{membership.MemberRollGVK, meshconfig.ControlPlaneGVK} {
-		if _, err := mgr.GetRESTMapper().RESTMapping(gvk.GroupKind(), gvk.Version); err == nil {
+		if served(mgr.GetRESTMapper(), gvk) {
 			// Unstructured: no Go type of OSSM's is fetchable here (DESIGN §8). SMI and Istio kinds
 			// are read only through internal/cache's compact types: an unstructured read of one would start
 			// a second informer holding every object of the kind again.

@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
@@ -58,3 +61,10 @@ var (
 // inertPolicy is the JSON merge patch that makes an ALLOW AuthorizationPolicy allow nothing (its
 // selector kept): for a stale policy that someone else's finalizer keeps after we deleted it.
 var inertPolicy = []byte(`{"spec":{"rules":null}}`)
+
+// served reports whether the apiserver serves a kind in that version (as the mapper saw it when
+// asked: kinds found at set-up).
+func served(mapper meta.RESTMapper, gvk schema.GroupVersionKind) bool {
+	_, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	return err == nil
+}

@@ -560,14 +560,10 @@ type gatewayKinds struct {
 
 // servedGatewayKinds looks the Gateway API's route kinds up (TCPRoute: v1, else v1alpha2).
 func servedGatewayKinds(mapper meta.RESTMapper) gatewayKinds {
-	served := func(gvk schema.GroupVersionKind) bool {
-		_, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		return err == nil
-	}
 	var g gatewayKinds
-	g.httpRoute = served(HTTPRouteGVK)
+	g.httpRoute = served(mapper, HTTPRouteGVK)
 	for _, gvk := range []schema.GroupVersionKind{GatewayTCPRouteGVK, GatewayTCPRouteV1Alpha2GVK} {
-		if g.tcpRouteVersion == "" && served(gvk) {
+		if g.tcpRouteVersion == "" && served(mapper, gvk) {
 			g.tcpRouteVersion = gvk.Version
 		}
 	}

@@ -43,8 +43,22 @@ func DestinationWaypoint(svcs []*corev1.Service, nsLabels map[string]string, wor
 // RouteParents are the Services of a Gateway API route's parentRefs, as "namespace/name" (a
 // parent without a namespace is in the route's); Gateways and other kinds are left out.
 func RouteParents(u *unstructured.Unstructured) []string {
-	parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
 	var out []string
+	for _, p := range serviceParents(u) {
+		out = append(out, p.key)
+	}
+	return out
+}
+
+// serviceParent is a Service parentRef of a route: "namespace/name", and whether it names a port.
+type serviceParent struct {
+	key    string
+	ported bool
+}
+
+func serviceParents(u *unstructured.Unstructured) []serviceParent {
+	parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
+	var out []serviceParent
 	for _, p := range parents {
 		m, _ := p.(map[string]any)
 		group, _ := m["group"].(string)
@@ -57,7 +71,8 @@ func RouteParents(u *unstructured.Unstructured) []string {
 		if ns == "" {
 			ns = u.GetNamespace()
 		}
-		out = append(out, ns+"/"+name)
+		_, ported := m["port"]
+		out = append(out, serviceParent{key: ns + "/" + name, ported: ported})
 	}
 	return out
 }
@@ -113,25 +128,12 @@ func RouteSends(u *unstructured.Unstructured) map[string][]string {
 	if u.GetLabels()[ManagedByLabel] != ManagedByValue {
 		backends = append(backends, fmt.Sprintf("%s %s/%s (a route smi2istio did not write)", u.GetKind(), u.GetNamespace(), u.GetName()))
 	}
-	ported := map[string]bool{}
-	parents, _, _ := unstructured.NestedSlice(u.Object, "spec", "parentRefs")
-	for _, p := range parents {
-		m, _ := p.(map[string]any)
-		name, _ := m["name"].(string)
-		ns, _ := m["namespace"].(string)
-		if ns == "" {
-			ns = u.GetNamespace()
-		}
-		if _, has := m["port"]; has {
-			ported[ns+"/"+name] = true
-		}
-	}
 	out := map[string][]string{}
-	for _, parent := range RouteParents(u) {
-		out[parent] = append(out[parent], backends...)
-		if ported[parent] {
-			_, name, _ := strings.Cut(parent, "/")
-			out[parent] = append(out[parent], name)
+	for _, p := range serviceParents(u) {
+		out[p.key] = append(out[p.key], backends...)
+		if p.ported {
+			_, name, _ := strings.Cut(p.key, "/")
+			out[p.key] = append(out[p.key], name)
 		}
 	}
 	return out
