@@ -284,6 +284,16 @@ type installEnv struct {
 
 func newInstallEnv(t *testing.T) *installEnv {
 	t.Helper()
+	e := newBareInstallEnv(t)
+	for _, n := range []string{"bookstore", "bookbuyer", "bookwarehouse"} {
+		must(t, e.c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"istio-injection": "enabled"}}}))
+	}
+	return e
+}
+
+// newBareInstallEnv is newInstallEnv without the demo's namespaces.
+func newBareInstallEnv(t *testing.T) *installEnv {
+	t.Helper()
 	dir := t.TempDir()
 	cp, err := localcp.Start(filepath.Join(dir, "kubeconfig"))
 	must(t, err)
@@ -307,9 +317,6 @@ func newInstallEnv(t *testing.T) *installEnv {
 	must(t, err)
 	must(t, crds.Install(ctx, e.c, istio))
 	must(t, proc.InstallMeshConfig(ctx, e.c))
-	for _, n := range []string{"bookstore", "bookbuyer", "bookwarehouse"} {
-		must(t, e.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n, Labels: map[string]string{"istio-injection": "enabled"}}}))
-	}
 	return e
 }
 

@@ -5,7 +5,8 @@
 // system:serviceaccount:<namespace>:<name>, so it holds exactly the rights the install granted.
 //
 // What OLM does, and what stands in for what it does on a cluster (see InstallBundle):
-//   - the CRDs of bundle/manifests are created (updated on an upgrade) first, as the InstallPlan does;
+//   - the CRDs of bundle/manifests are created, or existing ones (an upgrade, or CRDs no CSV owns)
+//     checked and replaced, first, as the InstallPlan does (installCRDs); then the CSV's requirements;
 //   - the CSV's clusterPermissions become a ClusterRole and ClusterRoleBinding, its permissions a
 //     Role and RoleBinding in the operator's namespace, for each ServiceAccount (created);
 //   - the other bundle manifests (Services, ClusterRoles) are created as they are;

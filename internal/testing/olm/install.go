@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -59,7 +58,12 @@ func InstallBundle(ctx context.Context, c client.Client, b *Bundle, namespace st
 			return nil, fmt.Errorf("CSV %s does not list CRD %s as owned", csv.Name, crd.Name)
 		}
 	}
-	if err := installCRDs(ctx, c, b.CRDs); err != nil {
+	warnings, err := installCRDs(ctx, c, b.CRDs, csv.Name, namespace)
+	if err != nil {
+		return nil, err
+	}
+	// The olm-operator's requirement check of the CSV, before it installs anything of it.
+	if err := requirements(ctx, c, csv); err != nil {
 		return nil, err
 	}
 
@@ -130,6 +134,7 @@ func InstallBundle(ctx context.Context, c client.Client, b *Bundle, namespace st
 	if err != nil {
 		return nil, err
 	}
+	run.InstallWarnings = warnings
 
 	// The webhooks: Service, certificate (mounted where OLM mounts it), the CRDs' conversion.
 	for _, w := range csv.Spec.WebhookDefinitions {
@@ -339,48 +344,6 @@ func selects(selector, labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// installCRDs creates each CRD, or updates an existing one's spec to the bundle's, as OLM's
-// InstallPlan does, and waits until the apiserver serves them.
-func installCRDs(ctx context.Context, c client.Client, list []*apiextv1.CustomResourceDefinition) error {
-	for _, want := range list {
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			cur := &apiextv1.CustomResourceDefinition{}
-			err := c.Get(ctx, client.ObjectKey{Name: want.Name}, cur)
-			if apierrors.IsNotFound(err) {
-				crd := &apiextv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: want.Name, Labels: want.Labels, Annotations: want.Annotations},
-					Spec: *want.Spec.DeepCopy()}
-				return c.Create(ctx, crd)
-			}
-			if err != nil {
-				return err
-			}
-			cur.Spec = *want.Spec.DeepCopy()
-			return c.Update(ctx, cur)
-		})
-		if err != nil {
-			return fmt.Errorf("install CRD %s: %w", want.Name, err)
-		}
-	}
-	for _, want := range list {
-		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-			crd := &apiextv1.CustomResourceDefinition{}
-			if err := c.Get(ctx, client.ObjectKey{Name: want.Name}, crd); err != nil {
-				return false, nil //nolint:nilerr // keep polling
-			}
-			for _, cond := range crd.Status.Conditions {
-				if cond.Type == apiextv1.Established && cond.Status == apiextv1.ConditionTrue {
-					return true, nil
-				}
-			}
-			return false, nil
-		})
-		if err != nil {
-			return fmt.Errorf("wait for CRD %s to be established: %w", want.Name, err)
-		}
-	}
-	return nil
 }
 
 func ownerLabels(csvName, namespace string) map[string]string {

@@ -49,6 +49,10 @@ type Running struct {
 	// Env is the container's environment as the kubelet would resolve it.
 	Env map[string]string
 	Pod Pod
+	// InstallWarnings are the warnings of the install (InstallBundle: OLM's Events, e.g. existing
+	// objects that do not validate against a CRD's new schema, accepted because it converts
+	// through a webhook).
+	InstallWarnings []string
 }
 
 // ServiceAccountUser is the username the apiserver gives a ServiceAccount's tokens.
