@@ -85,6 +85,9 @@ type clusterOptions struct {
 	crds       []*apiextv1.CustomResourceDefinition // installed with Istio's, before istiod starts
 	istiodEnv  []string                             // added to istiod's environment
 	noOperator bool                                 // istiod only: the harness's own tests
+	// beforeInstall runs on the bare control plane, before smi2istio's and Istio's CRDs are
+	// installed: a cluster that already runs something (OSM) when smi2istio is installed over it.
+	beforeInstall func(*cluster)
 }
 
 func newClusterWith(t *testing.T, opts clusterOptions) *cluster {
@@ -110,6 +113,10 @@ func newClusterWith(t *testing.T, opts clusterOptions) *cluster {
 	must(t, apiextv1.AddToScheme(scheme))
 	cl.c, err = client.New(cp.Config, client.Options{Scheme: scheme})
 	must(t, err)
+
+	if opts.beforeInstall != nil {
+		opts.beforeInstall(cl)
+	}
 
 	webhook := freeAddr(t)
 	ctx := context.Background()
