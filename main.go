@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -66,7 +67,16 @@ func init() {
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
 	utilruntime.Must(apiextv1.AddToScheme(scheme))
 	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-	utilruntime.Must(cache.AddToScheme(scheme))
+	// The compact SMI and Istio types are added by run (addCacheTypes), once the SMI versions are
+	// chosen (--smi-crds).
+}
+
+var cacheTypesOnce sync.Once
+
+// addCacheTypes registers the compact cache types in the scheme, in the SMI versions chosen: once
+// per process (they are process-wide; tests run the operator more than once).
+func addCacheTypes() {
+	cacheTypesOnce.Do(func() { utilruntime.Must(cache.AddToScheme(scheme)) })
 }
 
 type options struct {
@@ -86,6 +96,7 @@ type options struct {
 	localIstioCRDs    string
 	meshConfigNS      []string
 	clusterDomain     string
+	smiCRDs           string
 	zap               crzap.Options
 }
 
@@ -139,6 +150,8 @@ func bindFlags(fs *flag.FlagSet, o *options) {
 		})
 	o.meshConfigNS = []string{"istio-system"}
 	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of the cluster's Services.")
+	fs.StringVar(&o.smiCRDs, "smi-crds", controllers.SMICRDsAuto,
+		"Whose SMI CRDs to work with: own (smi2istio's, in the versions they store, status in the status subresource); foreign (the CRDs installed, e.g. Open Service Mesh's, kept as they are: each kind watched in a version they serve, conditions as Events where there is no status subresource, never written); auto: own for the CRDs labelled app.kubernetes.io/part-of=smi2istio, foreign for the others. A local control plane always gets smi2istio's.")
 
 	o.zap = crzap.Options{Development: false}
 	o.zap.BindFlags(fs)
@@ -181,19 +194,25 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		return err
 	}
 	defer cleanup()
-	mgr, err := newManager(cfg, o)
-	if err != nil {
-		return err
-	}
 	var caBundle []byte
 	if bundle != nil {
 		caBundle = bundle.CAPEM
+	}
+	if err := installCRDs(ctx, log, cfg, o, local, caBundle); err != nil {
+		return err
+	}
+	absent, err := chooseSMIKinds(ctx, log, cfg, o, local)
+	if err != nil {
+		return err
+	}
+	mgr, err := newManager(cfg, o, absent)
+	if err != nil {
+		return err
+	}
+	if bundle != nil {
 		if err := mgr.Add(certRotator(log, mgr, o, bundle)); err != nil {
 			return fmt.Errorf("add webhook certificate rotator: %w", err)
 		}
-	}
-	if err := installCRDs(ctx, log, mgr, o, local, caBundle); err != nil {
-		return err
 	}
 	if err := setupReconcilers(ctx, log, mgr, o); err != nil {
 		return err
@@ -285,10 +304,12 @@ var runsInTests bool
 
 // newManager is the controller-runtime manager with the operator's cache, metrics, probes and
 // conversion webhook.
-func newManager(cfg *rest.Config, o options) (ctrl.Manager, error) {
+func newManager(cfg *rest.Config, o options, absent []schema.GroupVersionKind) (ctrl.Manager, error) {
 	writes.Count(cfg)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme,
+		// SMI kinds without a CRD read as empty (--smi-crds).
+		NewCache: cache.WithoutKinds(absent),
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
 		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
 		Cache:                  cache.Options(),
@@ -355,8 +376,8 @@ func metricsOptions(o options) metricsserver.Options {
 // installCRDs points the CRDs' conversion at this process: it installs them on a local control
 // plane, or sets the caBundle of a self-signed certificate in a cluster. It needs a direct client:
 // the manager's cache is not started yet. Then it checks that Istio is there.
-func installCRDs(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o options, local bool, caBundle []byte) error {
-	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: scheme})
+func installCRDs(ctx context.Context, log logr.Logger, cfg *rest.Config, o options, local bool, caBundle []byte) error {
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return fmt.Errorf("create client: %w", err)
 	}
@@ -388,9 +409,35 @@ func installCRDs(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o optio
 		if err := crds.SetCABundle(ctx, direct, caBundle); err != nil {
 			return err
 		}
-		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA")
+		log.Info("set the SMI CRDs' conversion caBundle to this replica's self-signed CA (smi2istio's CRDs only)")
 	}
 	return nil
+}
+
+// chooseSMIKinds reads the SMI CRDs (--smi-crds) and makes the versions to watch and where status
+// goes the process's (controllers.UseSMIKinds), then adds the cache types to the scheme. It runs
+// before the manager is made, with a direct client. It returns the kinds that are not served.
+func chooseSMIKinds(ctx context.Context, log logr.Logger, cfg *rest.Config, o options, local bool) ([]schema.GroupVersionKind, error) {
+	mode := o.smiCRDs
+	if local {
+		mode = controllers.SMICRDsOwn // installCRDs installed smi2istio's
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("create client: %w", err)
+	}
+	choice, err := controllers.DetectSMICRDs(ctx, direct, mode)
+	if err != nil {
+		return nil, err
+	}
+	if err := controllers.UseSMIKinds(choice); err != nil {
+		return nil, err
+	}
+	addCacheTypes()
+	for _, c := range choice {
+		log.Info("SMI kind", "kind", c.Kind, "crd", c.CRD, "owner", c.Owner, "version", c.Version, "status", c.Status, "note", c.Message)
+	}
+	return controllers.AbsentSMIKinds(choice), nil
 }
 
 // setupReconcilers registers the event recorder and every reconciler. The SMI2IstioConfig
@@ -414,6 +461,10 @@ func setupReconcilers(ctx context.Context, log logr.Logger, mgr ctrl.Manager, o 
 	}
 	// SMI objects stored in versions no longer stored (OSM's) are rewritten, then those versions
 	// dropped from the CRDs' storedVersions (reported on the config).
+	// status.smiCRDs: whose CRDs, which versions, where status goes.
+	if err := (&controllers.SMICRDReporter{Client: mgr.GetClient()}).SetupWithManager(ctx, mgr); err != nil {
+		return fmt.Errorf("set up SMI CRD reporter: %w", err)
+	}
 	migration := &controllers.StorageMigrationReconciler{Client: mgr.GetClient(), Reader: mgr.GetAPIReader()}
 	if err := migration.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up storage migration controller: %w", err)

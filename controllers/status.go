@@ -164,7 +164,13 @@ func setConditions(existing *[]metav1.Condition, generation int64, conds ...meta
 // writeStatus merges conds into an SMI object's status and patches the status subresource only when
 // a condition or observedGeneration changed; it emits an Event (note) only when Ready changed from
 // an earlier value, or first appears not True.
+//
+// For a kind whose CRD has no status subresource (another installer's, --smi-crds), the status
+// subresource is never called: the conditions go to Events (reportByEvents).
 func writeStatus(ctx context.Context, c client.Client, rec events.EventRecorder, u cache.SMIObject, note string, conds ...metav1.Condition) error {
+	if eventsOnly(u.DefaultGVK().GroupKind()) {
+		return reportByEvents(ctx, rec, u, note, conds...)
+	}
 	// A copy: the object may be the cache's own.
 	current := slices.Clone(u.GetStatus().Conditions)
 	before := meta.FindStatusCondition(current, ConditionReady)

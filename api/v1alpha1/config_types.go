@@ -223,6 +223,54 @@ type StorageMigration struct {
 	Message string `json:"message,omitempty"`
 }
 
+// SMICRDOwner says whose CRD serves an SMI kind.
+// +kubebuilder:validation:Enum=smi2istio;foreign;absent
+type SMICRDOwner string
+
+const (
+	// SMICRDOwnedBySMI2Istio: smi2istio's own CRD (labelled app.kubernetes.io/part-of=smi2istio).
+	SMICRDOwnedBySMI2Istio SMICRDOwner = "smi2istio"
+	// SMICRDForeign: another installer's CRD (Open Service Mesh's, kept with --smi-crds=foreign),
+	// never written by smi2istio.
+	SMICRDForeign SMICRDOwner = "foreign"
+	// SMICRDAbsent: no CRD, or none of its served versions is one smi2istio reads: the kind is not
+	// watched and references to its objects resolve to nothing.
+	SMICRDAbsent SMICRDOwner = "absent"
+)
+
+// SMIStatusTarget says where the operator reports on the objects of an SMI kind.
+// +kubebuilder:validation:Enum=subresource;events
+type SMIStatusTarget string
+
+const (
+	// SMIStatusSubresource: conditions in the objects' status (kubectl wait, READY columns), and
+	// Events when Ready changes.
+	SMIStatusSubresource SMIStatusTarget = "subresource"
+	// SMIStatusEvents: the CRD has no status subresource; the conditions are reported as Events
+	// only, each time they change.
+	SMIStatusEvents SMIStatusTarget = "events"
+)
+
+// SMICRD reports, for one SMI kind, whose CRD serves it, the version the operator watches it in
+// and where its objects' conditions go (decided at start-up, --smi-crds).
+type SMICRD struct {
+	// Kind: TrafficSplit, TrafficTarget, HTTPRouteGroup, TCPRoute or UDPRoute.
+	Kind string `json:"kind"`
+	// CRD is the CRD's name: "trafficsplits.split.smi-spec.io".
+	CRD string `json:"crd"`
+	// Owner: smi2istio, foreign or absent.
+	Owner SMICRDOwner `json:"owner"`
+	// Version is the API version watched (empty when absent).
+	// +optional
+	Version string `json:"version,omitempty"`
+	// Status: subresource or events (empty when absent).
+	// +optional
+	Status SMIStatusTarget `json:"status,omitempty"`
+	// Message explains the choice.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
 // SMI2IstioConfigStatus reports the configuration in effect.
 type SMI2IstioConfigStatus struct {
 	// +optional
@@ -256,6 +304,12 @@ type SMI2IstioConfigStatus struct {
 	// +listMapKey=name
 	// +optional
 	StorageMigration []StorageMigration `json:"storageMigration,omitempty"`
+	// SMICRDs says, per SMI kind, whose CRD serves it, the version watched and where status goes
+	// (written at start-up by the operator).
+	// +listType=map
+	// +listMapKey=kind
+	// +optional
+	SMICRDs []SMICRD `json:"smiCRDs,omitempty"`
 }
 
 // SMI2IstioConfig is smi2istio's configuration: a cluster-scoped singleton named "default".

@@ -102,7 +102,8 @@ func (GatewayTCPRouteV1Alpha2) GVK() schema.GroupVersionKind {
 	return schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1alpha2", Kind: "TCPRoute"}
 }
 
-// The SMI kinds, in the versions the operator watches: the stored ones (normalize converts them).
+// The SMI kinds, in the versions the operator watches: by default the versions smi2istio's CRDs
+// store (normalize converts any version); SetSMIVersions chooses others at start-up.
 type (
 	TrafficSplit   struct{}
 	HTTPRouteGroup struct{}
@@ -111,25 +112,11 @@ type (
 	TrafficTarget  struct{}
 )
 
-func (TrafficSplit) GVK() schema.GroupVersionKind {
-	return schema.GroupVersionKind{Group: "split.smi-spec.io", Version: "v1alpha4", Kind: "TrafficSplit"}
-}
-
-func (HTTPRouteGroup) GVK() schema.GroupVersionKind {
-	return schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "HTTPRouteGroup"}
-}
-
-func (TCPRoute) GVK() schema.GroupVersionKind {
-	return schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "TCPRoute"}
-}
-
-func (UDPRoute) GVK() schema.GroupVersionKind {
-	return schema.GroupVersionKind{Group: "specs.smi-spec.io", Version: "v1alpha4", Kind: "UDPRoute"}
-}
-
-func (TrafficTarget) GVK() schema.GroupVersionKind {
-	return schema.GroupVersionKind{Group: "access.smi-spec.io", Version: "v1alpha3", Kind: "TrafficTarget"}
-}
+func (TrafficSplit) GVK() schema.GroupVersionKind   { return smiGVK(0) }
+func (HTTPRouteGroup) GVK() schema.GroupVersionKind { return smiGVK(1) }
+func (TCPRoute) GVK() schema.GroupVersionKind       { return smiGVK(2) }
+func (UDPRoute) GVK() schema.GroupVersionKind       { return smiGVK(3) }
+func (TrafficTarget) GVK() schema.GroupVersionKind  { return smiGVK(4) }
 
 // Compact is an object of any of the package's types.
 type Compact interface {
@@ -339,11 +326,14 @@ func (l *GeneratedList[K]) DeepCopyObject() runtime.Object {
 	return out
 }
 
-// kinds are the cached kinds: an empty object and an empty list of each.
-var kinds = map[schema.GroupVersionKind]struct {
+// kindTypes are an empty object and an empty list of a cached kind.
+type kindTypes struct {
 	obj  func() Compact
 	list func() client.ObjectList
-}{
+}
+
+// kinds are the cached kinds; the SMI ones are added in the versions chosen (smi.go).
+var kinds = map[schema.GroupVersionKind]kindTypes{
 	VirtualService{}.GVK():      {func() Compact { return &Generated[VirtualService]{} }, func() client.ObjectList { return &GeneratedList[VirtualService]{} }},
 	DestinationRule{}.GVK():     {func() Compact { return &Generated[DestinationRule]{} }, func() client.ObjectList { return &GeneratedList[DestinationRule]{} }},
 	AuthorizationPolicy{}.GVK(): {func() Compact { return &Generated[AuthorizationPolicy]{} }, func() client.ObjectList { return &GeneratedList[AuthorizationPolicy]{} }},
@@ -358,15 +348,10 @@ var kinds = map[schema.GroupVersionKind]struct {
 	GatewayTCPRouteV1Alpha2{}.GVK(): {func() Compact { return &Generated[GatewayTCPRouteV1Alpha2]{} }, func() client.ObjectList {
 		return &GeneratedList[GatewayTCPRouteV1Alpha2]{}
 	}},
-	TrafficSplit{}.GVK():   {func() Compact { return &SMI[TrafficSplit]{} }, func() client.ObjectList { return &SMIList[TrafficSplit]{} }},
-	HTTPRouteGroup{}.GVK(): {func() Compact { return &SMI[HTTPRouteGroup]{} }, func() client.ObjectList { return &SMIList[HTTPRouteGroup]{} }},
-	TCPRoute{}.GVK():       {func() Compact { return &SMI[TCPRoute]{} }, func() client.ObjectList { return &SMIList[TCPRoute]{} }},
-	UDPRoute{}.GVK():       {func() Compact { return &SMI[UDPRoute]{} }, func() client.ObjectList { return &SMIList[UDPRoute]{} }},
-	TrafficTarget{}.GVK():  {func() Compact { return &SMI[TrafficTarget]{} }, func() client.ObjectList { return &SMIList[TrafficTarget]{} }},
 }
 
 func kind(gvk schema.GroupVersionKind) (obj func() Compact, list func() client.ObjectList) {
-	k, ok := kinds[gvk]
+	k, ok := kindsInUse()[gvk]
 	if !ok {
 		// The kinds are fixed: asking for another is a programming error.
 		panic("cache: no compact type for " + gvk.String())
@@ -377,7 +362,7 @@ func kind(gvk schema.GroupVersionKind) (obj func() Compact, list func() client.O
 // NewFor is an empty cached Istio object of the kind of a rendered object: an error, not a panic,
 // for a kind (or version) this package has no type for.
 func NewFor(gvk schema.GroupVersionKind) (Object, error) {
-	k, ok := kinds[gvk]
+	k, ok := kindsInUse()[gvk]
 	if !ok {
 		return nil, fmt.Errorf("no cached type for %s", gvk)
 	}
@@ -420,7 +405,7 @@ func NewSMIList(gvk schema.GroupVersionKind) SMIObjectList {
 // own Go types for the same kinds.
 func AddToScheme(s *runtime.Scheme) error {
 	groupVersions := map[schema.GroupVersion]bool{}
-	for gvk, k := range kinds {
+	for gvk, k := range kindsInUse() {
 		s.AddKnownTypeWithName(gvk, k.obj())
 		s.AddKnownTypeWithName(gvk.GroupVersion().WithKind(gvk.Kind+"List"), k.list())
 		groupVersions[gvk.GroupVersion()] = true

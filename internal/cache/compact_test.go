@@ -126,7 +126,7 @@ func TestListAndDeepCopy(t *testing.T) {
 // Each compact type maps to exactly one kind, so the client can name it without a TypeMeta.
 func TestSchemeKinds(t *testing.T) {
 	s := scheme(t)
-	for gvk := range kinds {
+	for gvk := range kindsInUse() {
 		obj, list := kind(gvk)
 		got, err := apiutil.GVKForObject(obj(), s)
 		if err != nil || got != gvk || obj().DefaultGVK() != gvk {
@@ -161,5 +161,17 @@ func TestNewForUnknownKind(t *testing.T) {
 	}
 	if o, err := NewFor(EnvoyFilter{}.GVK()); err != nil || o.DefaultGVK() != (EnvoyFilter{}).GVK() {
 		t.Errorf("NewFor(EnvoyFilter) = %v, %v", o, err)
+	}
+}
+
+// The SMI versions are chosen once: after the kinds are in use, only the versions in use are
+// accepted again.
+func TestSMIVersionsFrozenOnceUsed(t *testing.T) {
+	_ = NewSMI(TrafficSplit{}.GVK())
+	if err := SetSMIVersions(SMIVersions{}); err != nil {
+		t.Errorf("the defaults again: %v", err)
+	}
+	if err := SetSMIVersions(SMIVersions{TrafficSplit: "v1alpha2"}); err == nil || (TrafficSplit{}).GVK().Version != "v1alpha4" {
+		t.Errorf("versions changed after use: %v, %s", err, TrafficSplit{}.GVK())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -102,18 +103,40 @@ func Install(ctx context.Context, c client.Client, list []*apiextv1.CustomResour
 // SetCABundle needs to patch the SMI CRDs, and only those.
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;patch,resourceNames=trafficsplits.split.smi-spec.io;traffictargets.access.smi-spec.io;httproutegroups.specs.smi-spec.io;tcproutes.specs.smi-spec.io
 
-// SetCABundle points the conversion webhook of every installed multi-version SMI CRD at caBundle
-// (self-signed mode in a cluster; OLM does this itself when it installs the operator).
+// Labels smi2istio's CRDs carry (crd()); a CRD without part-of=smi2istio is someone else's.
+const (
+	PartOfLabel = "app.kubernetes.io/part-of"
+	PartOfValue = "smi2istio"
+)
+
+// Ours reports whether a CRD is smi2istio's own (labelled by crd()): another installer's (Open
+// Service Mesh's, kept with --smi-crds=foreign) is never written.
+func Ours(c *apiextv1.CustomResourceDefinition) bool {
+	return c.Labels[PartOfLabel] == PartOfValue
+}
+
+// SetCABundle points the conversion webhook of every installed multi-version SMI CRD that is
+// smi2istio's own at caBundle (self-signed mode in a cluster; OLM does this itself when it installs
+// the operator). Another installer's CRD, or a missing one, is left alone; the patch is made on the
+// CRD as read (its resourceVersion), so a CRD replaced in between is not patched either.
 func SetCABundle(ctx context.Context, c client.Client, caBundle []byte) error {
 	for _, want := range All() {
 		if want.Spec.Conversion == nil || want.Spec.Conversion.Webhook == nil {
 			continue
 		}
-		// caBundle is []byte in the API: JSON carries it base64-encoded.
-		patch := fmt.Appendf(nil, `{"spec":{"conversion":{"webhook":{"clientConfig":{"caBundle":%q}}}}}`,
-			base64.StdEncoding.EncodeToString(caBundle))
 		crd := &apiextv1.CustomResourceDefinition{}
-		crd.Name = want.Name
+		if err := c.Get(ctx, client.ObjectKey{Name: want.Name}, crd); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("read CRD %s: %w", want.Name, err)
+		}
+		if !Ours(crd) {
+			continue
+		}
+		// caBundle is []byte in the API: JSON carries it base64-encoded.
+		patch := fmt.Appendf(nil, `{"metadata":{"resourceVersion":%q},"spec":{"conversion":{"webhook":{"clientConfig":{"caBundle":%q}}}}}`,
+			crd.ResourceVersion, base64.StdEncoding.EncodeToString(caBundle))
 		if err := c.Patch(ctx, crd, client.RawPatch(types.MergePatchType, patch)); err != nil {
 			return fmt.Errorf("set caBundle on CRD %s: %w", want.Name, err)
 		}

@@ -38,6 +38,9 @@ func toHub(u Object, apiVersion string, out any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s %s/%s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), err)
 	}
+	if err := checkFields(raw, gvk.GroupVersion().String(), gvk.Kind); err != nil {
+		return err
+	}
 	if gvk.GroupVersion().String() != apiVersion {
 		if raw, err = conversion.Convert(raw, apiVersion); err != nil {
 			return err
