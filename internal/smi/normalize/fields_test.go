@@ -25,7 +25,7 @@ func obj(t *testing.T, y string) *unstructured.Unstructured {
 func TestUnknownFieldsAreRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml, field string
-		read          func(*unstructured.Unstructured) error
+		read              func(*unstructured.Unstructured) error
 	}{
 		{"pathRegexp", `
 apiVersion: specs.smi-spec.io/v1alpha4
