@@ -175,10 +175,7 @@ func TestOLMBundleOverOSM(t *testing.T) {
 
 	// OSM's settings carried over: its monitored namespaces are the mesh, its MeshConfig's mode.
 	cfg := e.config()
-	var members []string
-	for _, m := range nestedStrings(cfg.Object, "status", "members") {
-		members = append(members, m)
-	}
+	members := nestedStrings(cfg.Object, "status", "members")
 	sort.Strings(members)
 	if provider, _, _ := unstructured.NestedString(cfg.Object, "status", "mesh", "provider"); provider != "OSM" || !slices.Equal(members, osmNamespaces) {
 		t.Errorf("membership: provider %q, members %v; want OSM's monitored namespaces %v", provider, members, osmNamespaces)
