@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -82,6 +83,9 @@ func countForeign(ctx context.Context, c client.Reader, mapper meta.RESTMapper) 
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(mapping.GroupVersionKind.GroupVersion().WithKind(gk.Kind + "List"))
 		if err := c.List(ctx, list); err != nil {
+			if apierrors.IsNotFound(err) { // the CRD deleted since the mapper cached it
+				continue
+			}
 			return nil, fmt.Errorf("list %s: %w", gk, err)
 		}
 		if len(list.Items) == 0 {
