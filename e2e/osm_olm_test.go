@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -15,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -28,7 +26,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/smi2istio/smi2istio/internal/build/install"
 	"github.com/smi2istio/smi2istio/internal/smi/conversion"
@@ -251,7 +248,7 @@ func (e *installEnv) installOSM() {
 
 	// helm install: the preset-mesh-config ConfigMap; osm-bootstrap: the MeshConfig made of it.
 	must(e.t, e.c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "osm-system"}}))
-	cm := renderPresetMeshConfig(e.t)
+	cm := renderOSMPresetMeshConfig(e.t, nil)
 	must(e.t, e.c.Create(ctx, cm, client.FieldOwner("helm")))
 	spec := map[string]any{}
 	must(e.t, json.Unmarshal([]byte(cm.Data["preset-mesh-config.json"]), &spec))
@@ -262,56 +259,6 @@ func (e *installEnv) installOSM() {
 	}}
 	// Strict: the rendered spec is one OSM's MeshConfig CRD takes as it is (no field pruned).
 	must(e.t, e.c.Create(ctx, mc, client.FieldOwner("osm-bootstrap"), client.FieldValidation("Strict")))
-}
-
-// renderPresetMeshConfig renders OSM's charts/osm/templates/preset-mesh-config.yaml with the
-// chart's default values (charts/osm/values.yaml: those the template reads), in namespace
-// osm-system, as `osm install` does without --set.
-func renderPresetMeshConfig(t *testing.T) *corev1.ConfigMap {
-	t.Helper()
-	text, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "e2e", "testdata", "osm-v1.2", "preset-mesh-config.helm-template.yaml"))
-	must(t, err)
-	values := map[string]any{
-		"osm": map[string]any{
-			"enablePrivilegedInitContainer": false, "envoyLogLevel": "error", "maxDataPlaneConnections": 0,
-			"configResyncInterval": "0s", "localProxyMode": "Localhost",
-			"enableEgress": false, "enablePermissiveTrafficPolicy": false,
-			"outboundPortExclusionList": []any{}, "inboundPortExclusionList": []any{}, "outboundIPRangeExclusionList": []any{},
-			"outboundIPRangeInclusionList": []any{}, "networkInterfaceExclusionList": []any{},
-			"enableDebugServer": false, "controllerLogLevel": "info",
-			"tracing":             map[string]any{"enable": false, "port": 9411, "endpoint": "/api/v2/spans", "address": ""},
-			"certificateProvider": map[string]any{"serviceCertValidityDuration": "24h", "certKeyBitSize": 2048},
-			"trustDomain":         "cluster.local",
-			"featureFlags": map[string]any{
-				"enableWASMStats": true, "enableSnapshotCacheMode": false, "enableAsyncProxyServiceMapping": false,
-				"enableIngressBackendPolicy": true, "enableEnvoyActiveHealthChecks": false, "enableRetryPolicy": false,
-				"enableMeshRootCertificate": false,
-			},
-		},
-		"contour": map[string]any{"enabled": false},
-	}
-	const namespace = "osm-system"
-	tmpl, err := template.New("preset-mesh-config").Option("missingkey=error").Funcs(template.FuncMap{
-		"mustToJson": func(v any) (string, error) { b, err := json.Marshal(v); return string(b), err },
-		"include": func(name string, _ any) (string, error) {
-			switch name {
-			case "osm.namespace":
-				return namespace, nil
-			case "osm.tracingAddress":
-				return "jaeger." + namespace + ".svc.cluster.local", nil
-			}
-			return "", fmt.Errorf("no template %s", name)
-		},
-	}).Parse(string(text))
-	must(t, err)
-	var out strings.Builder
-	must(t, tmpl.Execute(&out, map[string]any{"Values": values}))
-	cm := &corev1.ConfigMap{}
-	must(t, yaml.UnmarshalStrict([]byte(out.String()), cm))
-	if !json.Valid([]byte(cm.Data["preset-mesh-config.json"])) {
-		t.Fatalf("the rendered preset-mesh-config.json is not JSON:\n%s", cm.Data["preset-mesh-config.json"])
-	}
-	return cm
 }
 
 // osmBookstore adds the demo's namespaces to OSM's mesh as `osm namespace add` does (the
