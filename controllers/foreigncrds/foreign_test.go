@@ -334,3 +334,56 @@ func TestUnvalidatedNamesFailClosed(t *testing.T) {
 		}
 	}
 }
+
+// A foreign CRD may keep fields it does not know (x-kubernetes-preserve-unknown-fields): a misspelt
+// `pathRegexp`, read as absent, would allow every path. The HTTPRouteGroup is not accepted (the
+// Event names the field) and the TrafficTarget using it allows nothing.
+func TestUnknownFieldsFailClosed(t *testing.T) {
+	ctx := context.Background()
+	applyBookstore(t)
+	crd := &apiextv1.CustomResourceDefinition{}
+	must(t, c.Get(ctx, client.ObjectKey{Name: "httproutegroups.specs.smi-spec.io"}, crd))
+	for i, v := range crd.Spec.Versions {
+		if v.Name == "v1alpha4" {
+			items := v.Schema.OpenAPIV3Schema.Properties["spec"].Properties["matches"].Items.Schema
+			items.XPreserveUnknownFields = ptrTo(true)
+			crd.Spec.Versions[i] = v
+		}
+	}
+	must(t, c.Update(ctx, crd, client.FieldOwner("osm-bootstrap")))
+	routes := func(methods string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		must(t, json.Unmarshal([]byte(`{"apiVersion":"specs.smi-spec.io/v1alpha4","kind":"HTTPRouteGroup",
+		 "metadata":{"name":"typo-routes","namespace":"bookstore"},
+		 "spec":{"matches":[{"name":"admin","pathRegexp":"/admin","methods":[`+methods+`]}]}}`), &u.Object))
+		return u
+	}
+	target := &unstructured.Unstructured{}
+	must(t, json.Unmarshal([]byte(`{"apiVersion":"access.smi-spec.io/v1alpha3","kind":"TrafficTarget",
+	 "metadata":{"name":"typo","namespace":"bookstore"},
+	 "spec":{"destination":{"kind":"ServiceAccount","name":"bookstore","namespace":"bookstore"},
+	  "rules":[{"kind":"HTTPRouteGroup","name":"typo-routes","matches":["admin"]}],
+	  "sources":[{"kind":"ServiceAccount","name":"typo-src","namespace":"bookbuyer"}]}}`), &target.Object))
+	must(t, install.Apply(ctx, c, []*unstructured.Unstructured{target}))
+	// The CRD's new schema takes a moment to be in effect everywhere (the apiserver's storage of the
+	// kind is replaced, watches re-established): each try is a new generation of the route group.
+	i := 0
+	eventually(t, "Warning Events naming the field", func() error {
+		i++
+		if err := install.Apply(ctx, c, []*unstructured.Unstructured{routes([]string{`"GET"`, `"GET","HEAD"`}[i%2])}); err != nil {
+			return err // until the schema that keeps the field is in effect
+		}
+		time.Sleep(time.Second)
+		if err := hasEvent(t, "HTTPRouteGroup", "bookstore", "typo-routes", corev1.EventTypeWarning, "", "pathRegexp"); err != nil {
+			return err
+		}
+		return hasEvent(t, "TrafficTarget", "bookstore", "typo", corev1.EventTypeWarning, "", "")
+	})
+	for _, p := range generated(t, "AuthorizationPolicy", "security.istio.io/v1beta1", "bookstore") {
+		if raw, _ := json.Marshal(p.Object["spec"]); strings.Contains(string(raw), "typo-src") {
+			t.Errorf("AuthorizationPolicy %s allows typo-src: %s", p.GetName(), raw)
+		}
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
