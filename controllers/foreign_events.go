@@ -22,7 +22,8 @@ import (
 // Normal when Ready is True, Warning otherwise. No status is stored, so what was last reported of
 // each object (its UID, generation and conditions) is kept in memory, and a reconcile that changes
 // nothing (an idle resync) writes nothing. The memory holds only live objects (a deletion forgets
-// it, SMICRDReporter's handler) and is lost on a restart, which reports every object once again.
+// it, SMICRDReporter's handler) and is lost on a restart, which reports every object once again (so
+// does a new leader: each replica remembers what it reported).
 
 type eventKey struct {
 	gk       schema.GroupKind

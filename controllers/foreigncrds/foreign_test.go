@@ -285,6 +285,16 @@ func TestOSMCRDsKept(t *testing.T) {
 	if after := crdVersions(t); !mapsEqual(after, crdsBefore) || after["udproutes.specs.smi-spec.io"] != "absent" {
 		t.Errorf("CRDs written: %v, before %v", after, crdsBefore)
 	}
+	// The memory of what was reported is bounded by the live objects: a deletion forgets.
+	remembered := controllers.ReportedByEvents()
+	must(t, c.Delete(ctx, missing))
+	eventually(t, "the deleted TrafficTarget forgotten", func() error {
+		if n := controllers.ReportedByEvents(); n != remembered-1 {
+			return fmt.Errorf("%d objects remembered, had %d", n, remembered)
+		}
+		return nil
+	})
+
 	cfg := &v1alpha1.SMI2IstioConfig{}
 	must(t, c.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg))
 	for _, m := range cfg.Status.StorageMigration {
