@@ -152,6 +152,8 @@ func TestInstallerWithoutCRDsKeepsOSMCRDs(t *testing.T) {
 	if err := noForbidden(op); err != nil {
 		t.Error(err)
 	}
+	// Self-signed mode: the caBundle is set on smi2istio's CRDs only, here none.
+	expectLogged(t, op, `"certMode":"self-signed"`)
 	after := rvs()
 	for k, v := range before {
 		if after[k] != v {
