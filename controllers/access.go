@@ -88,9 +88,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	c := mgr.GetCache()
 	var err error
-	if r.targetsByDestination, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficTargetGVK), indexTargetDestination, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
-		return []string{tt.Spec.Destination.Name}
-	})); err != nil {
+	if r.targetsByDestination, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficTargetGVK), indexTargetDestination, func(o cache.SMIObject) []string {
+		return []string{destinationKey(o)}
+	}); err != nil {
 		return fmt.Errorf("index TrafficTarget destination: %w", err)
 	}
 	if r.targetsByRoute, err = cache.NewNamespacedIndex(ctx, c, cache.NewSMI(TrafficTargetGVK), indexTargetRoutes, targetIndex(func(tt *accessv1alpha2.TrafficTarget) []string {
@@ -106,9 +106,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	// A TrafficTarget whose destination changes concerns its old destination too (whose outputs
 	// it held), not only the new one.
 	destOf := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-		if tt, err := normalize.ReadTrafficTarget(o); err == nil {
-			q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: tt.Namespace, Name: tt.Spec.Destination.Name}})
-		}
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: destinationKey(o)}})
 	}
 	destOfTarget := handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -248,14 +246,55 @@ func destinationsOf(ns string, targets []cache.SMIObject) []reconcile.Request {
 	seen := map[string]bool{}
 	var out []reconcile.Request
 	for _, o := range targets {
-		tt, err := normalize.ReadTrafficTarget(o)
-		if err != nil || seen[tt.Spec.Destination.Name] {
+		key := destinationKey(o)
+		if seen[key] {
 			continue
 		}
-		seen[tt.Spec.Destination.Name] = true
-		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: tt.Spec.Destination.Name}})
+		seen[key] = true
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: key}})
 	}
 	return out
+}
+
+// unreadableTargets is the reconcile key (in place of a destination ServiceAccount's name) of a
+// namespace's TrafficTargets that internal/smi/normalize cannot read (a field their version does
+// not have, kept by a CRD that does not prune): their destination is unknown, so they allow
+// nothing; the key is only there to report them. No ServiceAccount name holds a colon.
+const unreadableTargets = ":unreadable"
+
+// destinationKey is what a TrafficTarget is reconciled under: its destination ServiceAccount's
+// name, or unreadableTargets.
+func destinationKey(o client.Object) string {
+	tt, err := normalize.ReadTrafficTarget(o)
+	if err != nil || tt.Spec.Destination.Name == unreadableTargets {
+		return unreadableTargets
+	}
+	return tt.Spec.Destination.Name
+}
+
+// reportUnreadable writes Accepted=False, naming the field, on each TrafficTarget of the namespace
+// that cannot be read. Nothing is written for them: no destination's set includes them.
+func (r *AccessReconciler) reportUnreadable(ctx context.Context, ns string) error {
+	list, err := r.targetsByDestination.Lookup(ctx, ns, unreadableTargets)
+	if err != nil {
+		return fmt.Errorf("list unreadable TrafficTargets of %s: %w", ns, err)
+	}
+	for _, u := range list {
+		if !u.GetDeletionTimestamp().IsZero() {
+			continue
+		}
+		_, readErr := normalize.ReadTrafficTarget(u)
+		if readErr == nil { // a destination named like the key: no ServiceAccount can be
+			readErr = &translate.FieldError{Field: "spec.destination.name", Reason: "InvalidName",
+				Message: fmt.Sprintf("%q is not a ServiceAccount name", unreadableTargets)}
+		}
+		st := unreadableConditions(readErr, "nothing is allowed by this TrafficTarget")
+		reconcileOutcomes.WithLabelValues("TrafficTarget", st.outcome).Inc()
+		if err := writeStatus(ctx, r.Client, r.Recorder, u, st.accepted.Message, st.conditions()...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Reconcile: fetch the destination's TrafficTargets → translate them together → sync the
@@ -265,6 +304,9 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	state, ok := r.State()
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs everything
+	}
+	if req.Name == unreadableTargets {
+		return reconcile.Result{}, r.reportUnreadable(ctx, req.Namespace)
 	}
 	items, targets, err := r.targets(ctx, req)
 	if err != nil {

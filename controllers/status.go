@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -94,6 +95,28 @@ func applied() conditionSet {
 		ready:    metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: ReasonApplied},
 		outcome:  OutcomeApplied,
 	}
+}
+
+// unreadable is the finding for an SMI object internal/smi/normalize could not read: a field its
+// version does not have, or one of the wrong type (a CRD that does not prune or validate, e.g.
+// another installer's, kept it). Read as absent, such a field could widen what the object does;
+// the object is not accepted, naming the field.
+func unreadable(err error) *translate.InvalidError {
+	var fe *translate.FieldError
+	if errors.As(err, &fe) {
+		return &translate.InvalidError{Finding: translate.Finding{Field: fe.Field, Reason: fe.Reason, Message: fe.Message}}
+	}
+	return &translate.InvalidError{Finding: translate.Finding{Field: "spec", Reason: "Unreadable", Message: err.Error()}}
+}
+
+// unreadableConditions: an SMI object that could not be read is not accepted and not applied.
+func unreadableConditions(err error, notApplied string) conditionSet {
+	inv := unreadable(err)
+	st := applied()
+	st.accepted = metav1.Condition{Type: ConditionAccepted, Status: metav1.ConditionFalse, Reason: inv.Reason, Message: inv.Error()}
+	st.ready = notReady(ReasonInvalid, notApplied)
+	st.outcome = OutcomeInvalid
+	return st
 }
 
 func notReady(reason, message string) metav1.Condition {

@@ -274,14 +274,14 @@ func (r *TrafficSplitReconciler) Reconcile(ctx context.Context, req reconcile.Re
 	if !ok {
 		return reconcile.Result{}, nil // the first resolution of the configuration resyncs every split
 	}
-	ts, err := normalize.ReadTrafficSplit(u)
-	if err != nil {
-		return reconcile.Result{}, reconcile.TerminalError(fmt.Errorf("read TrafficSplit %s/%s: %w", u.GetNamespace(), u.GetName(), err))
-	}
 	inMesh := state.InMesh(u.GetNamespace())
 	var out splitTranslation
 	if inMesh { // outside the mesh nothing is read or translated: every output is pruned
-		if out, err = r.translate(ctx, ts, state.GatewayRoutes(ts.Namespace), state.DataplaneDescription(ts.Namespace)); err != nil {
+		ts, err := normalize.ReadTrafficSplit(u)
+		if err != nil {
+			// Not accepted, naming the field; its outputs are pruned, as for any invalid split.
+			out.err = unreadable(err)
+		} else if out, err = r.translate(ctx, ts, state.GatewayRoutes(ts.Namespace), state.DataplaneDescription(ts.Namespace)); err != nil {
 			reconcileOutcomes.WithLabelValues("TrafficSplit", OutcomeError).Inc()
 			return reconcile.Result{}, err
 		}
