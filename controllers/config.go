@@ -551,8 +551,14 @@ func (r *ConfigReconciler) count(ctx context.Context, st State) ([]v1alpha1.Obje
 	return out, nil
 }
 
+// readyOf is the object's Ready condition: from its status, or for a kind without a status
+// subresource from what its Events last reported.
 func readyOf(o cache.SMIObject) (status, reason string) {
-	if c := meta.FindStatusCondition(o.GetStatus().Conditions, ConditionReady); c != nil {
+	conds := o.GetStatus().Conditions
+	if eventsOnly(o.DefaultGVK().GroupKind()) {
+		conds = reportedEvents.conditions(o)
+	}
+	if c := meta.FindStatusCondition(conds, ConditionReady); c != nil {
 		return string(c.Status), c.Reason
 	}
 	return "", ""

@@ -59,6 +59,18 @@ func (r *eventReports) Len() int {
 // ReportedByEvents is how many objects' last Event-reported conditions are held in memory.
 func ReportedByEvents() int { return reportedEvents.Len() }
 
+// conditions are the conditions last reported by Events for o (nil when none, or for another
+// object of the same name): what its status would hold.
+func (r *eventReports) conditions(o cache.SMIObject) []metav1.Condition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev, ok := r.m[eventKey{o.DefaultGVK().GroupKind(), o.GetNamespace(), o.GetName()}]
+	if !ok || prev.uid != o.GetUID() {
+		return nil
+	}
+	return prev.conditions
+}
+
 // reportByEvents is writeStatus for an object without a status subresource: it emits the
 // conditions as an Event when they (or the generation) changed since last reported.
 func reportByEvents(_ context.Context, rec events.EventRecorder, u cache.SMIObject, note string, conds ...metav1.Condition) error {

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/smi2istio/smi2istio/api/v1alpha1"
 	"github.com/smi2istio/smi2istio/internal/build/install"
 )
 
@@ -102,4 +103,22 @@ func TestUnreadableTargetAndSplitReported(t *testing.T) {
 	if w := splitWeights(t, "bookstore", "typo-split"); len(w) > 0 {
 		t.Errorf("the unreadable split is routed: %v", w)
 	}
+}
+
+// The config's status counts the objects reported by Events as their Events say (Ready, not
+// NotReady for want of a status): the OSM demo's split is Ready.
+func TestConfigCountsObjectsReportedByEvents(t *testing.T) {
+	applyBookstore(t, "apps/bookstore.yaml", "apps/bookstore-v2.yaml", "split/traffic-split-50-50.yaml")
+	eventually(t, "the config counts the Ready split", func() error {
+		cfg := &v1alpha1.SMI2IstioConfig{}
+		if err := c.Get(context.Background(), client.ObjectKey{Name: v1alpha1.ConfigName}, cfg); err != nil {
+			return err
+		}
+		for _, n := range cfg.Status.Objects {
+			if n.Kind == "TrafficSplit" && n.Ready >= 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("status.objects %+v: no Ready TrafficSplit", cfg.Status.Objects)
+	})
 }
