@@ -88,8 +88,9 @@ build: ## Build the operator binary (the Dockerfile runs exactly this).
 	CGO_ENABLED=0 go build $(BUILD_FLAGS) -o $(BIN) .
 
 .PHONY: build-installer
-build-installer: manifests ## Render config/default into dist/install.yaml (IMG=<image> to set the manager image).
+build-installer: manifests ## Render config/default into dist/install.yaml and config/without-crds (keep another installer's SMI CRDs) into dist/install-without-crds.yaml (IMG=<image> to set the manager image).
 	go run ./hack/build-installer -out dist/install.yaml $(if $(IMG),-image $(IMG))
+	go run ./hack/build-installer -dir config/without-crds -out dist/install-without-crds.yaml $(if $(IMG),-image $(IMG))
 
 .PHONY: bundle
 bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/ (VERSION, IMG).
