@@ -26,6 +26,23 @@ type Status struct {
 	Conditions         []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// UnmarshalJSON decodes the status, or drops one it cannot read. Where a kind has no status
+// subresource (another installer's CRD, --smi-crds=foreign) and keeps unknown fields, anyone who
+// writes an object writes its status too: one of the wrong shape (observedGeneration a string)
+// must not fail the decoding of the object, which would fail every list of the kind and freeze
+// the cache's view of it (a deleted TrafficTarget kept allowed). The operator never trusts such a
+// status (its conditions for those kinds are in its own memory, reported by Events).
+func (s *Status) UnmarshalJSON(b []byte) error {
+	type plain Status
+	var out plain
+	if err := json.Unmarshal(b, &out); err != nil {
+		*s = Status{}
+		return nil //nolint:nilerr // unreadable: as if there were none
+	}
+	*s = Status(out)
+	return nil
+}
+
 // SMIObject is a cached SMI object of any kind.
 type SMIObject interface {
 	Compact

@@ -63,3 +63,29 @@ func TestSMIDeepCopyAndEmptyStatus(t *testing.T) {
 		t.Errorf("an object without status encodes one: %s", raw)
 	}
 }
+
+// A status of the wrong shape (a CRD that keeps anything and has no status subresource lets anyone
+// write one) is dropped, not an error: an error would fail every list of the kind.
+func TestSMIStatusOfTheWrongShapeIsDropped(t *testing.T) {
+	for _, status := range []string{
+		`{"observedGeneration":"lie","conditions":[{"type":"Ready","status":"True"}]}`,
+		`{"conditions":"Ready"}`,
+		`{"conditions":[{"type":"Ready","status":"True","lastTransitionTime":"yesterday"}]}`,
+		`"Ready"`,
+		`[1]`,
+	} {
+		raw := `{"apiVersion":"access.smi-spec.io/v1alpha3","kind":"TrafficTarget","metadata":{"name":"p","namespace":"ns"},"spec":{"a":1},"status":` + status + `}`
+		o := &SMI[TrafficTarget]{}
+		if err := json.Unmarshal([]byte(raw), o); err != nil {
+			t.Errorf("status %s: %v", status, err)
+			continue
+		}
+		if o.Name != "p" || string(o.Spec) != `{"a":1}` || o.Status.ObservedGeneration != 0 || len(o.Status.Conditions) != 0 {
+			t.Errorf("status %s: decoded %+v", status, o)
+		}
+	}
+	o := &SMI[TrafficTarget]{}
+	if err := json.Unmarshal([]byte(`{"metadata":{"name":"p"},"status":{"observedGeneration":3,"conditions":[{"type":"Ready","status":"True","lastTransitionTime":"2026-12-01T00:00:00Z","reason":"Applied","message":""}]}}`), o); err != nil || o.Status.ObservedGeneration != 3 || len(o.Status.Conditions) != 1 {
+		t.Errorf("a status of the right shape: %+v, %v", o.Status, err)
+	}
+}

@@ -4,6 +4,7 @@ package normalize
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -43,11 +44,20 @@ func toHub(u Object, apiVersion string, out any) error {
 	}
 	if gvk.GroupVersion().String() != apiVersion {
 		if raw, err = conversion.Convert(raw, apiVersion); err != nil {
-			return err
+			return &translate.FieldError{Field: "spec", Reason: "InvalidField",
+				Message: fmt.Sprintf("%s %s/%s cannot be read: %v", gvk.Kind, u.GetNamespace(), u.GetName(), err)}
 		}
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("decode %s %s/%s as %s: %w", gvk.Kind, u.GetNamespace(), u.GetName(), apiVersion, err)
+		// Input of the wrong type (a CRD that does not validate kept it): the object is refused,
+		// naming the field, as a misspelt one is.
+		field := "spec"
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			field = te.Field
+		}
+		return &translate.FieldError{Field: field, Reason: "InvalidField",
+			Message: fmt.Sprintf("%s %s/%s: %s cannot be read as %s: %v", gvk.Kind, u.GetNamespace(), u.GetName(), field, apiVersion, err)}
 	}
 	return nil
 }
