@@ -201,13 +201,16 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	if err := installCRDs(ctx, log, cfg, o, local, caBundle); err != nil {
 		return err
 	}
-	absent, err := chooseSMIKinds(ctx, log, cfg, o, local)
+	watch, err := chooseSMIKinds(ctx, log, cfg, o, local)
 	if err != nil {
 		return err
 	}
-	mgr, err := newManager(cfg, o, absent)
+	mgr, err := newManager(cfg, o, controllers.AbsentSMIKinds(watch.Choice))
 	if err != nil {
 		return err
+	}
+	if err := mgr.Add(watch); err != nil {
+		return fmt.Errorf("add SMI CRD watch: %w", err)
 	}
 	if bundle != nil {
 		if err := mgr.Add(certRotator(log, mgr, o, bundle)); err != nil {
@@ -416,8 +419,9 @@ func installCRDs(ctx context.Context, log logr.Logger, cfg *rest.Config, o optio
 
 // chooseSMIKinds reads the SMI CRDs (--smi-crds) and makes the versions to watch and where status
 // goes the process's (controllers.UseSMIKinds), then adds the cache types to the scheme. It runs
-// before the manager is made, with a direct client. It returns the kinds that are not served.
-func chooseSMIKinds(ctx context.Context, log logr.Logger, cfg *rest.Config, o options, local bool) ([]schema.GroupVersionKind, error) {
+// before the manager is made, with a direct client. It returns what watches the CRDs for a change
+// of that choice (the process exits then, to start again with the new one).
+func chooseSMIKinds(ctx context.Context, log logr.Logger, cfg *rest.Config, o options, local bool) (*controllers.SMICRDWatch, error) {
 	mode := o.smiCRDs
 	if local {
 		mode = controllers.SMICRDsOwn // installCRDs installed smi2istio's
@@ -437,8 +441,11 @@ func chooseSMIKinds(ctx context.Context, log logr.Logger, cfg *rest.Config, o op
 	for _, c := range choice {
 		log.Info("SMI kind", "kind", c.Kind, "crd", c.CRD, "owner", c.Owner, "version", c.Version, "status", c.Status, "note", c.Message)
 	}
-	return controllers.AbsentSMIKinds(choice), nil
+	return &controllers.SMICRDWatch{Reader: direct, Mode: mode, Choice: choice, Interval: smiCRDWatchInterval}, nil
 }
+
+// smiCRDWatchInterval is how often the SMI CRDs are read again (five GETs).
+const smiCRDWatchInterval = 30 * time.Second
 
 // setupReconcilers registers the event recorder and every reconciler. The SMI2IstioConfig
 // singleton (or its defaults) decides mode, regex policy, trust domain and membership; the config

@@ -3,10 +3,13 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
+	"time"
 
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -298,4 +301,61 @@ func (r *SMICRDReporter) Reconcile(ctx context.Context, _ reconcile.Request) (re
 		return reconcile.Result{}, fmt.Errorf("patch status.smiCRDs of SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
 	}
 	return reconcile.Result{}, nil
+}
+
+// SMICRDWatch reads the SMI CRDs again every Interval (by name, with the rights the operator has)
+// and returns an error when DetectSMICRDs would now choose differently (another owner, version or
+// status): the versions watched are chosen once per process, so the manager stops and the process
+// exits, to be started again with the new choice, rather than watching a version no longer served
+// (its informers would fail every relist, their view of the kind frozen with what it last saw) or
+// writing status where there is none. A failed read is retried at the next tick.
+type SMICRDWatch struct {
+	Reader   client.Reader // uncached: the cache does not watch CRDs
+	Mode     string
+	Choice   []v1alpha1.SMICRD
+	Interval time.Duration
+}
+
+// NeedLeaderElection: every replica watches, the ones waiting for the lease too.
+func (w *SMICRDWatch) NeedLeaderElection() bool { return false }
+
+// Start returns nil when ctx ends, an error when the choice changed.
+func (w *SMICRDWatch) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("smicrds")
+	t := time.NewTicker(w.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now, err := DetectSMICRDs(ctx, w.Reader, w.Mode)
+		if err != nil {
+			log.Error(err, "read the SMI CRDs again")
+			continue
+		}
+		if changes := choiceChanges(w.Choice, now); len(changes) > 0 {
+			return fmt.Errorf("%w: %s: restarting to work with what they serve now", ErrSMICRDsChanged, strings.Join(changes, "; "))
+		}
+	}
+}
+
+// ErrSMICRDsChanged: the SMI CRDs no longer serve what the process chose at start-up.
+var ErrSMICRDsChanged = errors.New("the SMI CRDs changed")
+
+// choiceChanges says which kinds DetectSMICRDs chose differently (owner, version or status).
+func choiceChanges(before, now []v1alpha1.SMICRD) []string {
+	was := map[string]v1alpha1.SMICRD{}
+	for _, c := range before {
+		was[c.Kind] = c
+	}
+	var out []string
+	for _, c := range now {
+		b := was[c.Kind]
+		if b.Owner != c.Owner || b.Version != c.Version || b.Status != c.Status {
+			out = append(out, fmt.Sprintf("%s: %s %s %s -> %s %s %s", c.Kind, b.Owner, b.Version, b.Status, c.Owner, c.Version, c.Status))
+		}
+	}
+	return out
 }
