@@ -205,7 +205,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}))
 	if r.Resync != nil {
 		b = b.WatchesRawSource(r.Resync(func(ctx context.Context) []reconcile.Request {
-			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request { return r.destinations(ctx, ns) })
+			return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request {
+				return append(r.destinations(ctx, ns), r.destinationsWithOutputs(ctx, ns)...)
+			})
 		}))
 	}
 	return b.
@@ -239,6 +241,41 @@ func (r *AccessReconciler) destinations(ctx context.Context, ns string) []reconc
 // Services of any namespace).
 func (r *AccessReconciler) everyDestination(ctx context.Context) []reconcile.Request {
 	return forEachNamespace(ctx, r.Client, func(ns string) []reconcile.Request { return r.destinations(ctx, ns) })
+}
+
+// destinationsWithOutputs lists the destinations our access outputs in ns were written for. A
+// resync covers them too, not only the destinations of today's TrafficTargets: one whose only
+// TrafficTarget moved to another destination, or became unreadable, while the operator was not
+// running would otherwise keep its outputs (and allow its old sources) until an event about them.
+func (r *AccessReconciler) destinationsWithOutputs(ctx context.Context, ns string) []reconcile.Request {
+	var objs []metav1.Object
+	for _, gvk := range []schema.GroupVersionKind{AuthorizationPolicyGVK, PeerAuthenticationGVK, EnvoyFilterGVK} {
+		list := cache.NewList(gvk)
+		if err := r.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{translate.ManagedByLabel: translate.ManagedByValue},
+			client.UnsafeDisableDeepCopy); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "list outputs for resync", "kind", gvk.Kind, "namespace", ns)
+			continue
+		}
+		for _, o := range list.Objects() {
+			objs = append(objs, o)
+		}
+	}
+	return outputDestinations(ns, objs)
+}
+
+// outputDestinations are the destinations named by the destination label of objs, once each.
+func outputDestinations(ns string, objs []metav1.Object) []reconcile.Request {
+	seen := map[string]bool{}
+	var out []reconcile.Request
+	for _, o := range objs {
+		d := o.GetLabels()[translate.DestinationLabel]
+		if d == "" || seen[d] {
+			continue
+		}
+		seen[d] = true
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: d}})
+	}
+	return out
 }
 
 // destinationsOf lists the destination ServiceAccounts of TrafficTargets of namespace ns.

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"strings"
 	"testing"
 
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
@@ -114,5 +115,28 @@ func TestTargetConditions(t *testing.T) {
 			cond(ConditionReady, metav1.ConditionFalse, ReasonNotInMesh, "the destination's namespace is not in the mesh: nothing is applied")}, OutcomeNotInMesh},
 	} {
 		checkConditions(t, c.name, targetConditions(c.tr, res, c.scope, c.synced), c.want, c.outcome)
+	}
+}
+
+// A resync reconciles the destinations our outputs were written for, once each, whatever the
+// TrafficTargets say now (one moved or made unreadable while the operator was down).
+func TestOutputDestinations(t *testing.T) {
+	obj := func(name, dest string) metav1.Object {
+		o := &metav1.ObjectMeta{Name: name, Namespace: "ns"}
+		if dest != "" {
+			o.Labels = map[string]string{translate.DestinationLabel: dest}
+		}
+		return o
+	}
+	got := outputDestinations("ns", []metav1.Object{obj("a1", "api"), obj("a2", "api"), obj("pa", "db"), obj("baseline", "")})
+	var names []string
+	for _, r := range got {
+		if r.Namespace != "ns" {
+			t.Errorf("request %v in another namespace", r)
+		}
+		names = append(names, r.Name)
+	}
+	if strings.Join(names, ",") != "api,db" {
+		t.Errorf("destinations %v, want api,db", names)
 	}
 }
