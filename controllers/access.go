@@ -643,7 +643,7 @@ func recordRungs(ns, destination string, res *translate.AccessResult) {
 func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*accessv1alpha2.TrafficTarget, mesh translate.Mesh) (translate.AccessInput, error) {
 	in := translate.AccessInput{Namespace: ns, ServiceAccount: sa, Targets: targets, Mesh: mesh,
 		RouteGroups: map[string]*translate.HTTPRouteGroup{}, PortRoutes: map[string]*translate.PortRoute{},
-		RouteGroupErrors: map[string]*translate.FieldError{}}
+		RouteGroupErrors: map[string]*translate.FieldError{}, PortRouteErrors: map[string]*translate.FieldError{}}
 	for _, tt := range targets {
 		for _, rule := range tt.Spec.Rules {
 			var gvk schema.GroupVersionKind
@@ -679,8 +679,13 @@ func (r *AccessReconciler) fetch(ctx context.Context, ns, sa string, targets []*
 				continue
 			}
 			pr, err := normalize.ReadPortRoute(u)
-			if err != nil {
+			var fe *translate.FieldError
+			if errors.As(err, &fe) {
+				in.PortRouteErrors[rule.Kind+"/"+rule.Name] = fe // the TrafficTarget is not Accepted
 				continue
+			}
+			if err != nil {
+				return in, err
 			}
 			in.PortRoutes[rule.Kind+"/"+rule.Name] = pr
 		}

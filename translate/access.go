@@ -53,6 +53,9 @@ type AccessInput struct {
 	PortRoutes  map[string]*PortRoute
 	// RouteGroupErrors holds route groups that exist but cannot be read (e.g. headers of a wrong shape).
 	RouteGroupErrors map[string]*FieldError
+	// PortRouteErrors holds TCPRoutes and UDPRoutes (keyed as PortRoutes) that exist but cannot be
+	// read (a field of the wrong type or unknown, kept by a CRD that does not validate).
+	PortRouteErrors map[string]*FieldError
 	// Workloads of the namespace, of every ServiceAccount (to check that selectors are precise).
 	Workloads []Workload
 	Mesh      Mesh
@@ -317,6 +320,9 @@ func translateTarget(in AccessInput, tt *accessv1alpha2.TrafficTarget) (TargetRe
 				}
 			}
 		case "TCPRoute", "UDPRoute":
+			if fe := in.PortRouteErrors[rule.Kind+"/"+rule.Name]; fe != nil {
+				return fail(invalid(rule.Kind+" "+rule.Name+" "+fe.Field, fe.Reason, "%s", fe.Message))
+			}
 			pr := in.PortRoutes[rule.Kind+"/"+rule.Name]
 			if pr == nil {
 				tr.Unresolved = append(tr.Unresolved, finding(field+".name", "RouteNotFound",

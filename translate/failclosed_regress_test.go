@@ -2,6 +2,7 @@
 package translate_test
 
 import (
+	"strings"
 	"testing"
 
 	accessv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha2"
@@ -72,5 +73,24 @@ func TestUDPRouteRestrictsHTTPRules(t *testing.T) {
 	c := &conn{peer: "spiffe://cluster.local/ns/shop/sa/web", port: 9090, headers: map[string]string{":method": "GET", ":path": "/x", ":authority": "a"}}
 	if ok, _ := w.allowHTTP(c); ok {
 		t.Errorf("GET /x on port 9090 allowed although the TrafficTarget's only port rule is UDPRoute port 53 (ANDed: nothing)")
+	}
+}
+
+// A TCPRoute that exists but cannot be read (a field of the wrong type kept by a CRD that does
+// not validate) makes its TrafficTarget not accepted, naming the route and field: not "not found"
+// (which would keep the target's other rules, and say nothing of the field).
+func TestUnreadablePortRouteRefusesTheTarget(t *testing.T) {
+	in := rtInput(translate.HTTPMatch{Name: "m", PathRegex: "/x"}, accessv1alpha2.TrafficTargetRule{Kind: "TCPRoute", Name: "db"})
+	in.PortRouteErrors = map[string]*translate.FieldError{"TCPRoute/db": {Field: "spec.matches.ports", Reason: "InvalidField", Message: "ports cannot be read"}}
+	res, err := translate.TranslateAccess(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := res.Targets[0]
+	if tr.Err == nil || !strings.Contains(tr.Err.Error(), "TCPRoute db spec.matches.ports") {
+		t.Fatalf("target error %v, want one naming TCPRoute db spec.matches.ports", tr.Err)
+	}
+	if len(tr.AuthorizationPolicies) > 0 {
+		t.Errorf("policies written for a target that is not accepted: %d", len(tr.AuthorizationPolicies))
 	}
 }
