@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"sort"
@@ -580,4 +581,40 @@ func readyOf(o cache.SMIObject) (status, reason string) {
 		return string(c.Status), c.Reason
 	}
 	return "", ""
+}
+
+// configStatusChanged is the watch predicate of a reconciler other than the config's own that
+// writes one field of the SMI2IstioConfig's status (status.storageMigration, status.smiCRDs): it
+// passes the config's creation and the updates that changed that field (a change made by someone
+// else is written back). patchConfigStatusField writes the field alone (a JSON merge patch of the status subresource) when it
+// differs. Without a config nothing is written: its creation brings the reconciler back.
+func configStatusChanged(field func(*v1alpha1.SMI2IstioConfigStatus) any) predicate.Funcs {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return true },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*v1alpha1.SMI2IstioConfig)
+			n, ok2 := e.ObjectNew.(*v1alpha1.SMI2IstioConfig)
+			return !ok1 || !ok2 || !reflect.DeepEqual(field(&o.Status), field(&n.Status))
+		},
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+	}
+}
+
+func patchConfigStatusField(ctx context.Context, c client.Client, name string, field func(*v1alpha1.SMI2IstioConfigStatus) any, want any) error {
+	cfg := &v1alpha1.SMI2IstioConfig{}
+	if err := c.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if reflect.DeepEqual(field(&cfg.Status), want) {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{name: want}})
+	if err != nil {
+		return fmt.Errorf("encode status.%s: %w", name, err)
+	}
+	if err := c.Status().Patch(ctx, cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		return fmt.Errorf("patch status.%s of SMI2IstioConfig %s: %w", name, v1alpha1.ConfigName, err)
+	}
+	return nil
 }

@@ -2,10 +2,8 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,9 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
@@ -262,19 +258,9 @@ func (r *SMICRDReporter) SetupWithManager(ctx context.Context, mgr ctrl.Manager)
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: v1alpha1.ConfigName}}}
 	})
-	changed := predicate.Funcs{
-		CreateFunc: func(event.CreateEvent) bool { return true },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*v1alpha1.SMI2IstioConfig)
-			n, ok2 := e.ObjectNew.(*v1alpha1.SMI2IstioConfig)
-			return !ok1 || !ok2 || !reflect.DeepEqual(o.Status.SMICRDs, n.Status.SMICRDs)
-		},
-		DeleteFunc:  func(event.DeleteEvent) bool { return false },
-		GenericFunc: func(event.GenericEvent) bool { return false },
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("smicrds").
-		Watches(&v1alpha1.SMI2IstioConfig{}, one, builder.WithPredicates(changed)).
+		Watches(&v1alpha1.SMI2IstioConfig{}, one, builder.WithPredicates(configStatusChanged(smiCRDsOf))).
 		Complete(r)
 }
 
@@ -286,22 +272,10 @@ func (r *SMICRDReporter) Reconcile(ctx context.Context, _ reconcile.Request) (re
 	if want == nil {
 		return reconcile.Result{}, nil
 	}
-	cfg := &v1alpha1.SMI2IstioConfig{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg); err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
-	}
-	if reflect.DeepEqual(cfg.Status.SMICRDs, want) {
-		return reconcile.Result{}, nil
-	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"smiCRDs": want}})
-	if err != nil {
-		return reconcile.Result{}, fmt.Errorf("encode status.smiCRDs: %w", err)
-	}
-	if err := r.Client.Status().Patch(ctx, cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return reconcile.Result{}, fmt.Errorf("patch status.smiCRDs of SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
-	}
-	return reconcile.Result{}, nil
+	return reconcile.Result{}, patchConfigStatusField(ctx, r.Client, "smiCRDs", smiCRDsOf, want)
 }
+
+func smiCRDsOf(s *v1alpha1.SMI2IstioConfigStatus) any { return s.SMICRDs }
 
 // SMICRDWatch reads the SMI CRDs again every Interval (by name, with the rights the operator has)
 // and returns an error when DetectSMICRDs would now choose differently (another owner, version or

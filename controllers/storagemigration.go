@@ -2,10 +2,8 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -19,9 +17,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/smi2istio/smi2istio/api/v1alpha1"
@@ -107,19 +103,9 @@ func (r *StorageMigrationReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{storageMigrationRequest}
 	})
-	reported := predicate.Funcs{
-		CreateFunc: func(event.CreateEvent) bool { return true },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			o, ok1 := e.ObjectOld.(*v1alpha1.SMI2IstioConfig)
-			n, ok2 := e.ObjectNew.(*v1alpha1.SMI2IstioConfig)
-			return !ok1 || !ok2 || !reflect.DeepEqual(o.Status.StorageMigration, n.Status.StorageMigration)
-		},
-		DeleteFunc:  func(event.DeleteEvent) bool { return false },
-		GenericFunc: func(event.GenericEvent) bool { return false },
-	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("storagemigration").
-		Watches(&v1alpha1.SMI2IstioConfig{}, one, builder.WithPredicates(reported)).
+		Watches(&v1alpha1.SMI2IstioConfig{}, one, builder.WithPredicates(configStatusChanged(storageMigrationOf))).
 		Complete(r)
 }
 
@@ -391,19 +377,7 @@ func (r *StorageMigrationReconciler) rewrite(ctx context.Context, obj *unstructu
 // the status subresource), when it changed. Without a config there is nothing to report on: its
 // creation brings the reconciler back.
 func (r *StorageMigrationReconciler) report(ctx context.Context, entries []v1alpha1.StorageMigration) error {
-	cfg := &v1alpha1.SMI2IstioConfig{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: v1alpha1.ConfigName}, cfg); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if reflect.DeepEqual(cfg.Status.StorageMigration, entries) {
-		return nil
-	}
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"storageMigration": entries}})
-	if err != nil {
-		return fmt.Errorf("encode the storage migration status: %w", err)
-	}
-	if err := r.Client.Status().Patch(ctx, cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return fmt.Errorf("patch status.storageMigration of SMI2IstioConfig %s: %w", v1alpha1.ConfigName, err)
-	}
-	return nil
+	return patchConfigStatusField(ctx, r.Client, "storageMigration", storageMigrationOf, entries)
 }
+
+func storageMigrationOf(s *v1alpha1.SMI2IstioConfigStatus) any { return s.StorageMigration }
