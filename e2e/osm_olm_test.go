@@ -418,10 +418,10 @@ func (e *installEnv) readBackEverywhere(b *olm.Bundle) {
 				continue
 			}
 			reads++
-			if w, g := e.convertTo(o.Object, got.GetAPIVersion()), content(e.t, got.Object); !reflect.DeepEqual(w, g) {
+			if w, g := convertTo(e.t, o.Object, got.GetAPIVersion()), content(e.t, got.Object); !reflect.DeepEqual(w, g) {
 				e.t.Errorf("%s:\n got: %v\nwant: %v", what, g, w)
 			}
-			if back, w := e.convertTo(got.Object, o.GetAPIVersion()), content(e.t, o.Object); !reflect.DeepEqual(back, w) {
+			if back, w := convertTo(e.t, got.Object, o.GetAPIVersion()), content(e.t, o.Object); !reflect.DeepEqual(back, w) {
 				e.t.Errorf("%s does not convert back to the object as applied:\n got: %v\nwant: %v", what, back, w)
 			}
 			if err := readyNow(got); err != nil {
@@ -453,18 +453,18 @@ func content(t *testing.T, obj map[string]any) any {
 }
 
 // convertTo is the content of obj converted to apiVersion by the webhook's code, in process.
-func (e *installEnv) convertTo(obj map[string]any, apiVersion string) any {
-	e.t.Helper()
+func convertTo(t *testing.T, obj map[string]any, apiVersion string) any {
+	t.Helper()
 	if obj["apiVersion"] == apiVersion {
-		return content(e.t, obj)
+		return content(t, obj)
 	}
 	raw, err := json.Marshal(obj)
-	must(e.t, err)
+	must(t, err)
 	out, err := conversion.Convert(raw, apiVersion)
-	must(e.t, err)
+	must(t, err)
 	m := map[string]any{}
-	must(e.t, json.Unmarshal(out, &m))
-	return content(e.t, m)
+	must(t, json.Unmarshal(out, &m))
+	return content(t, m)
 }
 
 // writeRecorder watches every SMI object of the demo, in the version it was applied in, from just

@@ -26,7 +26,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/smi2istio/smi2istio/internal/smi/conversion"
 	"github.com/smi2istio/smi2istio/internal/smi/crds"
 	"github.com/smi2istio/smi2istio/internal/testing/testenv"
 )
@@ -128,7 +127,7 @@ func TestOSM12ClusterTakenOver(t *testing.T) {
 		got := &unstructured.Unstructured{}
 		got.SetGroupVersionKind(o.GroupVersionKind())
 		must(t, cl.c.Get(ctx, client.ObjectKeyFromObject(o), got))
-		if got.GetGeneration() != 1 || !reflect.DeepEqual(takeoverContent(t, got.Object), takeoverContent(t, o.Object)) {
+		if got.GetGeneration() != 1 || !reflect.DeepEqual(content(t, got.Object), content(t, o.Object)) {
 			t.Errorf("%s %s/%s was edited: generation %d, %v", o.GetKind(), o.GetNamespace(), o.GetName(), got.GetGeneration(), got.Object["spec"])
 		}
 	}
@@ -511,10 +510,10 @@ func (cl *cluster) expectReadBack(objs []*unstructured.Unstructured) {
 			if got.GetGeneration() != 1 {
 				t.Errorf("%s: generation %d: the object was edited", what, got.GetGeneration())
 			}
-			if w, g := takeoverConvert(t, o.Object, got.GetAPIVersion()), takeoverContent(t, got.Object); !reflect.DeepEqual(w, g) {
+			if w, g := convertTo(t, o.Object, got.GetAPIVersion()), content(t, got.Object); !reflect.DeepEqual(w, g) {
 				t.Errorf("%s:\n got: %v\nwant: %v", what, g, w)
 			}
-			if back, w := takeoverConvert(t, got.Object, o.GetAPIVersion()), takeoverContent(t, o.Object); !reflect.DeepEqual(back, w) {
+			if back, w := convertTo(t, got.Object, o.GetAPIVersion()), content(t, o.Object); !reflect.DeepEqual(back, w) {
 				t.Errorf("%s does not convert back to the object as applied:\n got: %v\nwant: %v", what, back, w)
 			}
 		}
@@ -522,37 +521,4 @@ func (cl *cluster) expectReadBack(objs []*unstructured.Unstructured) {
 	if reads < 3*len(objs) {
 		t.Errorf("only %d reads of %d objects", reads, len(objs))
 	}
-}
-
-// takeoverContent is an object's content (all but apiVersion, kind, metadata and status) as plain JSON.
-func takeoverContent(t *testing.T, obj map[string]any) any {
-	t.Helper()
-	out := map[string]any{}
-	for k, v := range obj {
-		switch k {
-		case "apiVersion", "kind", "metadata", "status":
-		default:
-			out[k] = v
-		}
-	}
-	raw, err := json.Marshal(out)
-	must(t, err)
-	var v any
-	must(t, json.Unmarshal(raw, &v))
-	return v
-}
-
-// takeoverConvert is the content of obj converted to apiVersion by the webhook's code, in process.
-func takeoverConvert(t *testing.T, obj map[string]any, apiVersion string) any {
-	t.Helper()
-	if obj["apiVersion"] == apiVersion {
-		return takeoverContent(t, obj)
-	}
-	raw, err := json.Marshal(obj)
-	must(t, err)
-	out, err := conversion.Convert(raw, apiVersion)
-	must(t, err)
-	m := map[string]any{}
-	must(t, json.Unmarshal(out, &m))
-	return takeoverContent(t, m)
 }
