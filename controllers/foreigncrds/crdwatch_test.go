@@ -8,7 +8,9 @@ import (
 	"time"
 
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/controllers"
 )
@@ -34,7 +36,19 @@ func TestSMICRDWatchStopsOnAChange(t *testing.T) {
 		},
 	}
 	must(t, c.Create(context.Background(), udp))
-	t.Cleanup(func() { _ = c.Delete(context.Background(), udp) })
+	// The other tests read the CRDs as at start-up: wait until this one is gone (a CRD's deletion
+	// is asynchronous, its finalizer removes the instances first).
+	t.Cleanup(func() {
+		_ = c.Delete(context.Background(), udp)
+		deadline := time.Now().Add(30 * time.Second)
+		for !apierrors.IsNotFound(c.Get(context.Background(), client.ObjectKeyFromObject(udp), &apiextv1.CustomResourceDefinition{})) {
+			if time.Now().After(deadline) {
+				t.Errorf("the UDPRoute CRD is still there 30s after its deletion")
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
 	err := watch.Start(ctx2)
