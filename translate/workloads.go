@@ -55,23 +55,37 @@ func ResolveSelectors(serviceAccount string, namespaceWorkloads []Workload) ([]S
 	var out []Selector
 	var findings []Finding
 	byKey := map[string]int{}
-	ws := append([]Workload(nil), namespaceWorkloads...)
-	sort.SliceStable(ws, func(i, j int) bool { return ws[i].Name < ws[j].Name })
-	for _, w := range ws {
-		if w.ServiceAccount != serviceAccount {
-			continue
+	var own []Workload
+	for _, w := range namespaceWorkloads {
+		if w.ServiceAccount == serviceAccount {
+			own = append(own, w)
 		}
+	}
+	sort.SliceStable(own, func(i, j int) bool { return own[i].Name < own[j].Name })
+	// The workloads of one ServiceAccount mostly share a few label sets (a namespace lists every
+	// pod): what else a label set selects is looked for once per set.
+	clashes := map[string][]string{}
+	for _, w := range own {
 		sel := Selector{Labels: StableLabels(w.Labels)}
 		if len(sel.Labels) == 0 {
 			findings = append(findings, finding("spec.destination", "NoPreciseSelector",
 				"%s runs as ServiceAccount %s but has no stable labels to select it by: nothing is allowed to it", w.Name, serviceAccount))
 			continue
 		}
-		var clash []string
-		for _, other := range ws {
-			if other.ServiceAccount != serviceAccount && sel.matches(other.Labels) {
+		exact := labelsString(sel.Labels)
+		clash, seen := clashes[exact]
+		if !seen {
+			var others []Workload
+			for _, other := range namespaceWorkloads {
+				if other.ServiceAccount != serviceAccount && sel.matches(other.Labels) {
+					others = append(others, other)
+				}
+			}
+			sort.SliceStable(others, func(i, j int) bool { return others[i].Name < others[j].Name })
+			for _, other := range others {
 				clash = append(clash, other.Name+" (ServiceAccount "+other.ServiceAccount+")")
 			}
+			clashes[exact] = clash
 		}
 		if len(clash) > 0 {
 			findings = append(findings, finding("spec.destination", "NoPreciseSelector",
@@ -89,6 +103,23 @@ func ResolveSelectors(serviceAccount string, namespaceWorkloads []Workload) ([]S
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out, findings
+}
+
+// labelsString is labels in one canonical string (sorted key=value pairs).
+func labelsString(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 // StableLabels is a copy of labels without the VolatileLabels.
