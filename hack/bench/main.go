@@ -40,6 +40,7 @@ func main() {
 	pprofDir := flag.String("pprof", "", "directory for profiles: the operator's CPU (first 20 s of convergence) and heap after it, the kube-apiserver's CPU over the whole convergence (30 s windows), the restarted operator's heap at its highest RSS (enables the operator's --pprof-bind-address)")
 	memlimits := flag.String("memlimit", manifestMemLimit, fmt.Sprintf("the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit %d MiB below it, or at half of it if that is more; the manifest's is %s); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead. Comma-separated: each size runs once per value, one after the other", memlimit.Reserve>>20, manifestMemLimit))
 	operatorArgs := flag.String("operator-args", "", "extra flags for the operator, space-separated (e.g. --max-concurrent-reconciles=8), to compare settings run after run")
+	consistency := flag.Bool("consistency-checks", false, "keep kube-apiserver's watch-cache consistency checker (DetectCacheInconsistency, on by default since Kubernetes 1.34): every 5 to 7.5 minutes, per resource, it lists every object from its cache and from etcd (pods and every served SMI version included, each non-stored one through the conversion webhook); when its timers fire decides how much of it lands in a phase (an L run: 51 s of the apiserver's CPU while converging, 14 s in baseline (c)), whatever the operator does")
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
 	if *pprofDir != "" {
@@ -69,7 +70,8 @@ func main() {
 				sub = fmt.Sprintf("%s-%d", s.Name, i)
 			}
 			r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, sub), bin: bin, istioCRDs: istioCRDs,
-				idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, profilePrefix: sub, memLimit: l, operatorArgs: strings.Fields(*operatorArgs)})
+				idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, profilePrefix: sub, memLimit: l, operatorArgs: strings.Fields(*operatorArgs),
+				consistencyChecks: *consistency})
 			rows = append(rows, r)
 			fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", sub, r)
 		}

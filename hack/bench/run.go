@@ -38,6 +38,8 @@ type config struct {
 	profilePrefix    string // profiles are <prefix>-cpu.pb.gz etc.: the size, and the limit's index when there are several
 	memLimit         string
 	operatorArgs     []string // -operator-args
+	// consistencyChecks keeps kube-apiserver's periodic watch-cache consistency checker (-consistency-checks).
+	consistencyChecks bool
 }
 
 type result struct {
@@ -125,7 +127,11 @@ func run(ctx context.Context, cfg config) result {
 // startControlPlane starts a local control plane (stopped on a failure too: its processes must not
 // outlive us) and the harness's client of it.
 func (b *bench) startControlPlane() *localcp.ControlPlane {
-	cp, err := localcp.Start(filepath.Join(b.cfg.dir, "kubeconfig"))
+	var opts []localcp.Option
+	if !b.cfg.consistencyChecks {
+		opts = append(opts, localcp.WithAPIServerArg("feature-gates", "DetectCacheInconsistency=false"))
+	}
+	cp, err := localcp.Start(filepath.Join(b.cfg.dir, "kubeconfig"), opts...)
 	check(err)
 	atExit(func() { _ = cp.Stop() })
 	b.kubeconfig = cp.Kubeconfig

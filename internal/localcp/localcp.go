@@ -43,9 +43,17 @@ type ControlPlane struct {
 	tmpDir    string
 }
 
+// Option changes how the control plane is started.
+type Option func(*envtest.APIServer)
+
+// WithAPIServerArg appends a value to a kube-apiserver flag, e.g. ("feature-gates", "X=false").
+func WithAPIServerArg(name, value string) Option {
+	return func(api *envtest.APIServer) { api.Configure().Append(name, value) }
+}
+
 // Start starts etcd and kube-apiserver and writes an admin kubeconfig to kubeconfigPath (if not
 // empty). The binaries come from $KUBEBUILDER_ASSETS.
-func Start(kubeconfigPath string) (*ControlPlane, error) {
+func Start(kubeconfigPath string, opts ...Option) (*ControlPlane, error) {
 	assets := os.Getenv(AssetsEnv)
 	if assets == "" {
 		return nil, errors.New(AssetsEnv + " is not set: run `hack/kube-assets.sh` (or use `make run` / `make test`), which builds the control plane binaries and prints their directory")
@@ -79,6 +87,9 @@ func Start(kubeconfigPath string) (*ControlPlane, error) {
 	// As OpenShift does: setting blockOwnerDeletion on an owner reference needs the right to update
 	// the owner's finalizers, so that tests under the operator's own rights prove it has it.
 	env.ControlPlane.APIServer.Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
+	for _, opt := range opts {
+		opt(env.ControlPlane.APIServer)
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		_ = os.RemoveAll(dir)
