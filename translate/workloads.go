@@ -3,6 +3,7 @@ package translate
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -105,7 +106,8 @@ func ResolveSelectors(serviceAccount string, namespaceWorkloads []Workload) ([]S
 	return out, findings
 }
 
-// labelsString is labels in one canonical string (sorted key=value pairs).
+// labelsString is labels in one canonical string: sorted pairs, each key and value prefixed by its
+// length, so that two different label sets never give the same string (whatever they hold).
 func labelsString(labels map[string]string) string {
 	keys := make([]string, 0, len(labels))
 	for k := range labels {
@@ -114,10 +116,12 @@ func labelsString(labels map[string]string) string {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
+		b.WriteString(strconv.Itoa(len(k)))
+		b.WriteByte(':')
 		b.WriteString(k)
-		b.WriteByte('=')
+		b.WriteString(strconv.Itoa(len(labels[k])))
+		b.WriteByte(':')
 		b.WriteString(labels[k])
-		b.WriteByte(0)
 	}
 	return b.String()
 }
