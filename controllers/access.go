@@ -79,7 +79,7 @@ type AccessReconciler struct {
 func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	targetIndex := func(f func(*accessv1alpha2.TrafficTarget) []string) func(cache.SMIObject) []string {
 		return func(o cache.SMIObject) []string {
-			tt, err := normalize.ReadTrafficTarget(o)
+			tt, err := sharedTargets.read(o)
 			if err != nil {
 				return nil
 			}
@@ -302,7 +302,7 @@ const unreadableTargets = ":unreadable"
 // destinationKey is what a TrafficTarget is reconciled under: its destination ServiceAccount's
 // name, or unreadableTargets.
 func destinationKey(o client.Object) string {
-	tt, err := normalize.ReadTrafficTarget(o)
+	tt, err := sharedTargets.read(o)
 	if err != nil || tt.Spec.Destination.Name == unreadableTargets {
 		return unreadableTargets
 	}

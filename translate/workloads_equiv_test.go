@@ -57,8 +57,8 @@ func resolveSelectorsOld(serviceAccount string, namespaceWorkloads []Workload) (
 var (
 	equivNames  = []string{"Deployment/a", "Deployment/a", "Pod/a", "Pod/a-1", "Pod/a-10", "Pod/a-2", "pod/A", "Deployment/b", "", " ", "Z", "a", "Ä", "Pod/a\x00", "StatefulSet/web-0"}
 	equivSAs    = []string{"web", "web", "api", "default", "", "WEB"}
-	equivKeys   = []string{"app", "version", "a", "a;b", ";", "x.io/name", "", "pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name", "pod-template-generation"}
-	equivValues = []string{"", "web", "v1", "v2", "b=c", "=", ";", "b;c=d", "a=b;", "web "}
+	equivKeys   = []string{"app", "version", "a", "a;b", ";", "x.io/name", "", "pod-template-hash", "controller-revision-hash", "statefulset.kubernetes.io/pod-name", "pod-template-generation", "app=web", "a=b"}
+	equivValues = []string{"", "web", "v1", "v2", "b=c", "=", ";", "b;c=d", "a=b;", "web ", "web\x00version=v1", "web=v1", "3:a"}
 )
 
 func randomWorkloads(r *rand.Rand) []Workload {

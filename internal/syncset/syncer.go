@@ -192,12 +192,12 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		if uid, ok := plan.Updating[RefOf(want.GetKind(), want)]; ok {
 			got.SetUID(uid) // an update, not a creation: fails if that object is gone
 		}
-		// Field validation is skipped (the apiserver's default, Warn, parses the body a second time
-		// to report duplicate fields): every object was validated by Set.Validate before, and
-		// exact compares what the apiserver kept, so a field it dropped fails the apply anyway.
+		// Strict: a field the schema does not know is refused, never dropped (the default, Warn,
+		// stores the object without it: an output validated with a narrowing field would be stored
+		// wider until exact deleted it).
 		//nolint:staticcheck // SSA of an unstructured object with one field manager.
 		err := s.Client.Patch(ctx, got, client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership,
-			client.FieldValidation(metav1.FieldValidationIgnore))
+			client.FieldValidation(metav1.FieldValidationStrict))
 		if apierrors.IsConflict(err) && ki >= 0 && set.Kinds[ki].Guard {
 			// The guard the plan updated is gone (deleted by hand): what relied on it goes now;
 			// the next sync creates it anew and waits before anything relies on it again.
