@@ -45,7 +45,7 @@ func TestTargetMemo(t *testing.T) {
 		t.Error("the oldest entry was not forgotten")
 	}
 	bad := target("c", "1", "db")
-	bad.Object["spec"].(map[string]any)["destination"].(map[string]any)["nmae"] = "typo"
+	bad.Object["spec"].(map[string]any)["destination"].(map[string]any)["nameRegex"] = "db.*"
 	for range 2 {
 		if _, err := m.read(bad); err == nil {
 			t.Error("an unknown field read without error")
