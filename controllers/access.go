@@ -265,30 +265,33 @@ func (r *AccessReconciler) destinationsWithOutputs(ctx context.Context, ns strin
 
 // outputDestinations are the destinations named by the destination label of objs, once each.
 func outputDestinations(ns string, objs []metav1.Object) []reconcile.Request {
-	seen := map[string]bool{}
-	var out []reconcile.Request
+	keys := make([]string, 0, len(objs))
 	for _, o := range objs {
-		d := o.GetLabels()[translate.DestinationLabel]
-		if d == "" || seen[d] {
-			continue
+		if d := o.GetLabels()[translate.DestinationLabel]; d != "" {
+			keys = append(keys, d)
 		}
-		seen[d] = true
-		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: d}})
 	}
-	return out
+	return requestsOnce(ns, keys)
 }
 
 // destinationsOf lists the destination ServiceAccounts of TrafficTargets of namespace ns.
 func destinationsOf(ns string, targets []cache.SMIObject) []reconcile.Request {
+	keys := make([]string, 0, len(targets))
+	for _, o := range targets {
+		keys = append(keys, destinationKey(o))
+	}
+	return requestsOnce(ns, keys)
+}
+
+// requestsOnce is a reconcile request of namespace ns per key, in order, each key once.
+func requestsOnce(ns string, keys []string) []reconcile.Request {
 	seen := map[string]bool{}
 	var out []reconcile.Request
-	for _, o := range targets {
-		key := destinationKey(o)
-		if seen[key] {
-			continue
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: k}})
 		}
-		seen[key] = true
-		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: key}})
 	}
 	return out
 }
