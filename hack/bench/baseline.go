@@ -51,7 +51,7 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 	var floor atomic.Int64 // the writes beyond the SMI objects' creates
 	now := time.Now()
 	t0 := now
-	cpu0 := cpuTimes()
+	cpu0, checks0 := cpuTimes(), consistencyChecks(ctx, b.rc)
 	stopProfile, profiled := func() {}, (<-chan struct{})(nil)
 	if b.cfg.pprofDir != "" {
 		// The apiserver's CPU in (c), to set against convergence's: 5 s windows (the last one runs
@@ -81,6 +81,7 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 		<-profiled
 	}
 	logf("%s: baseline (c): %s", b.s.Name, cpuSince(cpu0, b.res.BaselineStatus.Seconds()))
+	logf("%s: baseline (c): %s", b.s.Name, checksSince(checks0, consistencyChecks(ctx, b.rc)))
 	converted := conversions() - convertedBefore
 	b.res.FloorWrites = float64(floor.Load()) / float64(len(smi))
 	check(deleteAll(ctx, b.c, b.s, kinds))

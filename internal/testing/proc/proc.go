@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -239,8 +240,13 @@ func Metrics(url string) (map[string][]Sample, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
+	return ParseMetrics(resp.Body)
+}
+
+// ParseMetrics reads Prometheus text: the samples of each metric by name.
+func ParseMetrics(r io.Reader) (map[string][]Sample, error) {
 	out := map[string][]Sample{}
-	s := bufio.NewScanner(resp.Body)
+	s := bufio.NewScanner(r)
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
 		line := s.Text()
