@@ -72,7 +72,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	c := mgr.GetCache()
 	splitRefs := func(f func(*splitv1alpha4.TrafficSplit) []string) func(cache.SMIObject) []string {
 		return func(o cache.SMIObject) []string {
-			ts, err := normalize.ReadTrafficSplit(o)
+			ts, err := sharedSplits.read(o)
 			if err != nil {
 				return nil
 			}
@@ -146,7 +146,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	byName := func(o client.Object) (string, []string) { return o.GetNamespace(), []string{o.GetName()} }
 	rootOf := func(o client.Object) (string, []string) {
-		ts, err := normalize.ReadTrafficSplit(o)
+		ts, err := sharedSplits.read(o)
 		if err != nil {
 			return "", nil
 		}
