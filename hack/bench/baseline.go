@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +24,9 @@ import (
 
 var eventKind = schema.GroupVersionKind{Group: "events.k8s.io", Version: "v1", Kind: "Event"}
 
+// operatorFieldManager is the operator's field manager (controllers.FieldManager: a test checks).
+const operatorFieldManager = "smi2istio"
+
 // measureBaselines times a plain client, with the same writers and no operator running: (a) creating
 // the Istio objects; (b) creating the SMI and the Istio objects; (c) as (b), each SMI object then
 // given the status the operator writes (its floor: see statusBaseline). Each set is deleted again.
@@ -33,7 +37,8 @@ func (b *bench) measureBaselines(ctx context.Context) {
 	b.res.BaselineIstio = b.timedCreate(ctx, istio, istioKinds)
 	b.res.BaselineAll = b.timedCreate(ctx, interleave(smi, istio), all)
 	logf("%s: baselines: %d Istio objects in %s; %d SMI + %d Istio objects in %s", b.s.Name, len(istio), b.res.BaselineIstio.Round(time.Millisecond), len(smi), len(istio), b.res.BaselineAll.Round(time.Millisecond))
-	b.statusBaseline(ctx, smi, istio, all)
+	b.res.BaselineStatus, b.res.CPUBaselineStatus = b.statusBaseline(ctx, smi, istio, all, false)
+	b.res.BaselineApply, b.res.CPUBaselineApply = b.statusBaseline(ctx, smi, istio, all, true)
 	b.eventsAlone(ctx, smi)
 }
 
@@ -44,7 +49,16 @@ func (b *bench) measureBaselines(ctx context.Context) {
 // the harness, with the operator's handler and certificate, at the operator's address), so that
 // every SMI write costs the apiserver its conversions into each served version's watch cache, as
 // it does while the operator runs; (a) and (b) run with the webhook down.
-func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.Unstructured, kinds []schema.GroupVersionKind) {
+//
+// With apply, the Istio objects are server-side applied as the operator's sync step applies them
+// (one field manager, forced, strict field validation) instead of created: baseline (c) as an
+// operator built on server-side apply must write it ("(c) applied"). It returns the phase's wall
+// time and the CPU seconds of every process.
+func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.Unstructured, kinds []schema.GroupVersionKind, apply bool) (time.Duration, float64) {
+	name, profile := "baseline (c)", "baseline-c-apiserver-cpu"
+	if apply {
+		name, profile = "baseline (c) applied", "baseline-c-applied-apiserver-cpu"
+	}
 	stop := serveConversion(ctx, b.webhook, b.certDir)
 	defer stop()
 	convertedBefore := conversions()
@@ -57,10 +71,10 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 		// The apiserver's CPU in (c), to set against convergence's: 5 s windows (the last one runs
 		// past the end by at most that).
 		pctx, cancel := context.WithCancel(ctx)
-		profiled, stopProfile = profileAPIServer(pctx, b.rc, b.profile("baseline-c-apiserver-cpu"), 5), cancel
+		profiled, stopProfile = profileAPIServer(pctx, b.rc, b.profile(profile), 5), cancel
 	}
 	check(forAll(b.cfg.workers, interleave(smi, istio), func(o *unstructured.Unstructured) error {
-		if err := b.c.Create(ctx, o); err != nil {
+		if err := b.write(ctx, o, apply && !isSMI(o)); err != nil {
 			return err
 		}
 		if isSMI(o) {
@@ -75,18 +89,30 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 		floor.Add(1) // an Istio object's create, or an SMI object's status
 		return nil
 	}))
-	b.res.BaselineStatus = time.Since(t0)
+	wall := time.Since(t0)
+	cpu := cpuTotal(cpu0)
 	stopProfile()
 	if profiled != nil {
 		<-profiled
 	}
-	logf("%s: baseline (c): %s", b.s.Name, cpuSince(cpu0, b.res.BaselineStatus.Seconds()))
-	logf("%s: baseline (c): %s", b.s.Name, checksSince(checks0, consistencyChecks(ctx, b.rc)))
+	logf("%s: %s: %s", b.s.Name, name, cpuSince(cpu0, wall.Seconds()))
+	logf("%s: %s: %s", b.s.Name, name, checksSince(checks0, consistencyChecks(ctx, b.rc)))
 	converted := conversions() - convertedBefore
 	b.res.FloorWrites = float64(floor.Load()) / float64(len(smi))
 	check(deleteAll(ctx, b.c, b.s, kinds))
-	logf("%s: baseline: %d SMI + %d Istio objects and %d status writes in %s, %.0f objects through the conversion webhook (served by the harness)",
-		b.s.Name, len(smi), len(istio), len(smi), b.res.BaselineStatus.Round(time.Millisecond), converted)
+	logf("%s: %s: %d SMI + %d Istio objects and %d status writes in %s, %.0f objects through the conversion webhook (served by the harness)",
+		b.s.Name, name, len(smi), len(istio), len(smi), wall.Round(time.Millisecond), converted)
+	return wall, cpu
+}
+
+// write creates o, or server-side applies it as the operator's sync step does
+// (internal/syncset: its field manager, forced, strict field validation).
+func (b *bench) write(ctx context.Context, o *unstructured.Unstructured, apply bool) error {
+	if !apply {
+		return b.c.Create(ctx, o)
+	}
+	return b.c.Patch(ctx, o, client.Apply, client.FieldOwner(operatorFieldManager), client.ForceOwnership,
+		client.FieldValidation(metav1.FieldValidationStrict))
 }
 
 // eventsAlone times the harness's writers creating the Event the operator emits for each SMI object

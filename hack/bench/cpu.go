@@ -74,3 +74,12 @@ func cpuSince(before map[string]float64, wall float64) string {
 	}
 	return fmt.Sprintf("CPU %.1f s in %.1f s wall (%.2f cores): %s", total, wall, total/wall, strings.Join(parts, ", "))
 }
+
+// cpuTotal is the CPU seconds the harness and its child processes used since before.
+func cpuTotal(before map[string]float64) float64 {
+	total := 0.0
+	for n, t := range cpuTimes() {
+		total += t - before[n]
+	}
+	return total
+}

@@ -121,3 +121,10 @@ func TestOperatorStatusAndEvents(t *testing.T) {
 		}
 	}
 }
+
+// Baseline (c) applied writes the Istio objects under the operator's own field manager.
+func TestBaselineAppliesAsTheOperator(t *testing.T) {
+	if operatorFieldManager != controllers.FieldManager {
+		t.Errorf("baseline (c) applied as %q, the operator applies as %q", operatorFieldManager, controllers.FieldManager)
+	}
+}

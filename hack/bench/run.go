@@ -48,6 +48,10 @@ type result struct {
 	SMI, Pods, Istio           int
 	BaselineIstio, BaselineAll time.Duration
 	BaselineStatus             time.Duration // (c): the SMI and Istio objects and a status write per SMI object
+	BaselineApply              time.Duration // (c) applied: as (c), the Istio objects server-side applied
+	CPUBaselineStatus          float64       // the CPU seconds of every process in (c)
+	CPUBaselineApply           float64       // and in (c) applied
+	CPUConvergeAll             float64       // and while converging
 	FloorWrites                float64       // (c)'s writes per SMI object beside the SMI objects': Istio objects and status
 	EventsAlone                time.Duration // one Event per SMI object, created alone
 	Convergence                time.Duration
@@ -238,6 +242,7 @@ func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeak
 	logf("%s: SMI objects applied in %s: %s", b.s.Name, applied.Round(time.Millisecond), cpuSince(cpu0, applied.Seconds()))
 	waitFor("convergence", time.Hour, func() bool { return w.converged(b.s) })
 	b.res.Convergence = time.Since(t0)
+	b.res.CPUConvergeAll = cpuTotal(cpu0)
 	logf("%s: convergence: %s", b.s.Name, cpuSince(cpu0, b.res.Convergence.Seconds()))
 	logf("%s: convergence: %s", b.s.Name, checksSince(checks0, consistencyChecks(ctx, b.rc)))
 	logPipeline(b.s.Name+": while converging", pipe0, pipelineSnapshot(op.metrics))
