@@ -29,7 +29,8 @@ const operatorFieldManager = "smi2istio"
 
 // measureBaselines times a plain client, with the same writers and no operator running: (a) creating
 // the Istio objects; (b) creating the SMI and the Istio objects; (c) as (b), each SMI object then
-// given the status the operator writes (its floor: see statusBaseline). Each set is deleted again.
+// given the status the operator writes (its floor: see statusBaseline); (c) applied, as (c) with the
+// Istio objects server-side applied. Each set is deleted again.
 // Then it times one Event per SMI object alone, what the operator's Events cost.
 func (b *bench) measureBaselines(ctx context.Context) {
 	smi, istio := b.objects()
