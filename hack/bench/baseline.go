@@ -112,6 +112,7 @@ func (b *bench) write(ctx context.Context, o *unstructured.Unstructured, apply b
 	if !apply {
 		return b.c.Create(ctx, o)
 	}
+	//nolint:staticcheck // as internal/syncset applies: SSA of an unstructured object with one field manager.
 	return b.c.Patch(ctx, o, client.Apply, client.FieldOwner(operatorFieldManager), client.ForceOwnership,
 		client.FieldValidation(metav1.FieldValidationStrict))
 }
