@@ -58,7 +58,7 @@ func checksSince(before, now map[string]float64) string {
 		if n <= 0 {
 			continue
 		}
-		group, resource, status := label(labels, "group"), label(labels, "resource"), label(labels, "status")
+		group, resource, status := labelValue(labels, "group"), labelValue(labels, "resource"), labelValue(labels, "status")
 		total += n
 		if strings.HasSuffix(group, ".smi-spec.io") {
 			smi += n
@@ -81,14 +81,4 @@ func checksSince(before, now map[string]float64) string {
 		return "no consistency check"
 	}
 	return fmt.Sprintf("%.0f consistency checks (%.0f of SMI resources, %.0f not passed): %s", total, smi, failed, strings.Join(resources, ", "))
-}
-
-// label is one label's value in a sample's label text (`a="b",c="d"`).
-func label(labels, name string) string {
-	for _, kv := range strings.Split(labels, ",") {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
-			return strings.Trim(v, `"`)
-		}
-	}
-	return ""
 }
