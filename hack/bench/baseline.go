@@ -91,12 +91,12 @@ func (b *bench) statusBaseline(ctx context.Context, smi, istio []*unstructured.U
 		return nil
 	}))
 	wall := time.Since(t0)
-	cpu := cpuTotal(cpu0)
+	used, cpu := cpuSince(cpu0, wall.Seconds())
 	stopProfile()
 	if profiled != nil {
 		<-profiled
 	}
-	logf("%s: %s: %s", b.s.Name, name, cpuSince(cpu0, wall.Seconds()))
+	logf("%s: %s: %s", b.s.Name, name, used)
 	logf("%s: %s: %s", b.s.Name, name, checksSince(checks0, consistencyChecks(ctx, b.rc)))
 	converted := conversions() - convertedBefore
 	b.res.FloorWrites = float64(floor.Load()) / float64(len(smi))

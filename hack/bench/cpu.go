@@ -58,11 +58,11 @@ func procCPU(pid string) (seconds float64, ppid int, ok bool) {
 	return (utime + stime) / clockTicks, ppid, true
 }
 
-// cpuSince formats the CPU seconds each process used since before, with the phase's wall time.
-func cpuSince(before map[string]float64, wall float64) string {
+// cpuSince is the CPU seconds every process used since before, in all, and formatted by process
+// with the phase's wall time: one reading for both.
+func cpuSince(before map[string]float64, wall float64) (text string, total float64) {
 	now := cpuTimes()
 	var names []string
-	total := 0.0
 	for n := range now {
 		names = append(names, n)
 		total += now[n] - before[n]
@@ -72,14 +72,5 @@ func cpuSince(before map[string]float64, wall float64) string {
 	for _, n := range names {
 		parts = append(parts, fmt.Sprintf("%s %.1f s", n, now[n]-before[n]))
 	}
-	return fmt.Sprintf("CPU %.1f s in %.1f s wall (%.2f cores): %s", total, wall, total/wall, strings.Join(parts, ", "))
-}
-
-// cpuTotal is the CPU seconds the harness and its child processes used since before.
-func cpuTotal(before map[string]float64) float64 {
-	total := 0.0
-	for n, t := range cpuTimes() {
-		total += t - before[n]
-	}
-	return total
+	return fmt.Sprintf("CPU %.1f s in %.1f s wall (%.2f cores): %s", total, wall, total/wall, strings.Join(parts, ", ")), total
 }
