@@ -47,7 +47,7 @@ func TestDecodeMemo(t *testing.T) {
 	if again, _ := m.read(target("a", "1", "db")); again == a1 {
 		t.Error("the oldest entry was not forgotten")
 	}
-	bad := target("c", "1", "db")
+	bad := target("decodememo-test-unreadable", "1", "db") // a UID of its own: destinationKey reads the process-wide memo
 	bad.Object["spec"].(map[string]any)["destination"].(map[string]any)["nameRegex"] = "db.*"
 	for range 2 {
 		if _, err := m.read(bad); err == nil {
