@@ -10,6 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/smi2istio/smi2istio/internal/manifests"
+	"github.com/smi2istio/smi2istio/internal/offline"
+	"github.com/smi2istio/smi2istio/translate"
 )
 
 // unitsPerNamespace is how many services (with their SMI objects) share a namespace.
@@ -143,38 +147,30 @@ func (u unit) split(weights [2]int64) *unstructured.Unstructured {
 	}})
 }
 
-// istio is what a plain client would write to get the same effect directly: the baseline.
-func (u unit) istio() []*unstructured.Unstructured {
-	host := u.name + "." + u.ns + ".svc.cluster.local"
-	out := []*unstructured.Unstructured{
-		obj("networking.istio.io/v1beta1", "DestinationRule", u.ns, u.name, map[string]any{"spec": map[string]any{
-			"host": host,
-			"subsets": []any{
-				map[string]any{"name": u.name + "-v1", "labels": map[string]any{"app": u.name, "version": "v1"}},
-				map[string]any{"name": u.name + "-v2", "labels": map[string]any{"app": u.name, "version": "v2"}},
-			},
-		}}),
-		obj("networking.istio.io/v1beta1", "VirtualService", u.ns, u.name, map[string]any{"spec": map[string]any{
-			"hosts": []any{host},
-			"http": []any{map[string]any{"name": "port-8080", "match": []any{map[string]any{"port": int64(8080)}}, "route": []any{
-				map[string]any{"destination": map[string]any{"host": host, "subset": u.name + "-v1", "port": map[string]any{"number": int64(8080)}}, "weight": int64(50)},
-				map[string]any{"destination": map[string]any{"host": host, "subset": u.name + "-v2", "port": map[string]any{"number": int64(8080)}}, "weight": int64(50)},
-			}}},
-		}}),
+// istioFor is what the operator writes for the units' SMI objects: the translator's outputs (as the
+// offline renderer prints them; the reconcilers call the same translate functions), so that the
+// baselines write the very objects the operator must write: the same names, labels and specs. The
+// bench checks them against the operator's once it has converged (watcher.differs). The namespace
+// baselines (one allow-nothing AuthorizationPolicy per namespace) are not among them.
+func istioFor(us []unit) ([]*unstructured.Unstructured, error) {
+	var in []*unstructured.Unstructured
+	for _, u := range us {
+		in = append(in, u.workloads()...)
+		in = append(in, u.pod(0), u.pod(1))
+		in = append(in, u.smi([2]int64{50, 50})...)
 	}
-	for _, v := range []string{"v1", "v2"} {
-		sel := map[string]any{"matchLabels": map[string]any{"app": u.name, "version": v}}
-		out = append(out, obj("security.istio.io/v1beta1", "PeerAuthentication", u.ns, u.name+"-"+v, map[string]any{"spec": map[string]any{
-			"selector": sel, "mtls": map[string]any{"mode": "STRICT"},
-		}}), obj("security.istio.io/v1beta1", "AuthorizationPolicy", u.ns, u.name+"-"+v, map[string]any{"spec": map[string]any{
-			"selector": sel,
-			"rules": []any{map[string]any{
-				"from": []any{map[string]any{"source": map[string]any{"principals": []any{"cluster.local/ns/" + u.ns + "/sa/" + u.prev}}}},
-				"to":   []any{map[string]any{"operation": map[string]any{"methods": []any{"GET"}, "paths": []any{"/api/items"}}}},
-			}},
-		}}))
+	set, err := offline.Load(in)
+	if err != nil {
+		return nil, fmt.Errorf("load the synthetic mesh: %w", err)
 	}
-	return out
+	out, report, failed, err := offline.Render(set.Translate(translate.Mesh{}))
+	if err != nil {
+		return nil, fmt.Errorf("translate the synthetic mesh: %w", err)
+	}
+	if failed != 0 {
+		return nil, fmt.Errorf("translate the synthetic mesh: %d objects failed: %v", failed, report)
+	}
+	return manifests.Decode(out)
 }
 
 // operatorConditions are the conditions the operator writes on an SMI object of the synthetic mesh

@@ -92,6 +92,8 @@ type bench struct {
 	webhook    string // the address the operator serves its conversion webhook at
 	certDir    string // the webhook's certificate, provided as under OLM
 	res        result
+	// istio is what the operator writes for the mesh (istioFor), made once: objects() copies it.
+	istio []*unstructured.Unstructured
 
 	writesAtConverge map[string]float64 // the operator's writes by resource when convergence started
 }
@@ -195,11 +197,18 @@ func (b *bench) createWorkloads(ctx context.Context) {
 }
 
 // objects are the SMI objects the harness applies (50/50 splits) and the Istio objects the operator
-// writes for them.
+// writes for them (istioFor), fresh copies on each call: a create fills in what the server set.
 func (b *bench) objects() (smi, istio []*unstructured.Unstructured) {
+	if b.istio == nil {
+		var err error
+		b.istio, err = istioFor(b.us)
+		check(err)
+	}
 	for _, u := range b.us {
-		istio = append(istio, u.istio()...)
 		smi = append(smi, u.smi([2]int64{50, 50})...)
+	}
+	for _, o := range b.istio {
+		istio = append(istio, o.DeepCopy())
 	}
 	return smi, istio
 }
@@ -256,6 +265,11 @@ func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeak
 		b.res.WritesConverge, b.res.CPUConverge)
 	b.res.ConvergeByClass = writesByClass(b.writesAtConverge, byResource)
 	logWrites(b.s.Name+": while converging", b.writesAtConverge, byResource)
+	_, istio := b.objects()
+	if diff := w.differs(ctx, istio); len(diff) > 0 {
+		fail(fmt.Errorf("the baselines do not write what the operator writes (%d differences), first: %s", len(diff), strings.Join(diff[:min(5, len(diff))], "; ")))
+	}
+	logf("%s: the operator's %d Istio objects are the baselines' (labels, annotations, spec)", b.s.Name, len(istio))
 	if n := metricSum(op.metrics, "smi2istio_events_dropped_total", ""); n > 0 {
 		logf("%s: %.0f Events dropped (the recorder's queue was full)", b.s.Name, n)
 	}

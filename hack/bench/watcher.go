@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -181,4 +182,28 @@ func countsCurrent(ctx context.Context, c client.Client, s size) bool {
 		}
 	}
 	return ready == 2
+}
+
+// differs lists how the operator's objects in the cache differ from want (what the baselines write):
+// a missing object, or other labels, annotations or spec. Empty when the baselines wrote what the
+// operator writes.
+func (w *watcher) differs(ctx context.Context, want []*unstructured.Unstructured) []string {
+	var out []string
+	for _, o := range want {
+		live := &unstructured.Unstructured{}
+		live.SetGroupVersionKind(o.GroupVersionKind())
+		if err := w.c.Get(ctx, client.ObjectKeyFromObject(o), live); err != nil {
+			out = append(out, fmt.Sprintf("%s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err))
+			continue
+		}
+		for _, f := range [][]string{{"metadata", "labels"}, {"metadata", "annotations"}, {"spec"}} {
+			a, _, _ := unstructured.NestedFieldNoCopy(o.Object, f...)
+			b, _, _ := unstructured.NestedFieldNoCopy(live.Object, f...)
+			if !reflect.DeepEqual(a, b) {
+				out = append(out, fmt.Sprintf("%s %s/%s: %s: the baselines write %v, the operator wrote %v",
+					o.GetKind(), o.GetNamespace(), o.GetName(), strings.Join(f, "."), a, b))
+			}
+		}
+	}
+	return out
 }
