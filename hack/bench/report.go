@@ -70,27 +70,51 @@ func fetchProfile(addr, file, which string) bool {
 	return true
 }
 
-// apiserverProfileSeconds is the length of each of the apiserver's CPU profiles taken while the
+// profileSeconds is the length of each CPU profile window (the apiserver's, the operator's) taken while the
 // operator converges.
-const apiserverProfileSeconds = 30
+const profileSeconds = 30
 
 // profileAPIServer saves the kube-apiserver's CPU profile in consecutive windows
 // (<prefix>-00.pb.gz, -01, ...) until ctx ends, the window under way when it ends included: together
 // they cover the whole convergence (go tool pprof merges them). The channel closes after the last.
 func profileAPIServer(ctx context.Context, rc *rest.Config, prefix string, seconds int) <-chan struct{} {
-	done := make(chan struct{})
 	cfg := rest.CopyConfig(rc)
 	cfg.Timeout = 2 * time.Duration(seconds) * time.Second
 	cs, err := kubernetes.NewForConfig(cfg)
 	check(err)
+	return profileWindows(ctx, "apiserver", prefix, func() ([]byte, error) {
+		// Not cancelled with ctx: a profile cut short is no profile.
+		return cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(seconds)).DoRaw(context.Background())
+	})
+}
+
+// profileOperator is profileAPIServer for the operator's pprof endpoint at addr.
+func profileOperator(ctx context.Context, addr, prefix string, seconds int) <-chan struct{} {
+	c := &http.Client{Timeout: 2 * time.Duration(seconds) * time.Second}
+	return profileWindows(ctx, "operator", prefix, func() ([]byte, error) {
+		resp, err := c.Get("http://" + addr + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)) //nolint:noctx // a profile cut short is no profile
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = resp.Body.Close() }()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s", resp.Status)
+		}
+		return io.ReadAll(resp.Body)
+	})
+}
+
+// profileWindows saves what fetch returns (one CPU profile window) as <prefix>-NN.pb.gz, again and
+// again until ctx ends.
+func profileWindows(ctx context.Context, what, prefix string, fetch func() ([]byte, error)) <-chan struct{} {
+	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; ctx.Err() == nil; i++ {
-			// Not cancelled with ctx: a profile cut short is no profile.
-			data, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
-				Param("seconds", strconv.Itoa(seconds)).DoRaw(context.Background())
+			data, err := fetch()
 			if err != nil {
-				logf("apiserver profile: %v", err)
+				logf("%s profile: %v", what, err)
 				return
 			}
 			file := fmt.Sprintf("%s-%02d.pb.gz", prefix, i)

@@ -257,7 +257,7 @@ func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeak
 	logf("%s: convergence: %s", b.s.Name, convergedCPU)
 	logf("%s: convergence: %s", b.s.Name, checksSince(checks0, consistencyChecks(ctx, b.rc)))
 	logPipeline(b.s.Name+": while converging", pipe0, pipelineSnapshot(op.metrics))
-	prof.stopAPIServer()
+	prof.stop()
 	b.res.WritesConverge = writes(op.metrics) - before
 	byResource := writesByResource(op.metrics)
 	b.res.CPUConverge = metricSum(op.metrics, "process_cpu_seconds_total", "") - cpuBefore
@@ -282,41 +282,33 @@ func (b *bench) converge(ctx context.Context, op *operator, w *watcher) *memPeak
 	return mem
 }
 
-// convergenceProfiles are the -pprof profiles of convergence: the operator's CPU over its first
-// 20 s, the apiserver's over all of it (until stopAPIServer), and the operator's heap after it.
+// convergenceProfiles are the -pprof profiles of convergence: the operator's and the apiserver's
+// CPU over all of it (until stop), and the operator's heap after it.
 type convergenceProfiles struct {
 	b                      *bench
 	op                     *operator
 	cpuDone, apiserverDone <-chan struct{}
-	stopAPIServer          func()
+	stop                   func()
 }
 
 func (b *bench) profileConvergence(ctx context.Context, op *operator) *convergenceProfiles {
-	p := &convergenceProfiles{b: b, op: op, stopAPIServer: func() {}}
-	cpuDone := make(chan struct{})
-	p.cpuDone = cpuDone
-	go func() {
-		defer close(cpuDone)
-		if b.cfg.pprofDir != "" {
-			saveProfile(op.pprof, b.profile("cpu.pb.gz"), "profile?seconds=20")
-		}
-	}()
+	p := &convergenceProfiles{b: b, op: op, stop: func() {}}
 	if b.cfg.pprofDir != "" {
 		pctx, cancel := context.WithCancel(ctx)
-		p.apiserverDone, p.stopAPIServer = profileAPIServer(pctx, b.rc, b.profile("apiserver-cpu"), apiserverProfileSeconds), cancel
+		p.cpuDone = profileOperator(pctx, op.pprof, b.profile("cpu"), profileSeconds)
+		p.apiserverDone, p.stop = profileAPIServer(pctx, b.rc, b.profile("apiserver-cpu"), profileSeconds), cancel
 	}
 	return p
 }
 
 // finish waits for the CPU profiles and saves the heap profile.
 func (p *convergenceProfiles) finish() {
+	if p.b.cfg.pprofDir == "" {
+		return
+	}
 	<-p.cpuDone
-	if p.apiserverDone != nil {
-		<-p.apiserverDone
-	}
-	if p.b.cfg.pprofDir != "" {
-		saveProfile(p.op.pprof, p.b.profile("heap.pb.gz"), "heap")
-	}
+	<-p.apiserverDone
+	saveProfile(p.op.pprof, p.b.profile("heap.pb.gz"), "heap")
 }
 
 // profile is the file of one of the size's profiles (-pprof).
