@@ -36,8 +36,8 @@ func TestRuntimeOtherIsWhatTheHeapAndStacksLeave(t *testing.T) {
 	}
 }
 
-// A memory sample asks the operator's endpoint (promhttp, as controller-runtime serves it) for the
-// runtime's gauges only, and gets every one it reads.
+// A memory sample asks a promhttp endpoint (controller-runtime serves the operator's with
+// promhttp.HandlerFor) for the runtime's gauges only, and gets every one it reads.
 func TestRuntimeGaugesFiltered(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector())

@@ -35,7 +35,7 @@ type config struct {
 	idle             time.Duration
 	samples, workers int
 	pprofDir         string
-	profilePrefix    string // profiles are <prefix>-cpu.pb.gz etc.: the size, and the limit's index when there are several
+	profilePrefix    string // profiles are <prefix>-cpu-NN.pb.gz etc.: the size, and the limit's index when there are several
 	memLimit         string
 	operatorArgs     []string // -operator-args
 	// consistencyChecks keeps kube-apiserver's periodic watch-cache consistency checker (-consistency-checks).

@@ -17,6 +17,8 @@ import (
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/smi2istio/smi2istio/translate"
 )
 
 // watcher caches the SMI and generated Istio objects through watches (what the harness measures
@@ -79,7 +81,7 @@ func (w *watcher) set(gvk schema.GroupVersionKind, obj any, deleted bool) {
 	case slices.Contains(smiKinds, gvk):
 		now = ready(u)
 	default:
-		now = u.GetLabels()["app.kubernetes.io/managed-by"] == "smi2istio"
+		now = u.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
