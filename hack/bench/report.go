@@ -82,43 +82,37 @@ func profileAPIServer(ctx context.Context, rc *rest.Config, prefix string, secon
 	cfg.Timeout = 2 * time.Duration(seconds) * time.Second
 	cs, err := kubernetes.NewForConfig(cfg)
 	check(err)
-	return profileWindows(ctx, "apiserver", prefix, func() ([]byte, error) {
+	return profileWindows(ctx, prefix, func(file string) bool {
 		// Not cancelled with ctx: a profile cut short is no profile.
-		return cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
+		data, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").
 			Param("seconds", strconv.Itoa(seconds)).DoRaw(context.Background())
+		if err != nil {
+			logf("apiserver profile: %v", err)
+			return false
+		}
+		check(os.WriteFile(file, data, 0o600))
+		return true
 	})
 }
 
 // profileOperator is profileAPIServer for the operator's pprof endpoint at addr.
 func profileOperator(ctx context.Context, addr, prefix string, seconds int) <-chan struct{} {
-	c := &http.Client{Timeout: 2 * time.Duration(seconds) * time.Second}
-	return profileWindows(ctx, "operator", prefix, func() ([]byte, error) {
-		resp, err := c.Get("http://" + addr + "/debug/pprof/profile?seconds=" + strconv.Itoa(seconds)) //nolint:noctx // a profile cut short is no profile
-		if err != nil {
-			return nil, err
-		}
-		defer func() { _ = resp.Body.Close() }()
-		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("%s", resp.Status)
-		}
-		return io.ReadAll(resp.Body)
+	return profileWindows(ctx, prefix, func(file string) bool {
+		return fetchProfile(addr, file, "profile?seconds="+strconv.Itoa(seconds))
 	})
 }
 
-// profileWindows saves what fetch returns (one CPU profile window) as <prefix>-NN.pb.gz, again and
-// again until ctx ends.
-func profileWindows(ctx context.Context, what, prefix string, fetch func() ([]byte, error)) <-chan struct{} {
+// profileWindows has save write one CPU profile window to <prefix>-NN.pb.gz, again and again until
+// ctx ends or a window cannot be saved.
+func profileWindows(ctx context.Context, prefix string, save func(file string) bool) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		for i := 0; ctx.Err() == nil; i++ {
-			data, err := fetch()
-			if err != nil {
-				logf("%s profile: %v", what, err)
+			file := fmt.Sprintf("%s-%02d.pb.gz", prefix, i)
+			if !save(file) {
 				return
 			}
-			file := fmt.Sprintf("%s-%02d.pb.gz", prefix, i)
-			check(os.WriteFile(file, data, 0o600))
 			logf("saved %s", file)
 		}
 	}()

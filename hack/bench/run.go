@@ -92,7 +92,8 @@ type bench struct {
 	webhook    string // the address the operator serves its conversion webhook at
 	certDir    string // the webhook's certificate, provided as under OLM
 	res        result
-	// istio is what the operator writes for the mesh (istioFor), made once: objects() copies it.
+	// istio is what the operator writes for the mesh (istioFor), made once and only read: every
+	// writer works on copies (forAll).
 	istio []*unstructured.Unstructured
 
 	writesAtConverge map[string]float64 // the operator's writes by resource when convergence started
@@ -197,7 +198,7 @@ func (b *bench) createWorkloads(ctx context.Context) {
 }
 
 // objects are the SMI objects the harness applies (50/50 splits) and the Istio objects the operator
-// writes for them (istioFor), fresh copies on each call: a create fills in what the server set.
+// writes for them (istioFor, made on the first call; the writers copy each object, forAll).
 func (b *bench) objects() (smi, istio []*unstructured.Unstructured) {
 	if b.istio == nil {
 		var err error
@@ -207,10 +208,7 @@ func (b *bench) objects() (smi, istio []*unstructured.Unstructured) {
 	for _, u := range b.us {
 		smi = append(smi, u.smi([2]int64{50, 50})...)
 	}
-	for _, o := range b.istio {
-		istio = append(istio, o.DeepCopy())
-	}
-	return smi, istio
+	return smi, b.istio
 }
 
 // startOperator starts the operator's binary as the install manifest runs it (its memory limit, a
