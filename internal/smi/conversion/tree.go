@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -299,18 +300,43 @@ func appendJSON(b []byte, v any) ([]byte, error) {
 // writeJSON writes a tree's JSON to w without holding it whole: raw values go straight to w, long
 // strings in pieces.
 func writeJSON(w io.Writer, v any) error {
-	e := encoder{w: w, b: make([]byte, 0, 4<<10)}
+	e := newEncoder(w)
+	defer e.release()
 	if err := e.value(v); err != nil {
 		return err
 	}
 	return e.flush()
 }
 
+// bufferBytes is the buffer an encoder writes through (flushed when half full). Buffers are reused:
+// the apiserver sends a review per object it converts, and a buffer allocated for each answer and
+// each annotation written was a third of all the operator allocated while converging (tenth round
+// of docs/benchmarks.md).
+const bufferBytes = 32 << 10
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, bufferBytes); return &b }}
+
+// newEncoder is an encoder writing to w through a reused buffer; release gives the buffer back.
+func newEncoder(w io.Writer) *encoder {
+	bp := buffers.Get().(*[]byte)
+	return &encoder{w: w, b: (*bp)[:0], pooled: bp}
+}
+
+// release returns the buffer for reuse, unless it grew (a large value appended whole).
+func (e *encoder) release() {
+	if e.pooled != nil && cap(e.b) <= bufferBytes {
+		*e.pooled = e.b[:0]
+		buffers.Put(e.pooled)
+	}
+	e.pooled, e.b = nil, nil
+}
+
 // encoder appends JSON to b and, when w is set, writes it out as b grows.
 type encoder struct {
-	b   []byte
-	w   io.Writer
-	err error
+	b      []byte
+	w      io.Writer
+	err    error
+	pooled *[]byte // where b came from (newEncoder)
 }
 
 func (e *encoder) flush() error {

@@ -1,7 +1,6 @@
 package conversion
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -226,31 +225,22 @@ func writeReview(w io.Writer, tm metav1.TypeMeta, uid any, result metav1.Status,
 	if err != nil {
 		return fmt.Errorf("encode ConversionReview: %w", err)
 	}
-	bw := bufio.NewWriterSize(w, 32<<10)
+	e := newEncoder(w)
+	defer e.release()
 	// head ends with "}}": open convertedObjects inside the response object.
-	if _, err := bw.Write(head[:len(head)-2]); err != nil {
-		return err
-	}
+	e.b = append(e.b, head[:len(head)-2]...)
 	if result.Status == metav1.StatusSuccess {
-		if _, err := bw.WriteString(`,"convertedObjects":[`); err != nil {
-			return err
-		}
+		e.b = append(e.b, `,"convertedObjects":[`...)
 		for i, o := range objects {
 			if i > 0 {
-				if err := bw.WriteByte(','); err != nil {
-					return err
-				}
+				e.b = append(e.b, ',')
 			}
-			if err := writeJSON(bw, o); err != nil {
+			if err := e.value(o); err != nil {
 				return err
 			}
 		}
-		if err := bw.WriteByte(']'); err != nil {
-			return err
-		}
+		e.b = append(e.b, ']')
 	}
-	if _, err := bw.WriteString("}}\n"); err != nil {
-		return err
-	}
-	return bw.Flush()
+	e.b = append(e.b, "}}\n"...)
+	return e.flush()
 }
