@@ -309,9 +309,10 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 // bufferBytes is the buffer an encoder writes through (flushed when half full). Buffers are reused:
-// the apiserver sends a review per object it converts, and a buffer allocated for each answer and
-// each annotation written was a third of all the operator allocated while converging (tenth round
-// of docs/benchmarks.md).
+// the apiserver sends a review per object it converts, and a buffer allocated for each answer (32
+// KiB) and for each annotation written (4 KiB, twice) came to about a quarter of all the operator
+// allocated in an L run (1.7 and 0.35 of 7.8 GB in the tenth round's heap profile,
+// docs/benchmarks.md).
 const bufferBytes = 32 << 10
 
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, bufferBytes); return &b }}
@@ -322,10 +323,11 @@ func newEncoder(w io.Writer) *encoder {
 	return &encoder{w: w, b: (*bp)[:0], pooled: bp}
 }
 
-// release returns the buffer for reuse, unless it grew (a large value appended whole).
+// release gives the buffer newEncoder took back for reuse. When b outgrew it, append moved b to a
+// new array: the buffer itself is no longer referenced and is given back all the same.
 func (e *encoder) release() {
-	if e.pooled != nil && cap(e.b) <= bufferBytes {
-		*e.pooled = e.b[:0]
+	if e.pooled != nil {
+		*e.pooled = (*e.pooled)[:0]
 		buffers.Put(e.pooled)
 	}
 	e.pooled, e.b = nil, nil

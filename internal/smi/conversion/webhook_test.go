@@ -18,6 +18,7 @@ import (
 	"github.com/go-logr/logr"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 )
 
 // reviewOf is a ConversionReview of these objects (JSON) to apiVersion to.
@@ -404,5 +405,102 @@ func BenchmarkReviewOneObject(b *testing.B) {
 		if w.Code != http.StatusOK || !bytes.Contains(w.Body.Bytes(), []byte(`"status":"Success"`)) {
 			b.Fatalf("HTTP %d %s", w.Code, w.Body.String())
 		}
+	}
+}
+
+// failingWriter accepts n bytes, then fails (a client that went away mid-answer).
+type failingWriter struct{ n int }
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		return 0, io.ErrClosedPipe
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// The streamed answer (writeReview, through reused buffers) carries exactly what Review builds
+// with appendJSON, which uses no reused buffer: for several objects, an annotation string longer
+// than a flush (v1alpha1 keeps the headers there), a raw value larger than the buffer, and a
+// failure; from 8 goroutines at once, and after an answer cut short by a failing writer. The
+// buffers given back are empty and of their size.
+func TestWriteReviewMatchesReview(t *testing.T) {
+	request := func(to string, objects ...string) *apiextv1.ConversionRequest {
+		req := &apiextv1.ConversionRequest{UID: "u1", DesiredAPIVersion: to}
+		for _, o := range objects {
+			req.Objects = append(req.Objects, kruntime.RawExtension{Raw: []byte(o)})
+		}
+		return req
+	}
+	manyBackends := `{"apiVersion":"split.smi-spec.io/v1alpha2","kind":"TrafficSplit","metadata":{"name":"s","namespace":"n"},"spec":{"service":"root","backends":[` +
+		strings.Repeat(`{},`, 2*maxValues) + `{}]}}`
+	cases := map[string]*apiextv1.ConversionRequest{
+		"three objects, annotations over 16 KiB": request("specs.smi-spec.io/v1alpha1",
+			routeGroupWithHeaders(40<<10), routeGroupWithHeaders(1<<10), routeGroupWithHeaders(40<<10)),
+		"a raw value over 32 KiB": request("specs.smi-spec.io/v1alpha4", routeGroupWithHeaders(100<<10)),
+		"a failure":               request("split.smi-spec.io/v1alpha4", manyBackends),
+	}
+	check := func(name string, req *apiextv1.ConversionRequest) error {
+		want := Review(req)
+		converted, result := convertAll(req)
+		var buf bytes.Buffer
+		if err := writeReview(&buf, metav1.TypeMeta{}, req.UID, result, converted); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if !json.Valid(buf.Bytes()) || !bytes.HasSuffix(buf.Bytes(), []byte("}}\n")) {
+			return fmt.Errorf("%s: not one JSON object ending in }}\\n: %.200s", name, buf.String())
+		}
+		var got apiextv1.ConversionReview
+		if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got.Response == nil {
+			return fmt.Errorf("%s: decode: %v", name, err)
+		}
+		if got.Response.UID != req.UID || got.Response.Result.Status != want.Result.Status || got.Response.Result.Message != want.Result.Message {
+			return fmt.Errorf("%s: uid %q result %+v, want %q %+v", name, got.Response.UID, got.Response.Result, req.UID, want.Result)
+		}
+		if len(got.Response.ConvertedObjects) != len(want.ConvertedObjects) {
+			return fmt.Errorf("%s: %d objects, want %d", name, len(got.Response.ConvertedObjects), len(want.ConvertedObjects))
+		}
+		for i := range want.ConvertedObjects {
+			if !bytes.Equal(got.Response.ConvertedObjects[i].Raw, want.ConvertedObjects[i].Raw) {
+				return fmt.Errorf("%s: object %d differs from Review's", name, i)
+			}
+		}
+		return nil
+	}
+	if Review(cases["a failure"]).Result.Status != metav1.StatusFailure {
+		t.Fatal("the failure case converts: it tests nothing")
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*3*5)
+	for range 8 {
+		wg.Go(func() {
+			for range 5 {
+				for name, req := range cases {
+					if err := check(name, req); err != nil {
+						errs <- err
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	req := cases["three objects, annotations over 16 KiB"]
+	converted, result := convertAll(req)
+	if err := writeReview(&failingWriter{n: 20 << 10}, metav1.TypeMeta{}, req.UID, result, converted); err == nil {
+		t.Error("a writer failing after 20 KiB: no error")
+	}
+	if err := check("after a failed answer", req); err != nil {
+		t.Error(err)
+	}
+	for range 16 {
+		bp := buffers.Get().(*[]byte)
+		if len(*bp) != 0 || cap(*bp) != bufferBytes {
+			t.Errorf("a buffer given back holds %d bytes of %d, want 0 of %d", len(*bp), cap(*bp), bufferBytes)
+		}
+		defer buffers.Put(bp)
 	}
 }
