@@ -50,6 +50,8 @@ type result struct {
 	BaselineStatus             time.Duration // (c): the SMI and Istio objects and a status write per SMI object
 	BaselineApply              time.Duration // (c) applied: as (c), the Istio objects server-side applied
 	CPUBaselineStatus          float64       // the CPU seconds of every process in (c)
+	BaselineStatusAfter        time.Duration // (c) measured again once the operator has run and is stopped
+	CPUBaselineStatusAfter     float64
 	CPUBaselineApply           float64       // and in (c) applied
 	CPUConvergeAll             float64       // and while converging
 	FloorWrites                float64       // (c)'s writes per SMI object beside the SMI objects': Istio objects and status
@@ -107,7 +109,7 @@ type operator struct {
 }
 
 // run measures one size on a fresh control plane: baselines first, then the operator converging,
-// idle, changing weights, and restarted.
+// idle, changing weights, and restarted; then baseline (c) again, the operator stopped.
 func run(ctx context.Context, cfg config) result {
 	s := cfg.size
 	b := &bench{cfg: cfg, s: s, us: units(s),
@@ -128,6 +130,7 @@ func run(ctx context.Context, cfg config) result {
 	b.idle(ctx, op)
 	b.changeWeights(ctx, op, w, mem)
 	b.restart(op)
+	b.baselineAgain(ctx, op)
 	return b.res
 }
 
