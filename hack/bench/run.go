@@ -130,7 +130,7 @@ func run(ctx context.Context, cfg config) result {
 	b.idle(ctx, op)
 	b.changeWeights(ctx, op, w, mem)
 	b.restart(op)
-	b.baselineAgain(ctx, op)
+	b.baselineAgain(ctx, op, w)
 	return b.res
 }
 
