@@ -451,8 +451,11 @@ func TestWriteReviewMatchesReview(t *testing.T) {
 			return fmt.Errorf("%s: not one JSON object ending in }}\\n: %.200s", name, buf.String())
 		}
 		var got apiextv1.ConversionReview
-		if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got.Response == nil {
-			return fmt.Errorf("%s: decode: %v", name, err)
+		if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+			return fmt.Errorf("%s: decode: %w", name, err)
+		}
+		if got.Response == nil {
+			return fmt.Errorf("%s: no response", name)
 		}
 		if got.Response.UID != req.UID || got.Response.Result.Status != want.Result.Status || got.Response.Result.Message != want.Result.Message {
 			return fmt.Errorf("%s: uid %q result %+v, want %q %+v", name, got.Response.UID, got.Response.Result, req.UID, want.Result)
