@@ -44,11 +44,12 @@ func (b *bench) measureBaselines(ctx context.Context) {
 }
 
 // baselineAgain measures baseline (c) a second time, after the operator has run: the operator and
-// the harness's watch are stopped (neither ran in the first) and everything the operator and the
-// harness wrote is deleted first (with the webhook served, so the deletions convert as they would). This machine's speed drifts within one run by more than the
-// target's margin (in the eleventh round of docs/benchmarks.md, (c) took 264 s where (c) applied,
-// the same writes applied, took 266 s; earlier runs put 16-19 % between them), so the ratio to (c)
-// is taken against both measurements, one before the operator converges and one after.
+// the harness's watch are stopped (neither ran in the first; the watch's cache is let go) and the
+// SMI and Istio objects of the benchmark's namespaces are deleted first (with the webhook served,
+// so the deletions convert as they would). This machine's speed drifts within one run by more than
+// the target's margin: in the eleventh round of docs/benchmarks.md (c) took 200 s before the
+// operator and 232 s after it. The ratio is reported against each and against their mean; whether
+// (c) after is slower for a lasting reason (etcd's history, say) a control run would tell.
 func (b *bench) baselineAgain(ctx context.Context, op *operator, w *watcher) {
 	op.Stop()
 	w.stop()

@@ -15,17 +15,37 @@ import (
 
 // printTable writes the results as a markdown table, with the ratios the targets are about.
 func printTable(out io.Writer, rows []result) {
-	fmt.Fprintln(out, "| size | memory limit | SMI objects | pods | Istio objects | baseline: Istio objects only | baseline: SMI + Istio objects | baseline: SMI + Istio objects + status (c) before, after / (c) applied | convergence | ratio to Istio-only / SMI+Istio | ratio to (c) (mean of before and after) wall / CPU | ratio to (c) applied wall / CPU | operator CPU converging | operator writes per SMI object | of them Istio / SMI status / Events / other (floor: Istio + status) | writes idle | writes after restart | change latency p50 / p99 | peak RSS / after restart | peak Go heap / after restart |")
+	fmt.Fprintln(out, "| size | memory limit | SMI objects | pods | Istio objects | baseline: Istio objects only | baseline: SMI + Istio objects | baseline: SMI + Istio objects + status (c) before, after / (c) applied | convergence | ratio to Istio-only / SMI+Istio | ratio to (c) wall / CPU: the mean of before and after (before; after) | ratio to (c) applied wall / CPU | operator CPU converging | operator writes per SMI object | of them Istio / SMI status / Events / other (floor: Istio + status) | writes idle | writes after restart | change latency p50 / p99 | peak RSS / after restart | peak Go heap / after restart |")
 	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(out, "| %s | %s | %d | %d | %d | %s | %s | %s, %s / %s | %s | %.2f× / %.2f× | %.2f× / %.2f× | %.2f× / %.2f× | %.1f s | %.2f | %s | %.0f | %.0f | %s / %s | %s / %s | %s / %s |\n",
-			r.Size, r.MemLimit, r.SMI, r.Pods, r.Istio, dur(r.BaselineIstio), dur(r.BaselineAll), dur(r.BaselineStatus), dur(r.BaselineStatusAfter), dur(r.BaselineApply), dur(r.Convergence),
+		fmt.Fprintf(out, "| %s | %s | %d | %d | %d | %s | %s | %s, %s / %s | %s | %.2f× / %.2f× | %s | %.2f× / %.2f× | %.1f s | %.2f | %s | %.0f | %.0f | %s / %s | %s / %s | %s / %s |\n",
+			r.Size, r.MemLimit, r.SMI, r.Pods, r.Istio, dur(r.BaselineIstio), dur(r.BaselineAll), dur(r.BaselineStatus), durOrNone(r.BaselineStatusAfter), dur(r.BaselineApply), dur(r.Convergence),
 			r.Convergence.Seconds()/r.BaselineIstio.Seconds(), r.Convergence.Seconds()/r.BaselineAll.Seconds(),
-			r.Convergence.Seconds()/r.baselineC().Seconds(), r.CPUConvergeAll/r.cpuBaselineC(),
+			ratiosToC(r),
 			r.Convergence.Seconds()/r.BaselineApply.Seconds(), r.CPUConvergeAll/r.CPUBaselineApply,
 			r.CPUConverge, r.WritesConverge/float64(r.SMI), writeShares(r), r.WritesIdle, r.WritesRestart,
 			dur(r.LatP50), dur(r.LatP99), mib(r.PeakRSS), mib(r.RestartRSS), mib(r.PeakHeap), mib(r.RestartHeap))
 	}
+}
+
+// ratiosToC is the convergence's ratio to baseline (c), wall / CPU: to the mean of its two
+// measurements, and to each, when it was measured again after the operator; else to the one.
+func ratiosToC(r result) string {
+	mean := fmt.Sprintf("%.2f× / %.2f×", r.Convergence.Seconds()/r.baselineC().Seconds(), r.CPUConvergeAll/r.cpuBaselineC())
+	if r.BaselineStatusAfter == 0 {
+		return mean
+	}
+	return fmt.Sprintf("%s (%.2f× / %.2f×; %.2f× / %.2f×)", mean,
+		r.Convergence.Seconds()/r.BaselineStatus.Seconds(), r.CPUConvergeAll/r.CPUBaselineStatus,
+		r.Convergence.Seconds()/r.BaselineStatusAfter.Seconds(), r.CPUConvergeAll/r.CPUBaselineStatusAfter)
+}
+
+// durOrNone is dur, or – for a phase that did not run.
+func durOrNone(d time.Duration) string {
+	if d == 0 {
+		return "–"
+	}
+	return dur(d)
 }
 
 // writeShares is the operator's writes per SMI object while converging by class, and the floor.

@@ -62,7 +62,14 @@ func newWatcher(ctx context.Context, rc *rest.Config, scheme *kruntime.Scheme) *
 	return w
 }
 
-func (w *watcher) stop() { w.cancel() }
+// stop ends the watch and lets go of what it holds (its cache of every object), so that a phase
+// measured after it (baseline (c) again) runs in a harness that holds what it held before the watch.
+func (w *watcher) stop() {
+	w.cancel()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.c, w.state = nil, nil
+}
 
 // set records an object's event: for an SMI kind whether it is Ready for its generation, for an
 // Istio kind whether it is smi2istio's (and, for the baselines, which one).
@@ -85,6 +92,9 @@ func (w *watcher) set(gvk schema.GroupVersionKind, obj any, deleted bool) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.state == nil {
+		return // stopped: an event the informer delivered while ending
+	}
 	was := w.state[gvk][key]
 	if deleted {
 		delete(w.state[gvk], key)
