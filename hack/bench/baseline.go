@@ -39,6 +39,11 @@ func (b *bench) measureBaselines(ctx context.Context) {
 	b.res.BaselineAll = b.timedCreate(ctx, interleave(smi, istio), all)
 	logf("%s: baselines: %d Istio objects in %s; %d SMI + %d Istio objects in %s", b.s.Name, len(istio), b.res.BaselineIstio.Round(time.Millisecond), len(smi), len(istio), b.res.BaselineAll.Round(time.Millisecond))
 	b.res.BaselineStatus, b.res.CPUBaselineStatus = b.statusBaseline(ctx, "baseline (c)", "baseline-c", smi, istio, all, false)
+	if b.cfg.control {
+		wall, cpu := b.statusBaseline(ctx, "baseline (c) control", "baseline-c-control", smi, istio, all, false)
+		logf("%s: baseline (c) control, right after the first: %.2f× its wall time, %.2f× its CPU", b.s.Name,
+			wall.Seconds()/b.res.BaselineStatus.Seconds(), cpu/b.res.CPUBaselineStatus)
+	}
 	b.res.BaselineApply, b.res.CPUBaselineApply = b.statusBaseline(ctx, "baseline (c) applied", "baseline-c-applied", smi, istio, all, true)
 	b.eventsAlone(ctx, smi)
 }

@@ -40,6 +40,7 @@ func main() {
 	pprofDir := flag.String("pprof", "", "directory for profiles: the operator's and the kube-apiserver's CPU over the whole convergence (30 s windows), the operator's heap after it, the apiserver's CPU in baselines (c) and (c) applied (5 s windows), the restarted operator's heap at its highest RSS (enables the operator's --pprof-bind-address)")
 	memlimits := flag.String("memlimit", manifestMemLimit, fmt.Sprintf("the operator's container memory limit, passed as the install manifest does (the operator sets its Go soft limit %d MiB below it, or at half of it if that is more; the manifest's is %s); \"off\" runs without one; a value ending in B (128MiB) is passed as GOMEMLIMIT instead. Comma-separated: each size runs once per value, one after the other", memlimit.Reserve>>20, manifestMemLimit))
 	operatorArgs := flag.String("operator-args", "", "extra flags for the operator, space-separated (e.g. --max-concurrent-reconciles=8), to compare settings run after run")
+	control := flag.Bool("control", false, "measure baseline (c) a second time right after the first, before the operator runs, and log how much the two differ: a control for (c) measured again after the operator (how much of their difference is the hour, and how much what the run left behind)")
 	consistency := flag.Bool("consistency-checks", false, "run kube-apiserver with its watch-cache consistency checker (DetectCacheInconsistency, on by default since Kubernetes 1.34): every 5 to 7.5 minutes, per resource and served version, it lists every object from its cache and from etcd (the pods, and every SMI object of a non-stored version through the conversion webhook). Every cache starts when the CRDs are installed, so the checks come in waves, and whether a wave lands in a phase decides minutes of it at L (ninth round: the same baseline (c) took 180 s with 19 checks and 290 s with 75, on a machine whose speed also varied); off by default so that phases compare like with like. The harness logs the checks of each phase")
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
@@ -71,7 +72,7 @@ func main() {
 			}
 			r := run(context.Background(), config{size: s, root: root, dir: filepath.Join(dir, sub), bin: bin, istioCRDs: istioCRDs,
 				idle: *idle, samples: *samples, workers: *workers, pprofDir: *pprofDir, profilePrefix: sub, memLimit: l, operatorArgs: strings.Fields(*operatorArgs),
-				consistencyChecks: *consistency})
+				consistencyChecks: *consistency, control: *control})
 			rows = append(rows, r)
 			fmt.Fprintf(os.Stderr, "[bench] %s done: %+v\n", sub, r)
 		}

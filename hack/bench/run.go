@@ -40,6 +40,8 @@ type config struct {
 	operatorArgs     []string // -operator-args
 	// consistencyChecks keeps kube-apiserver's periodic watch-cache consistency checker (-consistency-checks).
 	consistencyChecks bool
+	// control measures (c) twice before the operator (-control).
+	control bool
 }
 
 type result struct {
