@@ -53,8 +53,9 @@ func (b *bench) measureBaselines(ctx context.Context) {
 // SMI and Istio objects of the benchmark's namespaces are deleted first (with the webhook served,
 // so the deletions convert as they would). This machine's speed drifts within one run by more than
 // the target's margin: in the eleventh round of docs/benchmarks.md (c) took 200 s before the
-// operator and 232 s after it. The ratio is reported against each and against their mean; whether
-// (c) after is slower for a lasting reason (etcd's history, say) a control run would tell.
+// operator and 232 s after it. The ratio is reported against each and against their mean (-control
+// measures (c) twice before the operator: at M the repeat differed by 6-35 %, and (c) after was not
+// systematically the slower).
 func (b *bench) baselineAgain(ctx context.Context, op *operator, w *watcher) {
 	op.Stop()
 	w.stop()
@@ -64,26 +65,23 @@ func (b *bench) baselineAgain(ctx context.Context, op *operator, w *watcher) {
 	check(deleteAll(ctx, b.c, b.s, all))
 	stop()
 	b.res.BaselineStatusAfter, b.res.CPUBaselineStatusAfter = b.statusBaseline(ctx, "baseline (c) again", "baseline-c-again", smi, istio, all, false)
-	logf("%s: convergence against (c) before / again after / their mean: %.2f× / %.2f× / %.2f× wall, %.2f× / %.2f× / %.2f× CPU", b.s.Name,
-		b.res.Convergence.Seconds()/b.res.BaselineStatus.Seconds(), b.res.Convergence.Seconds()/b.res.BaselineStatusAfter.Seconds(), b.res.Convergence.Seconds()/b.res.baselineC().Seconds(),
-		b.res.CPUConvergeAll/b.res.CPUBaselineStatus, b.res.CPUConvergeAll/b.res.CPUBaselineStatusAfter, b.res.CPUConvergeAll/b.res.cpuBaselineC())
+	logf("%s: convergence against (c), wall / CPU, the mean of before and after (before; after): %s", b.s.Name, ratiosToC(b.res))
 }
 
 // baselineC is (c)'s wall time the ratios are taken against: the mean of its two measurements, or
 // the one before the operator ran when there is no second.
-func (r result) baselineC() time.Duration {
-	if r.BaselineStatusAfter == 0 {
-		return r.BaselineStatus
-	}
-	return (r.BaselineStatus + r.BaselineStatusAfter) / 2
-}
+func (r result) baselineC() time.Duration { return meanOrFirst(r.BaselineStatus, r.BaselineStatusAfter) }
 
 // cpuBaselineC is baselineC in CPU seconds.
 func (r result) cpuBaselineC() float64 {
-	if r.CPUBaselineStatusAfter == 0 {
-		return r.CPUBaselineStatus
+	return meanOrFirst(r.CPUBaselineStatus, r.CPUBaselineStatusAfter)
+}
+
+func meanOrFirst[T time.Duration | float64](first, second T) T {
+	if second == 0 {
+		return first
 	}
-	return (r.CPUBaselineStatus + r.CPUBaselineStatusAfter) / 2
+	return (first + second) / 2
 }
 
 // statusBaseline is baseline (c), the least any operator reporting status writes: the SMI objects,
