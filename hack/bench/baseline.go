@@ -70,7 +70,9 @@ func (b *bench) baselineAgain(ctx context.Context, op *operator, w *watcher) {
 
 // baselineC is (c)'s wall time the ratios are taken against: the mean of its two measurements, or
 // the one before the operator ran when there is no second.
-func (r result) baselineC() time.Duration { return meanOrFirst(r.BaselineStatus, r.BaselineStatusAfter) }
+func (r result) baselineC() time.Duration {
+	return meanOrFirst(r.BaselineStatus, r.BaselineStatusAfter)
+}
 
 // cpuBaselineC is baselineC in CPU seconds.
 func (r result) cpuBaselineC() float64 {
