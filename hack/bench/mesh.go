@@ -220,6 +220,9 @@ func operatorStatus(o *unstructured.Unstructured, now time.Time) (*unstructured.
 	return patch, nil
 }
 
+// benchReportingInstance names the harness's Events (eventsAlone) apart from the operator's.
+const benchReportingInstance = "smi2istio-bench"
+
 // operatorEvent is the Event the operator emits when o becomes Ready (internal/recorder: an
 // events.k8s.io/v1 Event, its note the Ready condition's message); i makes its name unique.
 func operatorEvent(o *unstructured.Unstructured, i int, now time.Time) (*unstructured.Unstructured, error) {
@@ -229,7 +232,7 @@ func operatorEvent(o *unstructured.Unstructured, i int, now time.Time) (*unstruc
 		ObjectMeta:          metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", o.GetName(), now.UnixNano()+int64(i)), Namespace: o.GetNamespace()},
 		EventTime:           metav1.NewMicroTime(now),
 		ReportingController: "smi2istio",
-		ReportingInstance:   "smi2istio-bench",
+		ReportingInstance:   benchReportingInstance,
 		Action:              "Reconcile",
 		Reason:              ready.Reason,
 		Regarding:           corev1.ObjectReference{APIVersion: o.GetAPIVersion(), Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName()},

@@ -328,6 +328,11 @@ func (b *bench) idle(ctx context.Context, op *operator) {
 	// The recorder writes Events from a queue: some may come after convergence.
 	events := writesByClass(b.writesAtConverge, beforeByResource)[writesEvents]
 	logf("%s: %.0f Events from the first SMI object applied until idle (%.2f per SMI object)", b.s.Name, events, events/float64(b.res.SMI))
+	evs, err := operatorEvents(ctx, b.c, b.s)
+	check(err)
+	for _, line := range summarizeEvents(evs, 3) {
+		logf("%s: Events: %s", b.s.Name, line)
+	}
 	time.Sleep(b.cfg.idle)
 	b.res.WritesIdle = writes(op.metrics) - before
 	logf("%s: %.0f writes in %s idle", b.s.Name, b.res.WritesIdle, b.cfg.idle)
