@@ -75,7 +75,7 @@ func translateCase(t *testing.T, dir string) []byte {
 }
 
 // decodeStrict reads output.yaml rejecting unknown fields, and each object as its Istio type.
-func decodeStrict(t *testing.T, data []byte) (golden, []runtime.Object) {
+func decodeStrict(t testing.TB, data []byte) (golden, []runtime.Object) {
 	t.Helper()
 	var g golden
 	if err := yaml.UnmarshalStrict(data, &g); err != nil {

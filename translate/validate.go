@@ -137,29 +137,53 @@ func (r *SplitResult) Validate() error {
 	return nil
 }
 
-// typedOutput decodes an unstructured object into the client-go type of its kind.
+// typedOutput decodes an unstructured object into the client-go type of its kind: the spec with
+// protojson, in one pass, refusing a field the proto does not know and a null where it holds a
+// value (the types' own UnmarshalJSON, github.com/golang/protobuf's jsonpb, re-reads each nested
+// message, ignores unknown fields — what an apply with strict field validation refuses — and reads
+// a null list element as ""), the rest (apiVersion, kind, metadata, status) by reflection.
+// TestTypedOutputDecodesAsTheTypes holds it to the types' decoding.
 func typedOutput(u *unstructured.Unstructured) (runtime.Object, error) {
-	var obj runtime.Object
+	var (
+		obj  runtime.Object
+		spec proto.Message
+	)
 	switch u.GetKind() {
 	case "AuthorizationPolicy":
-		obj = &securityv1beta1.AuthorizationPolicy{}
+		o := &securityv1beta1.AuthorizationPolicy{}
+		obj, spec = o, &o.Spec
 	case "PeerAuthentication":
-		obj = &securityv1beta1.PeerAuthentication{}
+		o := &securityv1beta1.PeerAuthentication{}
+		obj, spec = o, &o.Spec
 	case "EnvoyFilter":
-		obj = &networkingv1alpha3.EnvoyFilter{}
+		o := &networkingv1alpha3.EnvoyFilter{}
+		obj, spec = o, &o.Spec
 	case "VirtualService":
-		obj = &networkingv1beta1.VirtualService{}
+		o := &networkingv1beta1.VirtualService{}
+		obj, spec = o, &o.Spec
 	case "DestinationRule":
-		obj = &networkingv1beta1.DestinationRule{}
+		o := &networkingv1beta1.DestinationRule{}
+		obj, spec = o, &o.Spec
 	default:
 		return nil, fmt.Errorf("validate %s %s/%s: not a kind smi2istio generates", u.GetKind(), u.GetNamespace(), u.GetName())
 	}
-	js, err := json.Marshal(u.Object)
-	if err != nil {
-		return nil, fmt.Errorf("validate %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	rest := make(map[string]any, len(u.Object))
+	for k, v := range u.Object {
+		if k != "spec" {
+			rest[k] = v
+		}
 	}
-	if err := json.Unmarshal(js, obj); err != nil {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(rest, obj); err != nil {
 		return nil, fmt.Errorf("validate %s %s/%s: decode: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+	}
+	if s, ok := u.Object["spec"]; ok && s != nil {
+		js, err := json.Marshal(s)
+		if err != nil {
+			return nil, fmt.Errorf("validate %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
+		if err := protojson.Unmarshal(js, spec); err != nil {
+			return nil, fmt.Errorf("validate %s %s/%s: decode spec: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
 	}
 	return obj, nil
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // goldenObjects are the generated objects of every golden case, as unstructured content.
-func goldenObjects(t *testing.T) map[string]map[string]any {
+func goldenObjects(t testing.TB) map[string]map[string]any {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join("testdata", "*", "output.yaml"))
 	if err != nil || len(files) == 0 {
