@@ -148,6 +148,29 @@ func TestTypedOutputRefusesUnknownSpecFields(t *testing.T) {
 	}
 }
 
+// A port-level mTLS key must be a port number written canonically: protojson reads "080" as port
+// 80, istiod's decoding (jsonpb) refuses it, and an object istiod cannot decode stops its view of
+// every PeerAuthentication. Found by a red team (helper-37).
+func TestTypedOutputPortKeys(t *testing.T) {
+	pa := func(key string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+			"metadata": map[string]any{"name": "a", "namespace": "shop"},
+			"spec": map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": "x"}},
+				"portLevelMtls": map[string]any{key: map[string]any{"mode": "STRICT"}}},
+		}}
+	}
+	for key, ok := range map[string]bool{"80": true, "65535": true, "080": false, "+80": false, "0x50": false, " 80": false, "80.0": false, "": false} {
+		_, err := translate.TypedOutput(pa(key))
+		if (err == nil) != ok {
+			t.Errorf("portLevelMtls key %q: got %v, want accepted %v", key, err, ok)
+		}
+		if _, refErr := referenceTyped(pa(key).Object); ok && refErr != nil {
+			t.Errorf("portLevelMtls key %q: the types refuse it (%v): the test's premise is wrong", key, refErr)
+		}
+	}
+}
+
 // BenchmarkTypedOutput decodes every golden output as the controllers' validation does, side by
 // side with the types' own decoding (what it did before): go test -bench TypedOutput -benchmem.
 func BenchmarkTypedOutput(b *testing.B) {

@@ -141,7 +141,9 @@ func (r *SplitResult) Validate() error {
 // protojson, in one pass, refusing a field the proto does not know and a null where it holds a
 // value (the types' own UnmarshalJSON, github.com/golang/protobuf's jsonpb, re-reads each nested
 // message, ignores unknown fields — what an apply with strict field validation refuses — and reads
-// a null list element as ""), the rest (apiVersion, kind, metadata, status) by reflection.
+// a null list element as ""; protojson also reads "080" as 80 for an integer map key, which
+// canonicalPortKeys refuses), the rest (apiVersion, kind, metadata, status) through encoding/json
+// as before (small, and read as the types read it).
 // TestTypedOutputDecodesAsTheTypes holds it to the types' decoding.
 func typedOutput(u *unstructured.Unstructured) (runtime.Object, error) {
 	var (
@@ -173,7 +175,11 @@ func typedOutput(u *unstructured.Unstructured) (runtime.Object, error) {
 			rest[k] = v
 		}
 	}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(rest, obj); err != nil {
+	js, err := json.Marshal(rest)
+	if err == nil {
+		err = json.Unmarshal(js, obj)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("validate %s %s/%s: decode: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 	}
 	if s, ok := u.Object["spec"]; ok && s != nil {
@@ -184,8 +190,26 @@ func typedOutput(u *unstructured.Unstructured) (runtime.Object, error) {
 		if err := protojson.Unmarshal(js, spec); err != nil {
 			return nil, fmt.Errorf("validate %s %s/%s: decode spec: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
 		}
+		if err := canonicalPortKeys(s); err != nil {
+			return nil, fmt.Errorf("validate %s %s/%s: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		}
 	}
 	return obj, nil
+}
+
+// canonicalPortKeys refuses a spec.portLevelMtls key (the one map with integer keys among the kinds
+// smi2istio writes) that is not a port number written canonically: protojson reads "080" as 80,
+// but jsonpb, which istiod decodes with, refuses it, and one object istiod cannot decode stops
+// its view of every PeerAuthentication.
+func canonicalPortKeys(spec any) error {
+	m, _ := spec.(map[string]any)
+	ports, _ := m["portLevelMtls"].(map[string]any)
+	for k := range ports {
+		if n, err := strconv.ParseUint(k, 10, 32); err != nil || strconv.FormatUint(n, 10) != k {
+			return fmt.Errorf("spec.portLevelMtls: key %q is not a port number written as istiod reads it", k)
+		}
+	}
+	return nil
 }
 
 func contains(xs []string, x string) bool {
