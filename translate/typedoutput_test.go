@@ -160,7 +160,7 @@ func TestTypedOutputPortKeys(t *testing.T) {
 				"portLevelMtls": map[string]any{key: map[string]any{"mode": "STRICT"}}},
 		}}
 	}
-	for key, ok := range map[string]bool{"80": true, "65535": true, "080": false, "+80": false, "0x50": false, " 80": false, "80.0": false, "": false} {
+	for key, ok := range map[string]bool{"80": true, "65535": true, "080": false, "+80": false, "0x50": false, "80.0": false, "-1": false, "": false} {
 		_, err := translate.TypedOutput(pa(key))
 		if (err == nil) != ok {
 			t.Errorf("portLevelMtls key %q: got %v, want accepted %v", key, err, ok)
