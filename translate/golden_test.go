@@ -88,6 +88,24 @@ func decodeStrict(t testing.TB, data []byte) (golden, []runtime.Object) {
 	return g, typed
 }
 
+// newIstioObject is an empty object of the Istio type of kind, nil for a kind the translator does
+// not write.
+func newIstioObject(kind any) runtime.Object {
+	switch kind {
+	case "VirtualService":
+		return &networkingv1beta1.VirtualService{}
+	case "DestinationRule":
+		return &networkingv1beta1.DestinationRule{}
+	case "AuthorizationPolicy":
+		return &securityv1beta1.AuthorizationPolicy{}
+	case "PeerAuthentication":
+		return &securityv1beta1.PeerAuthentication{}
+	case "EnvoyFilter":
+		return &networkingv1alpha3.EnvoyFilter{}
+	}
+	return nil
+}
+
 // typedObjects decodes objects into their Istio types, rejecting unknown fields.
 func typedObjects(objects []map[string]any) ([]runtime.Object, error) {
 	var typed []runtime.Object
@@ -96,19 +114,8 @@ func typedObjects(objects []map[string]any) ([]runtime.Object, error) {
 		if err != nil {
 			return nil, err
 		}
-		var obj runtime.Object
-		switch o["kind"] {
-		case "VirtualService":
-			obj = &networkingv1beta1.VirtualService{}
-		case "DestinationRule":
-			obj = &networkingv1beta1.DestinationRule{}
-		case "AuthorizationPolicy":
-			obj = &securityv1beta1.AuthorizationPolicy{}
-		case "PeerAuthentication":
-			obj = &securityv1beta1.PeerAuthentication{}
-		case "EnvoyFilter":
-			obj = &networkingv1alpha3.EnvoyFilter{}
-		default:
+		obj := newIstioObject(o["kind"])
+		if obj == nil {
 			return nil, fmt.Errorf("objects[%d]: unexpected kind %v", i, o["kind"])
 		}
 		dec := json.NewDecoder(bytes.NewReader(js))

@@ -3,7 +3,6 @@ package translate_test
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 
@@ -22,19 +21,8 @@ import (
 // referenceTyped decodes content as the Istio types' own UnmarshalJSON does (what typedOutput did
 // before it decoded the spec with protojson): the reference typedOutput is held to.
 func referenceTyped(content map[string]any) (runtime.Object, error) {
-	var obj runtime.Object
-	switch content["kind"] {
-	case "AuthorizationPolicy":
-		obj = &securityv1beta1.AuthorizationPolicy{}
-	case "PeerAuthentication":
-		obj = &securityv1beta1.PeerAuthentication{}
-	case "EnvoyFilter":
-		obj = &networkingv1alpha3.EnvoyFilter{}
-	case "VirtualService":
-		obj = &networkingv1beta1.VirtualService{}
-	case "DestinationRule":
-		obj = &networkingv1beta1.DestinationRule{}
-	default:
+	obj := newIstioObject(content["kind"])
+	if obj == nil {
 		return nil, fmt.Errorf("kind %v", content["kind"])
 	}
 	js, err := json.Marshal(content)
@@ -102,11 +90,7 @@ func compareTypedOutput(t *testing.T, name string, content map[string]any) bool 
 // mutates them, it decodes what the types decode, to the same object.
 func TestTypedOutputDecodesAsTheTypes(t *testing.T) {
 	objs := goldenObjects(t)
-	names := make([]string, 0, len(objs))
-	for n := range objs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := sortedKeys(objs)
 	decoded, refused := 0, 0
 	for _, name := range names {
 		content := objs[name]

@@ -38,6 +38,16 @@ func goldenObjects(t testing.TB) map[string]map[string]any {
 	return out
 }
 
+// sortedKeys are the names of the golden objects, sorted.
+func sortedKeys(objs map[string]map[string]any) []string {
+	names := make([]string, 0, len(objs))
+	for n := range objs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
 // typed decodes content into the Istio type ValidateOutput and istiocheck are given; false when
 // the content is not one (the translator cannot produce it).
 func typed(content map[string]any) (runtime.Object, bool) {
@@ -150,11 +160,7 @@ var badNumbers = []any{0.0, -1.0, 65536.0, 101.0}
 // (value or key) replaced by a value Istio or Envoy may reject, and on hand-made bad objects.
 func TestValidateOutputRejectsWhatIstioRejects(t *testing.T) {
 	objs := goldenObjects(t)
-	names := make([]string, 0, len(objs))
-	for n := range objs {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := sortedKeys(objs)
 	// A mutation of one path (list indexes left out) of one kind is checked once: the objects of
 	// one kind share their paths.
 	seen := map[string]bool{}
