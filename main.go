@@ -314,7 +314,13 @@ func newManager(cfg *rest.Config, o options, absent []schema.GroupVersionKind) (
 		// SMI kinds without a CRD read as empty (--smi-crds).
 		NewCache: cache.WithoutKinds(absent),
 		// SMI and Istio objects are read as unstructured: cache them like typed ones.
-		Client:                 client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		Client: client.Options{Cache: &client.CacheOptions{Unstructured: true}},
+		// The client maps each request's kind from memory (cache.Mappings); the manager's mapper,
+		// which the setup and the membership ask whether a kind is served, is left as it is.
+		NewClient: func(cfg *rest.Config, o client.Options) (client.Client, error) {
+			o.Mapper = cache.Mappings(o.Mapper)
+			return client.New(cfg, o)
+		},
 		Cache:                  cache.Options(),
 		Metrics:                metricsOptions(o),
 		HealthProbeBindAddress: o.probeAddr,
