@@ -178,7 +178,7 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	})
 
 	b := ctrl.NewControllerManagedBy(mgr).
-		Named("access")
+		Named(accessController)
 	if r.gateways {
 		b = b.Watches(cache.New(GatewayGVK), handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
 			return r.everyDestination(ctx)
@@ -221,9 +221,10 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
 		WatchesRawSource(workloads).
-		Watches(cache.New(AuthorizationPolicyGVK), byDestinationLabel).
-		Watches(cache.New(PeerAuthenticationGVK), byDestinationLabel).
-		Watches(cache.New(EnvoyFilterGVK), byDestinationLabel).
+		// The echo of a destination's own write does not bring that destination back.
+		Watches(cache.New(AuthorizationPolicyGVK), skipEchoes(accessController, byDestinationLabel)).
+		Watches(cache.New(PeerAuthenticationGVK), skipEchoes(accessController, byDestinationLabel)).
+		Watches(cache.New(EnvoyFilterGVK), skipEchoes(accessController, byDestinationLabel)).
 		Complete(r)
 }
 
@@ -579,6 +580,7 @@ func accessSet(req reconcile.Request, items []cache.SMIObject, byName map[string
 		},
 		OwnerKinds: []string{TrafficTargetGVK.Kind},
 		OnBlocked:  syncset.Remove,
+		Echo:       echoOf(accessController, req),
 		Finalizer:  EnvoyRungFinalizer,
 		ReliesOn:   ReliesOnAnnotation,
 		Settle:     EnvoyRungSettle,

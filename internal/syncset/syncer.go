@@ -65,6 +65,8 @@ type Syncer struct {
 	Reader       client.Reader
 	FieldManager string
 	Validate     Validator
+	// Echoes, when set, records each object applied exactly as desired, under the set's Echo.
+	Echoes *Echoes
 
 	mu sync.Mutex
 	// unrelied: when each guard being let go was first found with nothing relying on it.
@@ -214,6 +216,7 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 			return res, err
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
+		s.Echoes.Record(got.GetUID(), got.GetResourceVersion(), set.Echo) // exact: as desired
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 {
 			if _, known := set.GuardSince[got.GetUID()]; !known {
 				s.created(got.GetUID(), set.Now)
