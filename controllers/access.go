@@ -212,9 +212,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 	}
 	return b.
 		Watches(cache.NewSMI(TrafficTargetGVK), destOfTarget, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(cache.NewSMI(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup")).
-		Watches(cache.NewSMI(TCPRouteGVK), routeFanIn("TCPRoute")).
-		Watches(cache.NewSMI(UDPRouteGVK), routeFanIn("UDPRoute")).
+		Watches(cache.NewSMI(HTTPRouteGroupGVK), routeFanIn("HTTPRouteGroup"), builder.WithPredicates(ignoreStatusWrites)).
+		Watches(cache.NewSMI(TCPRouteGVK), routeFanIn("TCPRoute"), builder.WithPredicates(ignoreStatusWrites)).
+		Watches(cache.NewSMI(UDPRouteGVK), routeFanIn("UDPRoute"), builder.WithPredicates(ignoreStatusWrites)).
 		Watches(&corev1.ServiceAccount{}, saFanIn).
 		Watches(&corev1.Service{}, ambientNamespace).
 		Watches(&corev1.Namespace{}, ambientNamespace, builder.WithPredicates(predicate.LabelChangedPredicate{})).

@@ -186,7 +186,7 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Watches(cache.New(VirtualServiceGVK), owned).
 		Watches(cache.New(DestinationRuleGVK), owned).
 		Watches(&corev1.Service{}, splitsBy(r.splitsByService, byName)).
-		Watches(cache.NewSMI(HTTPRouteGroupGVK), splitsBy(r.splitsByRouteGroup, byName)).
+		Watches(cache.NewSMI(HTTPRouteGroupGVK), splitsBy(r.splitsByRouteGroup, byName), builder.WithPredicates(ignoreStatusWrites)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
 		Watches(cache.NewSMI(TrafficSplitGVK), splitsBy(r.splitsByRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a

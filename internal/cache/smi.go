@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -47,6 +49,9 @@ func (s *Status) UnmarshalJSON(b []byte) error {
 type SMIObject interface {
 	Compact
 	GetStatus() *Status
+	// StatusOnlyChange reports whether the object became next by a change of its status alone
+	// (resourceVersion and managedFields aside): spec and the rest of metadata are equal.
+	StatusOnlyChange(next SMIObject) bool
 }
 
 // SMIObjectList is a list of cached SMI objects of one kind.
@@ -57,6 +62,18 @@ type SMIObjectList interface {
 
 // GetStatus is the object's status (not a copy).
 func (o *SMI[K]) GetStatus() *Status { return &o.Status }
+
+// StatusOnlyChange implements SMIObject.
+func (o *SMI[K]) StatusOnlyChange(next SMIObject) bool {
+	n, ok := next.(*SMI[K])
+	if !ok || o.TypeMeta != n.TypeMeta || !bytes.Equal(o.Spec, n.Spec) {
+		return false
+	}
+	om, nm := o.ObjectMeta, n.ObjectMeta
+	om.ResourceVersion, nm.ResourceVersion = "", ""
+	om.ManagedFields, nm.ManagedFields = nil, nil
+	return equality.Semantic.DeepEqual(om, nm)
+}
 
 // DefaultGVK is the kind K.
 func (o *SMI[K]) DefaultGVK() schema.GroupVersionKind {

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
@@ -87,5 +88,45 @@ func TestSMIStatusOfTheWrongShapeIsDropped(t *testing.T) {
 	o := &SMI[TrafficTarget]{}
 	if err := json.Unmarshal([]byte(`{"metadata":{"name":"p"},"status":{"observedGeneration":3,"conditions":[{"type":"Ready","status":"True","lastTransitionTime":"2026-12-01T00:00:00Z","reason":"Applied","message":""}]}}`), o); err != nil || o.Status.ObservedGeneration != 3 || len(o.Status.Conditions) != 1 {
 		t.Errorf("a status of the right shape: %+v, %v", o.Status, err)
+	}
+}
+
+// A status write is a status-only change; anything else a reader of the object may act on is not.
+func TestSMIStatusOnlyChange(t *testing.T) {
+	base := func() *SMI[HTTPRouteGroup] {
+		o := &SMI[HTTPRouteGroup]{Spec: json.RawMessage(`{"matches":[{"name":"a","pathRegex":"/a"}]}`)}
+		o.APIVersion, o.Kind = "specs.smi-spec.io/v1alpha4", "HTTPRouteGroup"
+		o.Namespace, o.Name, o.ResourceVersion, o.Generation = "shop", "routes", "1", 1
+		o.Labels = map[string]string{"app": "shop"}
+		return o
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*SMI[HTTPRouteGroup])
+		want bool
+	}{
+		{"status", func(o *SMI[HTTPRouteGroup]) {
+			o.Status = Status{ObservedGeneration: 1, Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}}}
+		}, true},
+		{"resourceVersion and managedFields", func(o *SMI[HTTPRouteGroup]) {
+			o.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "smi2istio"}}
+		}, true},
+		{"spec", func(o *SMI[HTTPRouteGroup]) { o.Spec = json.RawMessage(`{"matches":[]}`) }, false},
+		{"generation", func(o *SMI[HTTPRouteGroup]) { o.Generation = 2 }, false},
+		{"labels", func(o *SMI[HTTPRouteGroup]) { o.Labels = map[string]string{"app": "bank"} }, false},
+		{"annotations", func(o *SMI[HTTPRouteGroup]) { o.Annotations = map[string]string{"a": "b"} }, false},
+		{"deletion", func(o *SMI[HTTPRouteGroup]) { now := metav1.Now(); o.DeletionTimestamp = &now }, false},
+		{"finalizers", func(o *SMI[HTTPRouteGroup]) { o.Finalizers = []string{"x"} }, false},
+		{"apiVersion", func(o *SMI[HTTPRouteGroup]) { o.APIVersion = "specs.smi-spec.io/v1alpha3" }, false},
+	} {
+		old, next := base(), base()
+		next.ResourceVersion = "2"
+		c.edit(next)
+		if got := old.StatusOnlyChange(next); got != c.want {
+			t.Errorf("%s: StatusOnlyChange %v, want %v", c.name, got, c.want)
+		}
+	}
+	if base().StatusOnlyChange(&SMI[TCPRoute]{}) {
+		t.Error("an object of another kind is a status-only change")
 	}
 }

@@ -3,10 +3,14 @@ package syncset
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	kruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -53,6 +57,36 @@ func TestEchoesRemembersTheLastWriteOfEachObject(t *testing.T) {
 	e.Record("d", "6", "") // a set without Echo is not recorded
 	if _, ok := e.Writer("d", "6"); ok {
 		t.Error("a write without a writer was recorded")
+	}
+
+	// While a writer's sync runs, none of its records is an echo; when it ends, only what it
+	// applied stays.
+	e = NewEchoes(8)
+	e.Record("a", "1", "w")
+	e.Record("b", "1", "w")
+	e.Record("c", "1", "v")
+	e.begin("w")
+	if _, ok := e.Writer("a", "1"); ok {
+		t.Error("a@1 is an echo while its writer's sync runs")
+	}
+	if _, ok := e.Writer("c", "1"); !ok {
+		t.Error("another writer's record stopped counting while w's sync runs")
+	}
+	e.Record("b", "2", "w")
+	e.end("w", map[types.UID]bool{"b": true})
+	if _, ok := e.Writer("a", "1"); ok {
+		t.Error("a@1, which w's latest sync did not apply, is still w's echo")
+	}
+	if w, ok := e.Writer("b", "2"); !ok || w != "w" {
+		t.Errorf("b@2, applied by w's latest sync: %q %v", w, ok)
+	}
+	e.begin("w")
+	e.end("w", nil) // failed or blocked: nothing stays
+	if _, ok := e.Writer("b", "2"); ok {
+		t.Error("b@2 is still an echo after w's sync failed")
+	}
+	if _, ok := e.Writer("c", "1"); !ok {
+		t.Error("w's failed sync dropped v's record")
 	}
 }
 
@@ -129,5 +163,87 @@ func TestSyncRecordsExactWritesAsEchoes(t *testing.T) {
 	}
 	if w, ok := echoes.Writer(edited.GetUID(), applied[0]); ok {
 		t.Fatalf("the apply that kept someone else's field (rv %s) is taken for %q's echo", applied[0], w)
+	}
+}
+
+// A sync that runs before the cache holds what the set's previous sync created (the cache lags the
+// apiserver): the object read from the apiserver stands as the set's own apply stored it, so it is
+// the set's and is updated — not refused as someone else's (ErrExists), which reported the
+// operator's own object at every bulk apply. Anyone's write since, or another set's record, still
+// makes it someone else's.
+func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
+	ctx := context.Background()
+	scheme := kruntime.NewScheme()
+	if err := cache.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "echoes-lag"
+	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
+		t.Fatal(err)
+	}
+	// lagging reads nothing from the cache: every object is still to be created as far as it knows.
+	lagging := interceptor.NewClient(c, interceptor.Funcs{
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
+		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, o client.Object, _ ...client.GetOption) error {
+			return apierrors.NewNotFound(schema.GroupResource{Resource: "authorizationpolicies"}, key.Name)
+		},
+	})
+	echoes := NewEchoes(EchoesSize)
+	spec := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`
+	set := func(echo, spec string) *Set {
+		u := desired(apGVK, "api", spec)
+		u.SetNamespace(ns)
+		s := newSet(Remove, u)
+		s.Namespace, s.Echo = ns, echo
+		return s
+	}
+	get := func() *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(apGVK)
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api"}, u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	if _, err := (&Syncer{Client: c, FieldManager: "smi2istio", Echoes: echoes}).Sync(ctx, set("access/echoes-lag/api", spec)); err != nil {
+		t.Fatal(err)
+	}
+	first := get()
+	s := &Syncer{Client: lagging, Reader: c, FieldManager: "smi2istio", Echoes: echoes}
+
+	// Another set's record does not make it that set's.
+	if _, err := s.Sync(ctx, set("access/echoes-lag/web", spec)); !errors.Is(err, ErrExists) {
+		t.Fatalf("another set over the object: %v, want %v", err, ErrExists)
+	}
+	// The set's own, as stored: updated in place (same object), to the new desired spec.
+	narrower := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/db"]}}]}]}`
+	res, err := s.Sync(ctx, set("access/echoes-lag/api", narrower))
+	if err != nil {
+		t.Fatalf("the set's own object, not yet in the cache: %v", err)
+	}
+	now := get()
+	if now.GetUID() != first.GetUID() || len(res.Applied) != 1 {
+		t.Fatalf("applied %v, uid %s → %s: want the same object updated", res.Applied, first.GetUID(), now.GetUID())
+	}
+	if p := fmt.Sprint(now.Object["spec"]); !strings.Contains(p, "sa/db") || strings.Contains(p, "sa/web") {
+		t.Fatalf("spec after the update: %s", p)
+	}
+	// Someone writes it: no longer as the set stored it, so it is someone else's again.
+	now.SetLabels(map[string]string{"edited": "by-hand"})
+	now.SetManagedFields(nil)
+	if err := env.Client.Update(ctx, now, client.FieldOwner("someone")); err != nil {
+		t.Fatal(err)
+	}
+	edited := get()
+	if _, err := s.Sync(ctx, set("access/echoes-lag/api", narrower)); !errors.Is(err, ErrExists) {
+		t.Fatalf("after someone else's write: %v, want %v", err, ErrExists)
+	}
+	if after := get(); after.GetResourceVersion() != edited.GetResourceVersion() {
+		t.Fatalf("the object someone else wrote was written over (rv %s → %s)", edited.GetResourceVersion(), after.GetResourceVersion())
 	}
 }

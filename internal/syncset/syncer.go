@@ -130,6 +130,17 @@ const ReasonHeld = "Held"
 // apply fails half-way through a Remove set, what it holds is deleted (allow nothing) before the
 // error is returned, so that no partial set stays behind.
 func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
+	s.Echoes.begin(set.Echo)
+	applied := map[types.UID]bool{} // what this sync applied exactly as desired
+	res, err := s.sync(ctx, set, applied)
+	if err != nil || res.Blocked() {
+		applied = nil
+	}
+	s.Echoes.end(set.Echo, applied)
+	return res, err
+}
+
+func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool) (Result, error) {
 	live, err := s.live(ctx, set)
 	if err != nil {
 		return Result{}, err
@@ -157,12 +168,19 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 			continue
 		}
 		creating := plan.Creating[RefOf(want.GetKind(), want)]
+		var ownUID types.UID // the set's own write, not yet in the cache: updated, not created
 		if creating && (ki < 0 || !set.Kinds[ki].Guard) {
 			// The cache had none: one created a moment ago by someone else would be taken over by
-			// the apply (its fields merged with ours). Checked against the apiserver first.
-			gone, err := s.absent(ctx, want)
-			if err == nil && !gone {
-				err = fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
+			// the apply (its fields merged with ours). Checked against the apiserver first. One
+			// that stands as this set's own apply stored it (the cache has not seen it yet) is
+			// the set's: it is updated, on condition that it is still that object.
+			m, err := s.uncached(ctx, want)
+			if err == nil && m != nil {
+				if s.ownWrite(set, m) {
+					creating, ownUID = false, m.GetUID()
+				} else {
+					err = fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
+				}
 			}
 			if err != nil {
 				if set.OnBlocked == Remove {
@@ -193,6 +211,8 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		got := want.DeepCopy()
 		if uid, ok := plan.Updating[RefOf(want.GetKind(), want)]; ok {
 			got.SetUID(uid) // an update, not a creation: fails if that object is gone
+		} else if ownUID != "" {
+			got.SetUID(ownUID)
 		}
 		// Strict: a field the schema does not know is refused, never dropped (the default, Warn,
 		// stores the object without it: an output validated with a narrowing field would be stored
@@ -217,6 +237,7 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
 		s.Echoes.Record(got.GetUID(), got.GetResourceVersion(), set.Echo) // exact: as desired
+		applied[got.GetUID()] = true
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 {
 			if _, known := set.GuardSince[got.GetUID()]; !known {
 				s.created(got.GetUID(), set.Now)
@@ -436,6 +457,13 @@ func (s *Syncer) uncached(ctx context.Context, want *unstructured.Unstructured) 
 		return nil, err
 	}
 	return m, nil
+}
+
+// ownWrite reports whether live (read from the apiserver) stands exactly as one of set's applies
+// stored it: same UID and resourceVersion as recorded in Echoes under set.Echo, so nobody has written
+// it since. Labels or owner references prove nothing (anyone can write them); that record does.
+func (s *Syncer) ownWrite(set *Set, live *metav1.PartialObjectMetadata) bool {
+	return s.Echoes.wrote(set.Echo, live.GetUID(), live.GetResourceVersion())
 }
 
 // reader is Reader, or Client when none is set.
