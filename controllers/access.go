@@ -221,10 +221,9 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
 		WatchesRawSource(workloads).
-		// The echo of a destination's own write does not bring that destination back.
-		Watches(cache.New(AuthorizationPolicyGVK), skipEchoes(accessController, byDestinationLabel)).
-		Watches(cache.New(PeerAuthenticationGVK), skipEchoes(accessController, byDestinationLabel)).
-		Watches(cache.New(EnvoyFilterGVK), skipEchoes(accessController, byDestinationLabel)).
+		Watches(cache.New(AuthorizationPolicyGVK), byDestinationLabel).
+		Watches(cache.New(PeerAuthenticationGVK), byDestinationLabel).
+		Watches(cache.New(EnvoyFilterGVK), byDestinationLabel).
 		Complete(r)
 }
 
@@ -580,7 +579,7 @@ func accessSet(req reconcile.Request, items []cache.SMIObject, byName map[string
 		},
 		OwnerKinds: []string{TrafficTargetGVK.Kind},
 		OnBlocked:  syncset.Remove,
-		Echo:       echoOf(accessController, req),
+		Writer:     writerOf(accessController, req),
 		Finalizer:  EnvoyRungFinalizer,
 		ReliesOn:   ReliesOnAnnotation,
 		Settle:     EnvoyRungSettle,

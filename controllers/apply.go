@@ -26,7 +26,7 @@ const FieldManager = "smi2istio"
 // manager, every object validated as Istio would before anything is written.
 // Reader (the manager's APIReader) is read before a guard is let go.
 func newSyncer(c client.Client, reader client.Reader) *syncset.Syncer {
-	return &syncset.Syncer{Client: c, Reader: reader, FieldManager: FieldManager, Validate: validateOutput, Echoes: ownWrites}
+	return &syncset.Syncer{Client: c, Reader: reader, FieldManager: FieldManager, Validate: validateOutput, Writes: ownWrites}
 }
 
 // validateOutput checks a generated object before it is applied (translate.ValidateOutput: the

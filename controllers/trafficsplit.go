@@ -174,25 +174,22 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 			return out
 		}))
 	}
-	// What a split writes: its own (owned), and someone else's for a root Service (Conflict while
-	// it exists). The echo of a split's own write does not bring that split back (skipEchoes).
-	owned := skipEchoes(trafficSplitController, handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), cache.NewSMI(TrafficSplitGVK), handler.OnlyControllerOwner()))
-	hosts := skipEchoes(trafficSplitController, r.splitsOfHosts())
 	for _, gvk := range r.gateway.routeKinds() {
-		b = b.Watches(cache.New(gvk), owned).Watches(cache.New(gvk), hosts)
+		// Ours (owned), and someone else's for a root Service (Conflict while it exists).
+		b = b.Owns(cache.New(gvk)).Watches(cache.New(gvk), r.splitsOfHosts())
 	}
 	return b.
 		For(cache.NewSMI(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Watches(cache.New(VirtualServiceGVK), owned).
-		Watches(cache.New(DestinationRuleGVK), owned).
+		Owns(cache.New(VirtualServiceGVK)).
+		Owns(cache.New(DestinationRuleGVK)).
 		Watches(&corev1.Service{}, splitsBy(r.splitsByService, byName)).
 		Watches(cache.NewSMI(HTTPRouteGroupGVK), splitsBy(r.splitsByRouteGroup, byName), builder.WithPredicates(ignoreStatusWrites)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
 		Watches(cache.NewSMI(TrafficSplitGVK), splitsBy(r.splitsByRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a
 		// sibling's not yet garbage collected): its change or removal concerns every split of that root.
-		Watches(cache.New(VirtualServiceGVK), hosts).
-		Watches(cache.New(DestinationRuleGVK), hosts).
+		Watches(cache.New(VirtualServiceGVK), r.splitsOfHosts()).
+		Watches(cache.New(DestinationRuleGVK), r.splitsOfHosts()).
 		Complete(r)
 }
 
@@ -349,7 +346,7 @@ func splitSet(u cache.SMIObject, out splitTranslation, kinds []syncset.Kind) (*s
 		OwnerKinds: []string{TrafficSplitGVK.Kind},
 		Blockers:   out.blockers,
 		OnBlocked:  syncset.Keep,
-		Echo:       echoOf(trafficSplitController, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}}),
+		Writer:     writerOf(trafficSplitController, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()}}),
 
 		ExactLabels:      istioExactLabels,
 		ExactAnnotations: istioExactAnnotations,

@@ -65,8 +65,8 @@ type Syncer struct {
 	Reader       client.Reader
 	FieldManager string
 	Validate     Validator
-	// Echoes, when set, records each object applied exactly as desired, under the set's Echo.
-	Echoes *Echoes
+	// Writes, when set, records each object applied exactly as desired, under the set's Writer.
+	Writes *OwnWrites
 
 	mu sync.Mutex
 	// unrelied: when each guard being let go was first found with nothing relying on it.
@@ -130,13 +130,12 @@ const ReasonHeld = "Held"
 // apply fails half-way through a Remove set, what it holds is deleted (allow nothing) before the
 // error is returned, so that no partial set stays behind.
 func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
-	s.Echoes.begin(set.Echo)
 	applied := map[types.UID]bool{} // what this sync applied exactly as desired
 	res, err := s.sync(ctx, set, applied)
 	if err != nil || res.Blocked() {
 		applied = nil
 	}
-	s.Echoes.end(set.Echo, applied)
+	s.Writes.end(set.Writer, applied)
 	return res, err
 }
 
@@ -236,7 +235,7 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 			return res, err
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
-		s.Echoes.Record(got.GetUID(), got.GetResourceVersion(), set.Echo) // exact: as desired
+		s.Writes.record(got.GetUID(), got.GetResourceVersion(), set.Writer) // exact: as desired
 		applied[got.GetUID()] = true
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 {
 			if _, known := set.GuardSince[got.GetUID()]; !known {
@@ -460,10 +459,10 @@ func (s *Syncer) uncached(ctx context.Context, want *unstructured.Unstructured) 
 }
 
 // ownWrite reports whether live (read from the apiserver) stands exactly as one of set's applies
-// stored it: same UID and resourceVersion as recorded in Echoes under set.Echo, so nobody has written
+// stored it: same UID and resourceVersion as recorded in Writes under set.Writer, so nobody has written
 // it since. Labels or owner references prove nothing (anyone can write them); that record does.
 func (s *Syncer) ownWrite(set *Set, live *metav1.PartialObjectMetadata) bool {
-	return s.Echoes.wrote(set.Echo, live.GetUID(), live.GetResourceVersion())
+	return s.Writes.wrote(set.Writer, live.GetUID(), live.GetResourceVersion())
 }
 
 // reader is Reader, or Client when none is set.

@@ -85,9 +85,9 @@ type Set struct {
 	// (istio.io/rev hides it from istiod, istio.io/dry-run disables a policy) and the ReliesOn
 	// annotation (always exact).
 	ExactLabels, ExactAnnotations []string
-	// Echo names who writes the set (the reconciler and its request): each object applied exactly
-	// as desired is recorded under it in the Syncer's Echoes. Empty: nothing is recorded.
-	Echo string
+	// Writer names who writes the set (the reconciler and its request): each object applied exactly
+	// as desired is recorded under it in the Syncer's Writes. Empty: nothing is recorded.
+	Writer string
 	// Now is the time of the sync (Diff is pure), on the operator's clock.
 	Now time.Time
 	// GuardSince is when each live guard (by UID) came into effect as far as the Syncer knows:

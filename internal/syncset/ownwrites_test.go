@@ -18,81 +18,67 @@ import (
 	"github.com/smi2istio/smi2istio/internal/cache"
 )
 
-func TestEchoesRemembersTheLastWriteOfEachObject(t *testing.T) {
-	e := NewEchoes(2)
-	e.Record("a", "1", "w")
-	if w, ok := e.Writer("a", "1"); !ok || w != "w" {
-		t.Fatalf("a@1: %q %v, want w", w, ok)
+func TestOwnWritesRemembersEachSetsLatestSync(t *testing.T) {
+	e := NewOwnWrites(2)
+	e.record("a", "1", "w")
+	if !e.wrote("w", "a", "1") {
+		t.Fatal("a@1 written by w: not remembered")
 	}
 	for _, c := range []struct {
-		uid types.UID
-		rv  string
-	}{{"a", "2"}, {"a", ""}, {"b", "1"}, {"", "1"}} {
-		if w, ok := e.Writer(c.uid, c.rv); ok {
-			t.Errorf("%s@%s: an echo of %q, but nothing wrote it", c.uid, c.rv, w)
+		writer string
+		uid    types.UID
+		rv     string
+	}{{"w", "a", "2"}, {"w", "a", ""}, {"v", "a", "1"}, {"w", "b", "1"}, {"w", "", "1"}, {"", "a", "1"}} {
+		if e.wrote(c.writer, c.uid, c.rv) {
+			t.Errorf("%s@%s taken for %q's write", c.uid, c.rv, c.writer)
 		}
 	}
-	e.Record("a", "3", "v") // a later write: the earlier one is no echo any more
-	if _, ok := e.Writer("a", "1"); ok {
-		t.Error("a@1 is still an echo after a@3 was written")
+	e.record("a", "3", "v") // a later write: the earlier one is no longer the object as it stands
+	if e.wrote("w", "a", "1") || !e.wrote("v", "a", "3") {
+		t.Error("after a@3 by v: a@1 by w still remembered, or a@3 not")
 	}
-	if w, ok := e.Writer("a", "3"); !ok || w != "v" {
-		t.Errorf("a@3: %q %v, want v", w, ok)
+	e.record("b", "4", "w")
+	e.record("c", "5", "w") // the ring holds two: a, the oldest, is forgotten
+	if e.wrote("v", "a", "3") || !e.wrote("w", "b", "4") || !e.wrote("w", "c", "5") {
+		t.Error("a memory of two after three objects: want a forgotten, b and c remembered")
 	}
-	e.Record("b", "4", "w")
-	e.Record("c", "5", "w") // the ring holds two: a, the oldest, is forgotten
-	if _, ok := e.Writer("a", "3"); ok {
-		t.Error("a@3 still remembered after two more objects were written into a memory of two")
-	}
-	for _, uid := range []types.UID{"b", "c"} {
-		if _, ok := e.Writer(uid, map[types.UID]string{"b": "4", "c": "5"}[uid]); !ok {
-			t.Errorf("%s forgotten", uid)
-		}
-	}
-	var none *Echoes
-	none.Record("a", "1", "w") // a Syncer without Echoes records nothing
-	if _, ok := none.Writer("a", "1"); ok {
-		t.Error("nil Echoes answered")
-	}
-	e.Record("d", "6", "") // a set without Echo is not recorded
-	if _, ok := e.Writer("d", "6"); ok {
-		t.Error("a write without a writer was recorded")
+	var none *OwnWrites
+	none.record("a", "1", "w") // a Syncer without OwnWrites records nothing
+	if none.wrote("w", "a", "1") {
+		t.Error("nil OwnWrites answered")
 	}
 
-	// While a writer's sync runs, none of its records is an echo; when it ends, only what it
-	// applied stays.
-	e = NewEchoes(8)
-	e.Record("a", "1", "w")
-	e.Record("b", "1", "w")
-	e.Record("c", "1", "v")
-	e.begin("w")
-	if _, ok := e.Writer("a", "1"); ok {
-		t.Error("a@1 is an echo while its writer's sync runs")
-	}
-	if _, ok := e.Writer("c", "1"); !ok {
-		t.Error("another writer's record stopped counting while w's sync runs")
-	}
-	e.Record("b", "2", "w")
+	// When a sync ends, only what it applied stays of its writer's records; a failed one leaves none.
+	e = NewOwnWrites(8)
+	e.record("a", "1", "w")
+	e.record("b", "1", "w")
+	e.record("c", "1", "v")
+	e.record("b", "2", "w")
 	e.end("w", map[types.UID]bool{"b": true})
-	if _, ok := e.Writer("a", "1"); ok {
-		t.Error("a@1, which w's latest sync did not apply, is still w's echo")
+	if e.wrote("w", "a", "1") || !e.wrote("w", "b", "2") || !e.wrote("v", "c", "1") {
+		t.Error("after w's sync that applied b: want a forgotten, b@2 and v's c kept")
 	}
-	if w, ok := e.Writer("b", "2"); !ok || w != "w" {
-		t.Errorf("b@2, applied by w's latest sync: %q %v", w, ok)
+	e.end("w", nil)
+	if e.wrote("w", "b", "2") || !e.wrote("v", "c", "1") {
+		t.Error("after w's failed sync: want none of w's, v's kept")
 	}
-	e.begin("w")
-	e.end("w", nil) // failed or blocked: nothing stays
-	if _, ok := e.Writer("b", "2"); ok {
-		t.Error("b@2 is still an echo after w's sync failed")
-	}
-	if _, ok := e.Writer("c", "1"); !ok {
-		t.Error("w's failed sync dropped v's record")
+
+	// A record forgotten and made again keeps only its new place in the ring: the old slot, when
+	// reused, does not take the new record with it.
+	e = NewOwnWrites(2)
+	e.record("a", "1", "w")
+	e.end("w", nil)
+	e.record("b", "1", "v")
+	e.record("a", "2", "w") // slot 0 again (the ring wrapped): a's
+	e.record("c", "1", "v") // slot 1: b goes
+	if !e.wrote("w", "a", "2") || e.wrote("v", "b", "1") {
+		t.Error("ring reuse: want a@2 kept and b forgotten")
 	}
 }
 
-// The Syncer records what it applied as the apiserver stored it, under the set's Echo, and only
-// objects that exact found as desired: one that took another manager's fields is no echo.
-func TestSyncRecordsExactWritesAsEchoes(t *testing.T) {
+// The Syncer records what it applied as the apiserver stored it, under the set's Writer, and only
+// objects that exact found as desired: one that took another manager's fields is not recorded.
+func TestSyncRecordsExactWrites(t *testing.T) {
 	ctx := context.Background()
 	scheme := kruntime.NewScheme()
 	if err := cache.AddToScheme(scheme); err != nil {
@@ -102,17 +88,17 @@ func TestSyncRecordsExactWritesAsEchoes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := "echoes"
+	ns := "ownwrites"
 	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
 		t.Fatal(err)
 	}
-	echoes := NewEchoes(EchoesSize)
-	s := &Syncer{Client: c, FieldManager: "smi2istio", Echoes: echoes}
+	writes := NewOwnWrites(OwnWritesSize)
+	s := &Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}
 	at := func(u *unstructured.Unstructured) *unstructured.Unstructured { u.SetNamespace(ns); return u }
 	want := func(spec string) *Set {
 		set := newSet(Remove, at(desired(apGVK, "api", spec)))
-		set.Namespace, set.Echo = ns, "access/echoes/api"
+		set.Namespace, set.Writer = ns, "access/ownwrites/api"
 		return set
 	}
 	get := func() *unstructured.Unstructured {
@@ -128,12 +114,12 @@ func TestSyncRecordsExactWritesAsEchoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	stored := get()
-	if w, ok := echoes.Writer(stored.GetUID(), stored.GetResourceVersion()); !ok || w != "access/echoes/api" {
-		t.Fatalf("the applied policy as stored (rv %s): writer %q %v, want access/echoes/api", stored.GetResourceVersion(), w, ok)
+	if !writes.wrote("access/ownwrites/api", stored.GetUID(), stored.GetResourceVersion()) {
+		t.Fatalf("the applied policy as stored (rv %s) is not recorded as access/echoes/api's", stored.GetResourceVersion())
 	}
 
-	// Someone else adds a field the set does not write (apply leaves it): that version is not an
-	// echo, and the sync that finds it (not exact) records nothing.
+	// Someone else adds a field the set does not write (apply leaves it): that version is not the
+	// set's write, and the sync that finds it (not exact) records nothing.
 	edit := stored.DeepCopy()
 	edit.Object["spec"].(map[string]any)["selector"] = map[string]any{"matchLabels": map[string]any{"app": "db"}}
 	edit.SetManagedFields(nil)
@@ -141,8 +127,8 @@ func TestSyncRecordsExactWritesAsEchoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	edited := get()
-	if _, ok := echoes.Writer(edited.GetUID(), edited.GetResourceVersion()); ok {
-		t.Fatal("someone else's edit is taken for an echo")
+	if writes.wrote("access/ownwrites/api", edited.GetUID(), edited.GetResourceVersion()) {
+		t.Fatal("someone else's edit is taken for the set's own write")
 	}
 	var applied []string // what each apply stored (the objects exact deletes are gone after it)
 	s.Client = interceptor.NewClient(c, interceptor.Funcs{Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
@@ -161,8 +147,8 @@ func TestSyncRecordsExactWritesAsEchoes(t *testing.T) {
 	if len(applied) != 1 {
 		t.Fatalf("%d applies, want 1", len(applied))
 	}
-	if w, ok := echoes.Writer(edited.GetUID(), applied[0]); ok {
-		t.Fatalf("the apply that kept someone else's field (rv %s) is taken for %q's echo", applied[0], w)
+	if writes.wrote("access/ownwrites/api", edited.GetUID(), applied[0]) {
+		t.Fatalf("the apply that kept someone else's field (rv %s) is recorded as the set's own write", applied[0])
 	}
 }
 
@@ -181,7 +167,7 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := "echoes-lag"
+	ns := "ownwrites-lag"
 	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
 		t.Fatal(err)
@@ -193,13 +179,13 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 			return apierrors.NewNotFound(schema.GroupResource{Resource: "authorizationpolicies"}, key.Name)
 		},
 	})
-	echoes := NewEchoes(EchoesSize)
+	writes := NewOwnWrites(OwnWritesSize)
 	spec := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`
 	set := func(echo, spec string) *Set {
 		u := desired(apGVK, "api", spec)
 		u.SetNamespace(ns)
 		s := newSet(Remove, u)
-		s.Namespace, s.Echo = ns, echo
+		s.Namespace, s.Writer = ns, echo
 		return s
 	}
 	get := func() *unstructured.Unstructured {
@@ -210,19 +196,19 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 		}
 		return u
 	}
-	if _, err := (&Syncer{Client: c, FieldManager: "smi2istio", Echoes: echoes}).Sync(ctx, set("access/echoes-lag/api", spec)); err != nil {
+	if _, err := (&Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}).Sync(ctx, set("access/ownwrites-lag/api", spec)); err != nil {
 		t.Fatal(err)
 	}
 	first := get()
-	s := &Syncer{Client: lagging, Reader: c, FieldManager: "smi2istio", Echoes: echoes}
+	s := &Syncer{Client: lagging, Reader: c, FieldManager: "smi2istio", Writes: writes}
 
 	// Another set's record does not make it that set's.
-	if _, err := s.Sync(ctx, set("access/echoes-lag/web", spec)); !errors.Is(err, ErrExists) {
+	if _, err := s.Sync(ctx, set("access/ownwrites-lag/web", spec)); !errors.Is(err, ErrExists) {
 		t.Fatalf("another set over the object: %v, want %v", err, ErrExists)
 	}
 	// The set's own, as stored: updated in place (same object), to the new desired spec.
 	narrower := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/db"]}}]}]}`
-	res, err := s.Sync(ctx, set("access/echoes-lag/api", narrower))
+	res, err := s.Sync(ctx, set("access/ownwrites-lag/api", narrower))
 	if err != nil {
 		t.Fatalf("the set's own object, not yet in the cache: %v", err)
 	}
@@ -240,7 +226,7 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 		t.Fatal(err)
 	}
 	edited := get()
-	if _, err := s.Sync(ctx, set("access/echoes-lag/api", narrower)); !errors.Is(err, ErrExists) {
+	if _, err := s.Sync(ctx, set("access/ownwrites-lag/api", narrower)); !errors.Is(err, ErrExists) {
 		t.Fatalf("after someone else's write: %v, want %v", err, ErrExists)
 	}
 	if after := get(); after.GetResourceVersion() != edited.GetResourceVersion() {

@@ -1,0 +1,102 @@
+package syncset
+
+import (
+	"slices"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// OwnWrites remembers what each set's latest sync applied, as the apiserver stored it: by UID, the
+// resourceVersion the apply returned and the set's Writer. A later sync of the set that finds such
+// an object on the apiserver but not yet in the cache (the cache lags its own writes) knows it for
+// its own, exactly as it left it (nobody has written it since: same UID and resourceVersion), and
+// updates it instead of refusing it as someone else's (ErrExists). Labels and owner references
+// prove nothing (anyone can write them); this record does.
+//
+// A set's records are its latest sync's only: when a sync ends, what the set recorded before and did
+// not apply again is forgotten, and a sync that failed or was blocked leaves none. It holds the last
+// size writes (older ones are forgotten: ErrExists as before, until the cache catches up). Safe for
+// concurrent use.
+type OwnWrites struct {
+	mu       sync.Mutex
+	last     map[types.UID]write
+	byWriter map[string][]types.UID // the UIDs each writer has records of
+	ring     []types.UID            // UIDs in the order written; the oldest is forgotten first
+	next     int
+}
+
+type write struct {
+	resourceVersion, writer string
+	slot                    int // its place in the ring
+}
+
+// OwnWritesSize is how many writes NewOwnWrites remembers: far more than are written while the
+// cache catches up, even at 10,000 SMI objects applied at once.
+const OwnWritesSize = 2048
+
+// NewOwnWrites remembers the last size writes.
+func NewOwnWrites(size int) *OwnWrites {
+	return &OwnWrites{last: make(map[types.UID]write, size), byWriter: map[string][]types.UID{}, ring: make([]types.UID, size)}
+}
+
+// record notes that writer stored the object uid at resourceVersion.
+func (e *OwnWrites) record(uid types.UID, resourceVersion, writer string) {
+	if e == nil || uid == "" || resourceVersion == "" || writer == "" {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w, known := e.last[uid]; known { // written again: it keeps its place in the ring
+		e.forget(uid, w.writer)
+		e.last[uid] = write{resourceVersion: resourceVersion, writer: writer, slot: w.slot}
+		e.byWriter[writer] = append(e.byWriter[writer], uid)
+		return
+	}
+	if old := e.ring[e.next]; old != "" {
+		if w, ok := e.last[old]; ok && w.slot == e.next { // not a record made since in another slot
+			e.forget(old, w.writer)
+		}
+	}
+	e.ring[e.next] = uid
+	e.last[uid] = write{resourceVersion: resourceVersion, writer: writer, slot: e.next}
+	e.byWriter[writer] = append(e.byWriter[writer], uid)
+	e.next = (e.next + 1) % len(e.ring)
+}
+
+// forget drops the record of uid, writer's.
+func (e *OwnWrites) forget(uid types.UID, writer string) {
+	delete(e.last, uid)
+	uids := slices.DeleteFunc(e.byWriter[writer], func(u types.UID) bool { return u == uid })
+	if len(uids) == 0 {
+		delete(e.byWriter, writer)
+	} else {
+		e.byWriter[writer] = uids
+	}
+}
+
+// wrote reports whether writer's latest sync (or the one running) stored the object uid at
+// resourceVersion.
+func (e *OwnWrites) wrote(writer string, uid types.UID, resourceVersion string) bool {
+	if e == nil || writer == "" || uid == "" || resourceVersion == "" {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	w, ok := e.last[uid]
+	return ok && w.writer == writer && w.resourceVersion == resourceVersion
+}
+
+// end keeps of writer's records only those of the objects in kept (what its sync just applied).
+func (e *OwnWrites) end(writer string, kept map[types.UID]bool) {
+	if e == nil || writer == "" {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, uid := range slices.Clone(e.byWriter[writer]) {
+		if !kept[uid] {
+			e.forget(uid, writer)
+		}
+	}
+}
