@@ -27,8 +27,8 @@ func writerOf(controller string, req reconcile.Request) string {
 
 // ignoreStatusWrites passes every event but an update of an SMI object that changed its status
 // alone: the route reconcilers' status writes on route groups and routes, which the reconcilers
-// that read those objects do not read (translate reads their spec; nothing reads their status). At
-// 10,000 SMI objects each route group's status write brought its TrafficSplit back once more.
+// that read those objects do not read (translate reads their spec; nothing reads their status), and
+// which each brought back every split and destination using the route.
 var ignoreStatusWrites = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	old, ok := e.ObjectOld.(cache.SMIObject)
 	next, ok2 := e.ObjectNew.(cache.SMIObject)
