@@ -56,10 +56,11 @@ func fieldAddr(v reflect.Value, name string) any {
 // spec's MarshalJSON (github.com/golang/protobuf's jsonpb), several times slower
 // (BenchmarkToUnstructured). TestToUnstructuredAsTheConverter holds the two to the same result.
 func istioToUnstructured(obj runtime.Object, tm metav1.TypeMeta, om *metav1.ObjectMeta, spec proto.Message) (*unstructured.Unstructured, error) {
-	md, err := metadataOf(om)
+	md, err := runtime.DefaultUnstructuredConverter.ToUnstructured(om)
 	if err != nil {
 		return nil, fmt.Errorf("convert %T metadata: %w", obj, err)
 	}
+	delete(md, "creationTimestamp")
 	raw, err := protojson.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("convert %T spec: %w", obj, err)
@@ -77,34 +78,4 @@ func istioToUnstructured(obj runtime.Object, tm metav1.TypeMeta, om *metav1.Obje
 		content["kind"] = tm.Kind
 	}
 	return &unstructured.Unstructured{Object: content}, nil
-}
-
-// metadataOf is what the converter makes of om, less creationTimestamp; built by hand when om holds
-// nothing but what translate sets (name, namespace, labels, annotations).
-func metadataOf(om *metav1.ObjectMeta) (map[string]any, error) {
-	rest := *om
-	rest.Name, rest.Namespace, rest.Labels, rest.Annotations, rest.CreationTimestamp = "", "", nil, nil, metav1.Time{}
-	if !reflect.DeepEqual(rest, metav1.ObjectMeta{}) {
-		md, err := runtime.DefaultUnstructuredConverter.ToUnstructured(om)
-		delete(md, "creationTimestamp")
-		return md, err
-	}
-	md := make(map[string]any, 4)
-	if om.Name != "" {
-		md["name"] = om.Name
-	}
-	if om.Namespace != "" {
-		md["namespace"] = om.Namespace
-	}
-	for key, m := range map[string]map[string]string{"labels": om.Labels, "annotations": om.Annotations} {
-		if len(m) == 0 {
-			continue
-		}
-		out := make(map[string]any, len(m))
-		for k, v := range m {
-			out[k] = v
-		}
-		md[key] = out
-	}
-	return md, nil
 }

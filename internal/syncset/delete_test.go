@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/smi2istio/smi2istio/internal/cache"
@@ -25,14 +24,7 @@ func TestMain(m *testing.M) {
 // worked, reported as failed (seen on an EnvoyFilter that smi2istio's own finalizer keeps).
 func TestDeleteObjectKeptByAFinalizer(t *testing.T) {
 	ctx := context.Background()
-	scheme := kruntime.NewScheme()
-	if err := cache.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := compactClient(t)
 	ap := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
 		"metadata": map[string]any{"name": "kept", "namespace": "default", "finalizers": []any{"example.com/keep"}},

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -22,19 +21,8 @@ import (
 // api's latest sync wanted: a set's records are its latest sync's only.
 func TestRedTeamRecordOfAnObjectTheWritersLaterSyncDidNotSee(t *testing.T) {
 	ctx := context.Background()
-	scheme := kruntime.NewScheme()
-	if err := cache.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := "ownwrites-stale"
-	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
-		t.Fatal(err)
-	}
+	c := cacheClient(t, ns)
 	writes := NewOwnWrites(OwnWritesSize)
 	const writer = "access/ownwrites-stale/api"
 	set := func(objs ...*unstructured.Unstructured) *Set {

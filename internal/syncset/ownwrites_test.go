@@ -80,19 +80,8 @@ func TestOwnWritesRemembersEachSetsLatestSync(t *testing.T) {
 // objects that exact found as desired: one that took another manager's fields is not recorded.
 func TestSyncRecordsExactWrites(t *testing.T) {
 	ctx := context.Background()
-	scheme := kruntime.NewScheme()
-	if err := cache.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := "ownwrites"
-	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
-		t.Fatal(err)
-	}
+	c := cacheClient(t, ns)
 	writes := NewOwnWrites(OwnWritesSize)
 	s := &Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}
 	at := func(u *unstructured.Unstructured) *unstructured.Unstructured { u.SetNamespace(ns); return u }
@@ -140,7 +129,7 @@ func TestSyncRecordsExactWrites(t *testing.T) {
 	}})
 	set := want(spec)
 	set.Objects[0].SetUID(edited.GetUID())
-	_, err = s.Sync(ctx, set)
+	_, err := s.Sync(ctx, set)
 	if !errors.Is(err, ErrForeignFields) {
 		t.Fatalf("sync over someone else's field: %v, want %v", err, ErrForeignFields)
 	}
@@ -159,19 +148,8 @@ func TestSyncRecordsExactWrites(t *testing.T) {
 // makes it someone else's.
 func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 	ctx := context.Background()
-	scheme := kruntime.NewScheme()
-	if err := cache.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := "ownwrites-lag"
-	if err := env.Client.Create(ctx, &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
-		t.Fatal(err)
-	}
+	c := cacheClient(t, ns)
 	// lagging reads nothing from the cache: every object is still to be created as far as it knows.
 	lagging := interceptor.NewClient(c, interceptor.Funcs{
 		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
@@ -232,4 +210,29 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 	if after := get(); after.GetResourceVersion() != edited.GetResourceVersion() {
 		t.Fatalf("the object someone else wrote was written over (rv %s → %s)", edited.GetResourceVersion(), after.GetResourceVersion())
 	}
+}
+
+// compactClient is a client of the test apiserver that reads objects into the cache's compact
+// types, as the operator's cache does.
+func compactClient(t *testing.T) client.WithWatch {
+	t.Helper()
+	scheme := kruntime.NewScheme()
+	if err := cache.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// cacheClient is compactClient, after creating namespace ns.
+func cacheClient(t *testing.T, ns string) client.WithWatch {
+	t.Helper()
+	if err := env.Client.Create(context.Background(), &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}}); err != nil {
+		t.Fatal(err)
+	}
+	return compactClient(t)
 }
