@@ -236,3 +236,83 @@ func cacheClient(t *testing.T, ns string) client.WithWatch {
 	}
 	return compactClient(t)
 }
+
+// A creation is an apply that fails on an existing object: the set's outputs are created without
+// reading each from the apiserver first (one request, not two), and an object someone else created
+// that the cache has not seen yet is never applied over — not even one that the apply would leave
+// exactly as desired (the same spec and labels), which the exact check after the apply cannot tell
+// from the set's own.
+func TestSyncCreatesOnly(t *testing.T) {
+	ctx := context.Background()
+	ns := "create-only"
+	c := cacheClient(t, ns)
+	gets := 0
+	reader := interceptor.NewClient(c, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+			gets++
+			return c.Get(ctx, key, o, opts...)
+		},
+	})
+	lagging := interceptor.NewClient(c, interceptor.Funcs{ // its cache reads hold nothing
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
+		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+			return apierrors.NewNotFound(schema.GroupResource{Resource: "authorizationpolicies"}, key.Name)
+		},
+	})
+	s := &Syncer{Client: lagging, Reader: reader, FieldManager: "smi2istio", Writes: NewOwnWrites(OwnWritesSize)}
+	spec := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`
+	set := func(name string) *Set {
+		u := desired(apGVK, name, spec)
+		u.SetNamespace(ns)
+		st := newSet(Remove, u)
+		st.Namespace, st.Writer = ns, "access/"+ns+"/"+name
+		return st
+	}
+	get := func(name string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(apGVK)
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+
+	res, err := s.Sync(ctx, set("fresh"))
+	if err != nil || len(res.Applied) != 1 {
+		t.Fatalf("creating: applied %v, %v", res.Applied, err)
+	}
+	if gets != 0 {
+		t.Fatalf("creating read the apiserver %d times first, want 0", gets)
+	}
+	if mf := get("fresh").GetManagedFields(); len(mf) != 1 || mf[0].Manager != "smi2istio" || mf[0].Operation != "Apply" {
+		t.Fatalf("created object's managed fields: %+v, want the set's field manager's apply alone", mf)
+	}
+
+	// Someone else's object, exactly as the set would write it, that the cache has not seen.
+	theirs := set("theirs").Objects[0].DeepCopy()
+	if err := env.Client.Create(ctx, theirs, client.FieldOwner("someone")); err != nil {
+		t.Fatal(err)
+	}
+	before := get("theirs")
+	if _, err := s.Sync(ctx, set("theirs")); !errors.Is(err, ErrExists) {
+		t.Fatalf("over someone else's object: %v, want %v", err, ErrExists)
+	}
+	after := get("theirs")
+	if after.GetResourceVersion() != before.GetResourceVersion() || fmt.Sprint(after.GetManagedFields()) != fmt.Sprint(before.GetManagedFields()) {
+		t.Fatalf("someone else's object was written (rv %s → %s, managed fields %v)", before.GetResourceVersion(), after.GetResourceVersion(), after.GetManagedFields())
+	}
+
+	// The object the creation found is gone when it is read: retried (not ErrExists), nothing written.
+	vanished := &Syncer{Client: lagging, FieldManager: "smi2istio", Writes: NewOwnWrites(OwnWritesSize),
+		Reader: interceptor.NewClient(c, interceptor.Funcs{
+			Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+				return apierrors.NewNotFound(schema.GroupResource{Resource: "authorizationpolicies"}, key.Name)
+			},
+		})}
+	if _, err := vanished.Sync(ctx, set("theirs")); err == nil || errors.Is(err, ErrExists) || !apierrors.IsConflict(err) {
+		t.Fatalf("the object gone when read: %v, want the creation's Conflict (retried)", err)
+	}
+	if now := get("theirs"); now.GetResourceVersion() != before.GetResourceVersion() {
+		t.Fatalf("someone else's object was written (rv %s → %s)", before.GetResourceVersion(), now.GetResourceVersion())
+	}
+}

@@ -167,27 +167,6 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 			continue
 		}
 		creating := plan.Creating[RefOf(want.GetKind(), want)]
-		var ownUID types.UID // the set's own write, not yet in the cache: updated, not created
-		if creating && (ki < 0 || !set.Kinds[ki].Guard) {
-			// The cache had none: one created a moment ago by someone else would be taken over by
-			// the apply (its fields merged with ours). Checked against the apiserver first. One
-			// that stands as this set's own apply stored it (the cache has not seen it yet) is
-			// the set's: it is updated, on condition that it is still that object.
-			m, err := s.uncached(ctx, want)
-			if err == nil && m != nil {
-				if s.ownWrite(set, m) {
-					creating, ownUID = false, m.GetUID()
-				} else {
-					err = fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
-				}
-			}
-			if err != nil {
-				if set.OnBlocked == Remove {
-					err = errors.Join(err, s.removeAll(ctx, set, &res))
-				}
-				return res, err
-			}
-		}
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 && set.ReliesOn != "" {
 			// A guard about to be created (the cache may still show one deleted meanwhile): what
 			// relies on its name goes first, so nothing is in force before it is.
@@ -210,22 +189,24 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 		got := want.DeepCopy()
 		if uid, ok := plan.Updating[RefOf(want.GetKind(), want)]; ok {
 			got.SetUID(uid) // an update, not a creation: fails if that object is gone
-		} else if ownUID != "" {
-			got.SetUID(ownUID)
+		} else if creating {
+			// The cache had none, which does not mean there is none: one created a moment ago by
+			// someone else would be taken over by a plain apply (its fields merged with ours). A
+			// creation only, then: the apply fails if the object exists.
+			got.SetResourceVersion(createOnly)
 		}
-		// Strict: a field the schema does not know is refused, never dropped (the default, Warn,
-		// stores the object without it: an output validated with a narrowing field would be stored
-		// wider until exact deleted it).
-		//nolint:staticcheck // SSA of an unstructured object with one field manager.
-		err := s.Client.Patch(ctx, got, client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership,
-			client.FieldValidation(metav1.FieldValidationStrict))
+		err := s.apply(ctx, got)
+		if creating && apierrors.IsConflict(err) {
+			// It exists: someone else's, or this set's own latest write the cache has not seen yet.
+			got, err = s.applyOwn(ctx, set, want, err)
+		}
 		if apierrors.IsConflict(err) && ki >= 0 && set.Kinds[ki].Guard {
 			// The guard the plan updated is gone (deleted by hand): what relied on it goes now;
 			// the next sync creates it anew and waits before anything relies on it again.
 			err = errors.Join(err, s.dropReliers(ctx, set, map[string]bool{want.GetName(): true}, &res))
 		}
 		if err == nil {
-			err = s.exact(ctx, set, want, got, creating)
+			err = s.exact(ctx, set, want, got)
 		}
 		if err != nil {
 			err = fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
@@ -332,10 +313,11 @@ var ErrExists = errors.New("exists already and is not known to be smi2istio's: i
 var ErrForeignFields = errors.New("it holds fields smi2istio did not write (another field manager's): it was deleted, and is written again")
 
 // exact checks that an applied object's spec is the desired one. Server-side apply merges: fields
-// another manager owns stay. That is how an object created by someone else a moment before ours
-// (not yet in the cache) would be adopted with its own rules, or how an edit by hand to one of ours
-// (an extra rule) would survive every apply. Such an object is deleted, to be written again.
-func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured, creating bool) error {
+// another manager owns stay. That is how an edit by hand to one of ours (an extra rule) would
+// survive every apply, or how a mutating webhook's additions would stay. Such an object is the
+// set's own (updated on condition of its UID, or just created: creations fail on an existing
+// object), so it is deleted, to be written again.
+func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured) error {
 	w, err := cache.SpecHash(want.Object["spec"])
 	if err != nil {
 		return err
@@ -346,11 +328,6 @@ func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Un
 	}
 	if w == g && set.ExactMeta(want, got) {
 		return nil
-	}
-	if creating {
-		// Not ours a moment ago (created by someone else between our check and our apply): never
-		// deleted, reported; it is a Conflict once the cache has it.
-		return fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
 	}
 	if err := s.deleteObject(ctx, got); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%w; deleting it failed: %w", ErrForeignFields, err)
@@ -436,6 +413,43 @@ func (s *Syncer) dropLive(ctx context.Context, set *Set, want *unstructured.Unst
 	}
 	res.Pruned = append(res.Pruned, RefOf(want.GetKind(), m))
 	return nil
+}
+
+// createOnly is the resourceVersion an apply carries to create an object and nothing else. On an
+// existing object the apiserver takes a resourceVersion in the applied configuration for a
+// precondition and refuses the apply (Conflict) unless it is the object's; no object can have this
+// one (etcd's first write is its revision 2). Where there is none, the creation ignores it.
+const createOnly = "1"
+
+// apply server-side applies got with the set's field manager, forced, and decodes the answer into
+// it. Strict: a field the schema does not know is refused, never dropped (the default, Warn, stores
+// the object without it: an output validated with a narrowing field would be stored wider until
+// exact deleted it).
+func (s *Syncer) apply(ctx context.Context, got *unstructured.Unstructured) error {
+	//nolint:staticcheck // SSA of an unstructured object with one field manager.
+	return s.Client.Patch(ctx, got, client.Apply, client.FieldOwner(s.FieldManager), client.ForceOwnership,
+		client.FieldValidation(metav1.FieldValidationStrict))
+}
+
+// applyOwn applies want over the object of its name that a creation found, read from the
+// apiserver, if it stands exactly as set's latest sync stored it (the cache has not seen it yet):
+// on condition of that UID and resourceVersion, so a write by anyone since fails it. Anything else
+// is someone else's: ErrExists, and nothing is written. conflict is the creation's error.
+func (s *Syncer) applyOwn(ctx context.Context, set *Set, want *unstructured.Unstructured, conflict error) (*unstructured.Unstructured, error) {
+	m, err := s.uncached(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, conflict // gone again since: a transient error, the sync is retried
+	}
+	if !s.ownWrite(set, m) {
+		return nil, fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
+	}
+	got := want.DeepCopy()
+	got.SetUID(m.GetUID())
+	got.SetResourceVersion(m.GetResourceVersion())
+	return got, s.apply(ctx, got)
 }
 
 // absent reports whether want does not exist, read uncached.
