@@ -42,6 +42,10 @@ type config struct {
 	consistencyChecks bool
 	// control measures (c) twice before the operator (-control).
 	control bool
+	// compareBin is the operator of the revision compareRev (-compare), run compareRounds times in
+	// turns with this one at the end.
+	compareBin, compareRev string
+	compareRounds          int
 }
 
 type result struct {
@@ -133,6 +137,9 @@ func run(ctx context.Context, cfg config) result {
 	b.changeWeights(ctx, op, w, mem)
 	b.restart(op)
 	b.baselineAgain(ctx, op, w)
+	if cfg.compareBin != "" {
+		b.compare(ctx, cfg.compareBin, cfg.compareRev, cfg.compareRounds)
+	}
 	return b.res
 }
 
@@ -218,13 +225,16 @@ func (b *bench) objects() (smi, istio []*unstructured.Unstructured) {
 
 // startOperator starts the operator's binary as the install manifest runs it (its memory limit, a
 // provided webhook certificate), with its pprof endpoint when profiles are asked for.
-func (b *bench) startOperator() *operator {
+func (b *bench) startOperator() *operator { return b.startOperatorBin(b.cfg.bin, "smi2istio.log") }
+
+// startOperatorBin starts the operator binary bin as startOperator does, logging to logName.
+func (b *bench) startOperatorBin(bin, logName string) *operator {
 	metricsAddr, err := proc.FreeAddr()
 	check(err)
 	probeAddr, err := proc.FreeAddr()
 	check(err)
 	op := &operator{metrics: metricsAddr,
-		Process: proc.Operator(b.cfg.bin, filepath.Join(b.cfg.dir, "smi2istio.log"), b.kubeconfig, b.webhook, b.certDir, metricsAddr, probeAddr)}
+		Process: proc.Operator(bin, filepath.Join(b.cfg.dir, logName), b.kubeconfig, b.webhook, b.certDir, metricsAddr, probeAddr)}
 	op.Env = append(op.Env, memoryEnv(b.cfg.memLimit)...)
 	op.Args = append(op.Args, b.cfg.operatorArgs...)
 	if b.cfg.pprofDir != "" {

@@ -316,3 +316,39 @@ func TestSyncCreatesOnly(t *testing.T) {
 		t.Fatalf("someone else's object was written (rv %s → %s)", before.GetResourceVersion(), now.GetResourceVersion())
 	}
 }
+
+// A creation whose answer is not a new object (generation 1) and not as desired: on etcd it cannot
+// happen (no object has resourceVersion 1), but on a storage that numbered otherwise the apply would
+// have been an update of someone else's object. exact reports it and does not delete it (a set that
+// removes itself when blocked, as the access set does, still removes what carries its labels).
+func TestSyncNeverDeletesWhatACreationDidNotCreate(t *testing.T) {
+	ctx := context.Background()
+	ns := "create-not-fresh"
+	c := cacheClient(t, ns)
+	deletes := 0
+	odd := interceptor.NewClient(c, interceptor.Funcs{
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
+		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+			if err := c.Patch(ctx, o, p, opts...); err != nil {
+				return err
+			}
+			u := o.(*unstructured.Unstructured) // answered as an older object, with a rule not ours
+			u.SetGeneration(4)
+			return unstructured.SetNestedField(u.Object, "DENY", "spec", "action")
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.DeleteOption) error {
+			deletes++
+			return c.Delete(ctx, o, opts...)
+		},
+	})
+	u := desired(apGVK, "api", `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`)
+	u.SetNamespace(ns)
+	set := newSet(Keep, u)
+	set.Namespace, set.Writer = ns, "access/"+ns+"/api"
+	if _, err := (&Syncer{Client: odd, FieldManager: "smi2istio", Writes: NewOwnWrites(OwnWritesSize)}).Sync(ctx, set); !errors.Is(err, ErrExists) {
+		t.Fatalf("a creation answered by an older object: %v, want %v", err, ErrExists)
+	}
+	if deletes != 0 {
+		t.Fatalf("%d deletes of an object the creation may not have created", deletes)
+	}
+}

@@ -199,6 +199,7 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 		if creating && apierrors.IsConflict(err) {
 			// It exists: someone else's, or this set's own latest write the cache has not seen yet.
 			got, err = s.applyOwn(ctx, set, want, err)
+			creating = false // an update of the set's own, if any
 		}
 		if apierrors.IsConflict(err) && ki >= 0 && set.Kinds[ki].Guard {
 			// The guard the plan updated is gone (deleted by hand): what relied on it goes now;
@@ -206,7 +207,7 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 			err = errors.Join(err, s.dropReliers(ctx, set, map[string]bool{want.GetName(): true}, &res))
 		}
 		if err == nil {
-			err = s.exact(ctx, set, want, got)
+			err = s.exact(ctx, set, want, got, creating && got.GetGeneration() != 1)
 		}
 		if err != nil {
 			err = fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
@@ -317,7 +318,11 @@ var ErrForeignFields = errors.New("it holds fields smi2istio did not write (anot
 // survive every apply, or how a mutating webhook's additions would stay. Such an object is the
 // set's own (updated on condition of its UID, or just created: creations fail on an existing
 // object), so it is deleted, to be written again.
-func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured) error {
+//
+// notFresh marks a creation whose answer is not a new object (generation 1): on etcd none can be
+// (no object has resourceVersion 1), but on a storage that numbers otherwise the apply may have
+// been an update of someone else's object, which is reported and never deleted.
+func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured, notFresh bool) error {
 	w, err := cache.SpecHash(want.Object["spec"])
 	if err != nil {
 		return err
@@ -328,6 +333,9 @@ func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Un
 	}
 	if w == g && set.ExactMeta(want, got) {
 		return nil
+	}
+	if notFresh {
+		return fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
 	}
 	if err := s.deleteObject(ctx, got); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%w; deleting it failed: %w", ErrForeignFields, err)
