@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -351,4 +352,88 @@ func TestSyncNeverDeletesWhatACreationDidNotCreate(t *testing.T) {
 	if deletes != 0 {
 		t.Fatalf("%d deletes of an object the creation may not have created", deletes)
 	}
+}
+
+// A guard (the Envoy rung's filter) that the set's previous sync created and the cache has not seen
+// yet is the set's own: updated, not refused — refused, the whole access set was removed and a
+// Warning reported until the cache caught up. Someone else's is still refused
+// (TestRedTeamCreateOnlyGuard).
+func TestSyncGuardOwnWriteTheCacheHasNotSeen(t *testing.T) {
+	ctx := context.Background()
+	ns := "guard-own-lag"
+	c := cacheClient(t, ns)
+	filter := desired(efGVK, "api-filter", `{"configPatches":[]}`)
+	filter.SetNamespace(ns)
+	policy := desired(apGVK, "a-api", `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`)
+	policy.SetNamespace(ns)
+	set := func() *Set {
+		st := guardedSet(filter.DeepCopy(), policy.DeepCopy())
+		st.Namespace, st.Writer = ns, "access/"+ns+"/api"
+		st.ReliesOn, st.Settle, st.Now = "example.io/relies-on", 3*time.Second, time.Now()
+		return st
+	}
+	writes := NewOwnWrites(OwnWritesSize)
+	if _, err := (&Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}).Sync(ctx, set()); err != nil {
+		t.Fatal(err)
+	}
+	first, ok := rtGet(t, efGVK, ns, "api-filter")
+	if !ok {
+		t.Fatal("the first sync did not create the filter")
+	}
+	lagging := interceptor.NewClient(c, interceptor.Funcs{
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
+		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+			return apierrors.NewNotFound(schema.GroupResource{Resource: "envoyfilters"}, key.Name)
+		},
+	})
+	if _, err := (&Syncer{Client: lagging, Reader: c, FieldManager: "smi2istio", Writes: writes}).Sync(ctx, set()); err != nil {
+		t.Fatalf("the set's own filter, not yet in the cache: %v", err)
+	}
+	if now, ok := rtGet(t, efGVK, ns, "api-filter"); !ok || now.GetUID() != first.GetUID() {
+		t.Fatalf("the set's own filter was not kept (present %v)", ok)
+	}
+}
+
+// A guard its check finds, but gone before the creation (its finalizer stripped, deleted by hand):
+// the filter created is new, so a policy relying on the old one that the cache does not hold yet
+// goes too, as when the check finds it gone.
+func TestSyncGuardGoneBetweenCheckAndCreation(t *testing.T) {
+	ctx := context.Background()
+	ns := "guard-gone-between"
+	c := cacheClient(t, ns)
+	set := gdSet(ns, "access/"+ns+"/api", time.Now())
+	old := set.Objects[0].DeepCopy()
+	old.SetFinalizers(nil)
+	if err := env.Client.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	relier := set.Objects[1].DeepCopy() // the set's policy, relying on the old filter, not in the cache
+	relier.SetAnnotations(map[string]string{gdRelies: "api-filter"})
+	if err := env.Client.Create(ctx, relier); err != nil {
+		t.Fatal(err)
+	}
+	checked := false
+	reader := interceptor.NewClient(c, interceptor.Funcs{
+		Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+			err := cl.Get(ctx, key, o, opts...)
+			if !checked && key.Name == "api-filter" { // the check sees it; it is deleted right after
+				checked = true
+				if derr := env.Client.Delete(ctx, old); derr != nil {
+					t.Error(derr)
+				}
+			}
+			return err
+		},
+	})
+	s := &Syncer{Client: rtLagging(c, interceptor.Funcs{}), Reader: reader, FieldManager: "smi2istio", Writes: NewOwnWrites(OwnWritesSize)}
+	if _, err := s.Sync(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	if !checked {
+		t.Fatal("the check did not run")
+	}
+	if f, ok := rtGet(t, efGVK, ns, "api-filter"); !ok || f.GetUID() == old.GetUID() {
+		t.Fatalf("no new filter created (present %v)", ok)
+	}
+	gdNoPolicy(t, ns, "after the filter was created anew")
 }

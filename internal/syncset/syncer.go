@@ -140,6 +140,7 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 }
 
 func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool) (Result, error) {
+	began := time.Now() // set.Now is when the sync began; a guard's Settle counts from its creation
 	live, err := s.live(ctx, set)
 	if err != nil {
 		return Result{}, err
@@ -167,13 +168,12 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 			continue
 		}
 		creating := plan.Creating[RefOf(want.GetKind(), want)]
+		reliersGo := false // a guard this sync creates whose reliers were not dropped before it
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 && set.ReliesOn != "" {
 			// A guard about to be created (the cache may still show one deleted meanwhile): what
-			// relies on its name goes first, so nothing is in force before it is.
+			// relies on its name goes first, so nothing is in force before it is. One that exists
+			// is left to the creation below: it is refused unless it is the set's own latest write.
 			gone, err := s.absent(ctx, want)
-			if err == nil && creating && !gone {
-				err = fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
-			}
 			if err != nil {
 				if set.OnBlocked == Remove {
 					err = errors.Join(err, s.removeAll(ctx, set, &res))
@@ -185,6 +185,7 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 					return res, err
 				}
 			}
+			reliersGo = !gone
 		}
 		got := want.DeepCopy()
 		if uid, ok := plan.Updating[RefOf(want.GetKind(), want)]; ok {
@@ -209,6 +210,11 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 		if err == nil {
 			err = s.exact(ctx, set, want, got, creating && got.GetGeneration() != 1)
 		}
+		if err == nil && creating && reliersGo {
+			// Found by the check, gone before the creation: the one created now is new, and what
+			// relied on the old one (the cache may not hold it yet) goes, as for one found gone.
+			err = s.dropReliers(ctx, set, map[string]bool{want.GetName(): true}, &res)
+		}
 		if err != nil {
 			err = fmt.Errorf("apply %s %s/%s: %w", want.GetKind(), want.GetNamespace(), want.GetName(), err)
 			if set.OnBlocked == Remove {
@@ -221,7 +227,7 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 		applied[got.GetUID()] = true
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 {
 			if _, known := set.GuardSince[got.GetUID()]; !known {
-				s.created(got.GetUID(), set.Now)
+				s.created(got.GetUID(), set.Now.Add(time.Since(began)))
 				if plan.Wait == 0 {
 					fresh[got.GetName()] = true // the plan took an older one (cache lag) for it
 				}
