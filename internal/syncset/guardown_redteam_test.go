@@ -32,6 +32,19 @@ func gdSet(ns, writer string, now time.Time) *Set {
 	return st
 }
 
+// gdFirst syncs gdSet at t0 with s and returns the filter it created, which s's Writes recorded.
+func gdFirst(t *testing.T, s *Syncer, ns, writer string, t0 time.Time) *unstructured.Unstructured {
+	t.Helper()
+	if _, err := s.Sync(context.Background(), gdSet(ns, writer, t0)); err != nil {
+		t.Fatal(err)
+	}
+	ours, ok := rtGet(t, efGVK, ns, "api-filter")
+	if !ok || !s.Writes.wrote(writer, ours.GetUID(), ours.GetResourceVersion()) {
+		t.Fatal("the first sync did not create and record the filter")
+	}
+	return ours
+}
+
 func gdNoPolicy(t *testing.T, ns, when string) {
 	t.Helper()
 	if _, ok := rtGet(t, apGVK, ns, "a-api"); ok {
@@ -50,13 +63,7 @@ func TestRedTeamGuardOwnWriteTerminating(t *testing.T) {
 	writes := NewOwnWrites(OwnWritesSize)
 	s := &Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}
 	t0 := time.Now()
-	if _, err := s.Sync(ctx, gdSet(ns, writer, t0)); err != nil {
-		t.Fatal(err)
-	}
-	ours, ok := rtGet(t, efGVK, ns, "api-filter")
-	if !ok || !writes.wrote(writer, ours.GetUID(), ours.GetResourceVersion()) {
-		t.Fatal("the first sync did not create and record the filter")
-	}
+	ours := gdFirst(t, s, ns, writer, t0)
 	if err := env.Client.Delete(ctx, ours); err != nil {
 		t.Fatal(err)
 	}
@@ -92,10 +99,7 @@ func TestRedTeamGuardOwnWriteRecreatedIdentical(t *testing.T) {
 	writes := NewOwnWrites(OwnWritesSize)
 	s := &Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}
 	t0 := time.Now()
-	if _, err := s.Sync(ctx, gdSet(ns, writer, t0)); err != nil {
-		t.Fatal(err)
-	}
-	ours, _ := rtGet(t, efGVK, ns, "api-filter")
+	ours := gdFirst(t, s, ns, writer, t0)
 	ours.SetFinalizers(nil)
 	if err := env.Client.Update(ctx, ours); err != nil {
 		t.Fatal(err)
@@ -156,10 +160,7 @@ func TestRedTeamGuardOwnWriteSettle(t *testing.T) {
 	writes := NewOwnWrites(OwnWritesSize)
 	s := &Syncer{Client: rtLagging(c, interceptor.Funcs{}), Reader: c, FieldManager: "smi2istio", Writes: writes}
 	t0 := time.Now()
-	if _, err := s.Sync(ctx, gdSet(ns, writer, t0)); err != nil {
-		t.Fatal(err)
-	}
-	first, _ := rtGet(t, efGVK, ns, "api-filter")
+	first := gdFirst(t, s, ns, writer, t0)
 	res, err := s.Sync(ctx, gdSet(ns, writer, t0.Add(time.Second)))
 	if err != nil {
 		t.Fatalf("own write, cache behind: %v", err)

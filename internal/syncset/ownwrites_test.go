@@ -91,14 +91,7 @@ func TestSyncRecordsExactWrites(t *testing.T) {
 		set.Namespace, set.Writer = ns, "access/ownwrites/api"
 		return set
 	}
-	get := func() *unstructured.Unstructured {
-		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(apGVK)
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api"}, u); err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
+	get := func() *unstructured.Unstructured { return mustGet(t, apGVK, ns, "api") }
 	spec := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`
 	if _, err := s.Sync(ctx, want(spec)); err != nil {
 		t.Fatal(err)
@@ -152,12 +145,7 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 	ns := "ownwrites-lag"
 	c := cacheClient(t, ns)
 	// lagging reads nothing from the cache: every object is still to be created as far as it knows.
-	lagging := interceptor.NewClient(c, interceptor.Funcs{
-		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
-		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, o client.Object, _ ...client.GetOption) error {
-			return apierrors.NewNotFound(schema.GroupResource{Resource: "authorizationpolicies"}, key.Name)
-		},
-	})
+	lagging := rtLagging(c, interceptor.Funcs{})
 	writes := NewOwnWrites(OwnWritesSize)
 	spec := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`
 	set := func(echo, spec string) *Set {
@@ -167,14 +155,7 @@ func TestSyncUpdatesItsOwnWriteTheCacheHasNotSeen(t *testing.T) {
 		s.Namespace, s.Writer = ns, echo
 		return s
 	}
-	get := func() *unstructured.Unstructured {
-		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(apGVK)
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "api"}, u); err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
+	get := func() *unstructured.Unstructured { return mustGet(t, apGVK, ns, "api") }
 	if _, err := (&Syncer{Client: c, FieldManager: "smi2istio", Writes: writes}).Sync(ctx, set("access/ownwrites-lag/api", spec)); err != nil {
 		t.Fatal(err)
 	}
@@ -254,12 +235,7 @@ func TestSyncCreatesOnly(t *testing.T) {
 			return c.Get(ctx, key, o, opts...)
 		},
 	})
-	lagging := interceptor.NewClient(c, interceptor.Funcs{ // its cache reads hold nothing
-		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
-		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
-			return apierrors.NewNotFound(schema.GroupResource{Resource: "authorizationpolicies"}, key.Name)
-		},
-	})
+	lagging := rtLagging(c, interceptor.Funcs{}) // its cache reads hold nothing
 	s := &Syncer{Client: lagging, Reader: reader, FieldManager: "smi2istio", Writes: NewOwnWrites(OwnWritesSize)}
 	spec := `{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["cluster.local/ns/shop/sa/web"]}}]}]}`
 	set := func(name string) *Set {
@@ -269,14 +245,7 @@ func TestSyncCreatesOnly(t *testing.T) {
 		st.Namespace, st.Writer = ns, "access/"+ns+"/"+name
 		return st
 	}
-	get := func(name string) *unstructured.Unstructured {
-		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(apGVK)
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, u); err != nil {
-			t.Fatal(err)
-		}
-		return u
-	}
+	get := func(name string) *unstructured.Unstructured { return mustGet(t, apGVK, ns, name) }
 
 	res, err := s.Sync(ctx, set("fresh"))
 	if err != nil || len(res.Applied) != 1 {
@@ -327,8 +296,7 @@ func TestSyncNeverDeletesWhatACreationDidNotCreate(t *testing.T) {
 	ns := "create-not-fresh"
 	c := cacheClient(t, ns)
 	deletes := 0
-	odd := interceptor.NewClient(c, interceptor.Funcs{
-		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
+	odd := rtLagging(c, interceptor.Funcs{
 		Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
 			if err := c.Patch(ctx, o, p, opts...); err != nil {
 				return err
@@ -380,12 +348,7 @@ func TestSyncGuardOwnWriteTheCacheHasNotSeen(t *testing.T) {
 	if !ok {
 		t.Fatal("the first sync did not create the filter")
 	}
-	lagging := interceptor.NewClient(c, interceptor.Funcs{
-		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return nil },
-		Get: func(_ context.Context, _ client.WithWatch, key client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
-			return apierrors.NewNotFound(schema.GroupResource{Resource: "envoyfilters"}, key.Name)
-		},
-	})
+	lagging := rtLagging(c, interceptor.Funcs{})
 	if _, err := (&Syncer{Client: lagging, Reader: c, FieldManager: "smi2istio", Writes: writes}).Sync(ctx, set()); err != nil {
 		t.Fatalf("the set's own filter, not yet in the cache: %v", err)
 	}
@@ -436,4 +399,14 @@ func TestSyncGuardGoneBetweenCheckAndCreation(t *testing.T) {
 		t.Fatalf("no new filter created (present %v)", ok)
 	}
 	gdNoPolicy(t, ns, "after the filter was created anew")
+}
+
+// mustGet reads an object from the test apiserver; it must exist.
+func mustGet(t *testing.T, gvk schema.GroupVersionKind, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	u, ok := rtGet(t, gvk, ns, name)
+	if !ok {
+		t.Fatalf("%s %s/%s: not found", gvk.Kind, ns, name)
+	}
+	return u
 }

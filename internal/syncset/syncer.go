@@ -457,7 +457,7 @@ func (s *Syncer) applyOwn(ctx context.Context, set *Set, want *unstructured.Unst
 	if m == nil {
 		return nil, conflict // gone again since: a transient error, the sync is retried
 	}
-	if !s.ownWrite(set, m) {
+	if !s.Writes.wrote(set.Writer, m.GetUID(), m.GetResourceVersion()) { // nobody wrote it since
 		return nil, fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
 	}
 	got := want.DeepCopy()
@@ -484,13 +484,6 @@ func (s *Syncer) uncached(ctx context.Context, want *unstructured.Unstructured) 
 		return nil, err
 	}
 	return m, nil
-}
-
-// ownWrite reports whether live (read from the apiserver) stands exactly as one of set's applies
-// stored it: same UID and resourceVersion as recorded in Writes under set.Writer, so nobody has written
-// it since. Labels or owner references prove nothing (anyone can write them); that record does.
-func (s *Syncer) ownWrite(set *Set, live *metav1.PartialObjectMetadata) bool {
-	return s.Writes.wrote(set.Writer, live.GetUID(), live.GetResourceVersion())
 }
 
 // reader is Reader, or Client when none is set.
