@@ -61,9 +61,7 @@ func (b *bench) baselineAgain(ctx context.Context, op *operator, w *watcher) {
 	w.stop()
 	smi, istio := b.objects()
 	all := append(append([]schema.GroupVersionKind{}, istioKinds...), smiKinds...)
-	stop := serveConversion(ctx, b.webhook, b.certDir)
-	check(deleteAll(ctx, b.c, b.s, all))
-	stop()
+	b.clear(ctx)
 	b.res.BaselineStatusAfter, b.res.CPUBaselineStatusAfter = b.statusBaseline(ctx, "baseline (c) again", "baseline-c-again", smi, istio, all, false)
 	logf("%s: convergence against (c), wall / CPU, the mean of before and after (before; after): %s", b.s.Name, ratiosToC(b.res))
 }
@@ -98,7 +96,7 @@ func meanOrFirst[T time.Duration | float64](first, second T) T {
 // (one field manager, forced, strict field validation) instead of created: baseline (c) as an
 // operator built on server-side apply must write it ("(c) applied"). It returns the phase's wall
 // time and the CPU seconds of every process. name is the phase's in the log, and prefix its
-// profiles' (<prefix>-apiserver-cpu-NN.pb.gz).
+// profiles' (<prefix>-apiserver-cpu-NN.pb.gz; none without one).
 func (b *bench) statusBaseline(ctx context.Context, name, prefix string, smi, istio []*unstructured.Unstructured, kinds []schema.GroupVersionKind, apply bool) (time.Duration, float64) {
 	profile := prefix + "-apiserver-cpu"
 	stop := serveConversion(ctx, b.webhook, b.certDir)
@@ -109,7 +107,7 @@ func (b *bench) statusBaseline(ctx context.Context, name, prefix string, smi, is
 	t0 := now
 	cpu0, checks0 := cpuTimes(), consistencyChecks(ctx, b.rc)
 	stopProfile, profiled := func() {}, (<-chan struct{})(nil)
-	if b.cfg.pprofDir != "" {
+	if b.cfg.pprofDir != "" && prefix != "" {
 		// The apiserver's CPU in (c), to set against convergence's: 5 s windows (the last one runs
 		// past the end by at most that).
 		pctx, cancel := context.WithCancel(ctx)

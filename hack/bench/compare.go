@@ -19,6 +19,13 @@ import (
 // thirteenth round of docs/benchmarks.md: (c) moved 19-23 % inside a run), so two builds measured
 // in separate runs, or even one after the other, compare the hours as much as the code. Here each
 // convergence of one build has one of the other's beside it, minutes apart, on the same objects.
+//
+// -compare c takes baseline (c) for the other build: (c) and this build's convergence in turns, so
+// that issue 17's ratio is taken between phases minutes apart, pair by pair, rather than between a
+// convergence and two (c)s half an hour before and after it.
+
+// baselineTurns is the -compare value that runs baseline (c) in turns with this build.
+const baselineTurns = "c"
 
 // buildRevision builds the operator at a git revision of the repository at root (a detached
 // worktree under dir, removed again) and returns the binary.
@@ -59,9 +66,18 @@ func (t turn) String() string {
 func (b *bench) compare(ctx context.Context, other, rev string, rounds int) []turn {
 	var turns []turn
 	for i := range rounds {
-		turns = append(turns, b.turn(ctx, other, rev, i), b.turn(ctx, b.cfg.bin, "this", i))
+		if rev == baselineTurns {
+			turns = append(turns, b.baselineTurn(ctx, i))
+		} else {
+			turns = append(turns, b.turn(ctx, other, rev, i))
+		}
+		turns = append(turns, b.turn(ctx, b.cfg.bin, "this", i))
 	}
-	logf("%s: -compare %s, wall and CPU of this build over the other's, turn by adjacent turn: %s", b.s.Name, rev, compareRatios(turns))
+	against := "the other build's"
+	if rev == baselineTurns {
+		against = "baseline (c)'s"
+	}
+	logf("%s: -compare %s, wall and CPU of this build over %s, turn by adjacent turn: %s", b.s.Name, rev, against, compareRatios(turns))
 	return turns
 }
 
@@ -86,12 +102,29 @@ func compareRatios(turns []turn) string {
 	return fmt.Sprintf("%s; mean %.3f× / %.3f×", strings.Join(parts, ", "), sumWall/n, sumCPU/n)
 }
 
-func (b *bench) turn(ctx context.Context, bin, build string, round int) turn {
-	smi, _ := b.objects()
+// baselineTurn is one baseline (c) in a -compare c run, from no SMI or Istio objects in the
+// benchmark's namespaces (the previous turn's deleted, with no operator running), as baselineAgain
+// measures it (no profiles).
+func (b *bench) baselineTurn(ctx context.Context, round int) turn {
+	smi, istio := b.objects()
+	b.clear(ctx)
+	all := append(append([]schema.GroupVersionKind{}, istioKinds...), smiKinds...)
+	wall, cpu := b.statusBaseline(ctx, fmt.Sprintf("-compare turn %d, baseline (c)", round), "", smi, istio, all, false)
+	return turn{build: "baseline (c)", wall: wall, cpu: cpu}
+}
+
+// clear deletes the SMI and Istio objects of the benchmark's namespaces, with the conversion
+// webhook served (the deletions convert as they would).
+func (b *bench) clear(ctx context.Context) {
 	all := append(append([]schema.GroupVersionKind{}, istioKinds...), smiKinds...)
 	stop := serveConversion(ctx, b.webhook, b.certDir)
 	check(deleteAll(ctx, b.c, b.s, all))
 	stop()
+}
+
+func (b *bench) turn(ctx context.Context, bin, build string, round int) turn {
+	smi, _ := b.objects()
+	b.clear(ctx)
 	name := "this"
 	if build != "this" {
 		name = "other"

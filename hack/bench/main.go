@@ -42,7 +42,7 @@ func main() {
 	operatorArgs := flag.String("operator-args", "", "extra flags for the operator, space-separated (e.g. --max-concurrent-reconciles=8), to compare settings run after run")
 	control := flag.Bool("control", false, "measure baseline (c) a second time right after the first, before the operator runs, and log how much the two differ: a control for (c) measured again after the operator (how much of their difference is the hour, and how much what the run left behind)")
 	consistency := flag.Bool("consistency-checks", false, "run kube-apiserver with its watch-cache consistency checker (DetectCacheInconsistency, on by default since Kubernetes 1.34): every 5 to 7.5 minutes, per resource and served version, it lists every object from its cache and from etcd (the pods, and every SMI object of a non-stored version through the conversion webhook). Every cache starts when the CRDs are installed, so the checks come in waves, and whether a wave lands in a phase decides minutes of it at L (ninth round: the same baseline (c) took 180 s with 19 checks and 290 s with 75, on a machine whose speed also varied); off by default so that phases compare like with like. The harness logs the checks of each phase")
-	compareRev := flag.String("compare", "", "a git revision: after the last phase, its operator (built from a worktree) and this one converge in turns from no SMI or Istio objects, -compare-rounds times each, the other first; the harness logs each turn and this build's wall time and CPU over the other's for each adjacent pair (the machine's drift within a run is larger than a round's cuts)")
+	compareRev := flag.String("compare", "", "a git revision: after the last phase, its operator (built from a worktree) and this one converge in turns from no SMI or Istio objects, -compare-rounds times each, the other first; the harness logs each turn and this build's wall time and CPU over the other's for each adjacent pair (the machine's drift within a run is larger than a round's cuts). \"c\" runs baseline (c) in turns with this build instead: the convergence's ratio to (c), pair by pair")
 	compareRounds := flag.Int("compare-rounds", 2, "turns of each build with -compare")
 	workdir := flag.String("workdir", "", "keep the control planes' and the operator's files (logs) here instead of a temporary directory")
 	flag.Parse()
@@ -60,7 +60,7 @@ func main() {
 		fail(err)
 	}
 	var compareBin string
-	if *compareRev != "" {
+	if *compareRev != "" && *compareRev != baselineTurns {
 		if compareBin, err = buildRevision(root, dir, *compareRev); err != nil {
 			fail(err)
 		}

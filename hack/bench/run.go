@@ -137,7 +137,7 @@ func run(ctx context.Context, cfg config) result {
 	b.changeWeights(ctx, op, w, mem)
 	b.restart(op)
 	b.baselineAgain(ctx, op, w)
-	if cfg.compareBin != "" {
+	if cfg.compareRev != "" {
 		b.compare(ctx, cfg.compareBin, cfg.compareRev, cfg.compareRounds)
 	}
 	return b.res
