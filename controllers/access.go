@@ -358,7 +358,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	scope := accessScopeOf(state, req.Namespace, r.Workloads.Sidecars(req.Namespace))
 	if scope.enforcing() {
-		if scope.baselineMissing, err = r.baselineMissing(ctx, req.Namespace); err != nil {
+		if scope.baselineMissing, scope.baselineWidened, err = r.baselineState(ctx, req.Namespace); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
@@ -441,22 +441,30 @@ func afterSync(synced syncset.Result, syncErr error) (reconcile.Result, error) {
 	return reconcile.Result{}, nil
 }
 
-// baselineMissing reports whether the namespace lacks its deny-by-default baseline (ours, not being
-// deleted).
-func (r *AccessReconciler) baselineMissing(ctx context.Context, ns string) (bool, error) {
+// baselineState reports whether the namespace lacks its deny-by-default baseline (ours, not being
+// deleted, enforced by Istio), and whether the one it has holds another spec than smi2istio's
+// (widened by someone else, and kept so by an admission step: syncset.ErrForeignFieldsKept).
+func (r *AccessReconciler) baselineState(ctx context.Context, ns string) (missing, widened bool, err error) {
 	ap := cache.New(AuthorizationPolicyGVK)
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: BaselineName}, ap, client.UnsafeDisableDeepCopy)
+	err = r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: BaselineName}, ap, client.UnsafeDisableDeepCopy)
 	if apierrors.IsNotFound(err) {
-		return true, nil
+		return true, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("get the baseline of %s: %w", ns, err)
+		return false, false, fmt.Errorf("get the baseline of %s: %w", ns, err)
 	}
 	set, err := baselineSet(ns, false, nil)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
-	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !enforcedByIstio(ap), nil
+	if !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !enforcedByIstio(ap) {
+		return true, false, nil
+	}
+	spec, err := baselineSpec()
+	if err != nil {
+		return false, false, err
+	}
+	return false, ap.SpecHash() != spec, nil
 }
 
 // enforcedByIstio reports whether istiod enforces a policy as far as its metadata says: not a dry
@@ -509,6 +517,10 @@ type accessScope struct {
 	// baselineMissing: the namespace's deny-by-default baseline is not (ours and) in place, so a
 	// destination with no ALLOW policy is open to every source.
 	baselineMissing bool
+	// baselineWidened: it is ours, with another spec than ours (kept so by an admission step): an
+	// ALLOW policy for every workload of the namespace, what it allows passes whatever the
+	// TrafficTargets' policies say.
+	baselineWidened bool
 	// dataplane describes the data plane enforcing the destination's outputs, for Accepted.
 	dataplane string
 	// leftWithSidecars counts the pods that still run Istio's sidecar in a namespace that is not
@@ -731,6 +743,14 @@ func (s *workloadSource) WaitForSync(ctx context.Context) error { return s.index
 // targetConditions is what a reconcile of its destination decided about one TrafficTarget.
 func targetConditions(tr translate.TargetResult, res *translate.AccessResult, scope accessScope, synced syncset.Result) conditionSet {
 	st := targetReadiness(tr, res, scope, synced)
+	if scope.enforcing() && scope.baselineWidened {
+		// Whatever this TrafficTarget allows, the widened baseline may allow more.
+		st.ready.Status = metav1.ConditionFalse
+		st.ready.Message = fmt.Sprintf("the namespace's deny-by-default AuthorizationPolicy %s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log): what it allows is allowed to every workload of the namespace, whatever the TrafficTargets say; %s: %s",
+			BaselineName, st.ready.Reason, st.ready.Message)
+		st.ready.Reason = ReasonBaselineWidened
+		return st
+	}
 	if scope.enforcing() && scope.baselineMissing && st.ready.Status == metav1.ConditionFalse {
 		// "Nothing is allowed" is only true with the namespace's deny-by-default baseline in place.
 		st.ready.Message = fmt.Sprintf("the namespace's deny-by-default AuthorizationPolicy %s is missing or not smi2istio's (see the SMI2IstioConfig and the namespace's mesh membership): until it is in place, a destination with no policy allowing anything is open to every source; %s: %s",

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -524,8 +525,9 @@ spec:
 }
 
 // Server-side apply merges: a field another manager owns survives every apply of ours. A rule added
-// by hand to a namespace's baseline (allow-all) is not kept: the baseline is deleted and written
-// again as smi2istio wants it.
+// by hand to a namespace's baseline (allow-all) is not kept: the baseline's spec is written back in
+// place as smi2istio wants it — the same object, never deleted (the namespace would be open until it
+// was back).
 func TestForeignFieldsAreNotKept(t *testing.T) {
 	ns := freshNamespace(t)
 	meshNamespace(t, ns)
@@ -537,17 +539,135 @@ func TestForeignFieldsAreNotKept(t *testing.T) {
 	if err := env.Client.Patch(context.Background(), before.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"rules":[{}]}}`)), client.FieldOwner("kubectl-edit")); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the baseline written again without the added rule", func() error {
+	eventually(t, "the baseline written back without the added rule", func() error {
 		b, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
 		if err != nil {
 			return err
 		}
-		if b.GetUID() == before.GetUID() {
-			return fmt.Errorf("still the edited object")
+		if b.GetUID() != before.GetUID() {
+			t.Fatalf("the baseline was deleted and created again (uid %s → %s)", before.GetUID(), b.GetUID())
 		}
 		if spec, _, _ := unstructured.NestedMap(b.Object, "spec"); len(spec) > 0 {
 			return fmt.Errorf("spec %v", spec)
 		}
 		return nil
 	})
+}
+
+// An admission step that widens the baseline on every write (an allow-all rule, on create and on
+// update): the operator does not delete it to write it again (the namespace would be as open while
+// it is gone, and round and round), it keeps it, and a TrafficTarget says the baseline is widened
+// (whatever the TrafficTarget allows, the baseline may allow more). Once the admission step is gone,
+// the same baseline is written back and the TrafficTarget says nothing is allowed.
+func TestBaselineWidenedByAdmissionIsReported(t *testing.T) {
+	ctx := context.Background()
+	ns := fmt.Sprintf("ts%d", nsCounter.Add(1)) // in the mesh only once the admission step is in effect
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	unbind := widenBaselines(t, ns)
+	applyYAML(t, ns, `
+apiVersion: access.smi-spec.io/v1alpha3
+kind: TrafficTarget
+metadata: {name: a}
+spec:
+  destination: {kind: ServiceAccount, name: api}
+  sources: [{kind: ServiceAccount, name: web}]
+  rules: [{kind: HTTPRouteGroup, name: missing}]
+`)
+	meshNamespace(t, ns)
+	waitTTReady(t, ns, "a", "False", controllers.ReasonBaselineWidened)
+	widened, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+	if err != nil {
+		t.Fatalf("the widened baseline was not kept: %v", err)
+	}
+	if rules, _, _ := unstructured.NestedSlice(widened.Object, "spec", "rules"); len(rules) != 1 {
+		t.Fatalf("the baseline is not the widened one: spec %v", widened.Object["spec"])
+	}
+	unbind()
+	touchNamespace(t, ns) // its reconcile is in its error backoff
+	eventually(t, "the baseline written back in place", func() error {
+		b, err := get(objOf(controllers.AuthorizationPolicyGVK), ns, controllers.BaselineName)
+		if err != nil {
+			return err
+		}
+		if b.GetUID() != widened.GetUID() {
+			t.Fatalf("the baseline was deleted and created again (uid %s → %s)", widened.GetUID(), b.GetUID())
+		}
+		if spec, _, _ := unstructured.NestedMap(b.Object, "spec"); len(spec) > 0 {
+			return fmt.Errorf("spec %v", spec)
+		}
+		return nil
+	})
+	waitTTReady(t, ns, "a", "False", controllers.ReasonNothingToDo)
+}
+
+// widenBaselines installs a MutatingAdmissionPolicy (a mutating webhook's effect, without a webhook
+// server) that gives the baseline of ns (and a dry-run probe) an allow-all rule on every create and
+// update, waits until it is in effect, and returns what removes it and waits until it is not.
+func widenBaselines(t *testing.T, ns string) (unbind func()) {
+	t.Helper()
+	ctx := context.Background()
+	policy := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
+		"metadata": map[string]any{"name": ns},
+		"spec": map[string]any{
+			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
+				"apiGroups": []any{"security.istio.io"}, "apiVersions": []any{"*"},
+				"operations": []any{"CREATE", "UPDATE"}, "resources": []any{"authorizationpolicies"},
+			}}},
+			"matchConditions": []any{map[string]any{"name": "baseline", "expression": `object.metadata.name in ["` + controllers.BaselineName + `", "probe"]`}},
+			"failurePolicy":   "Fail", "reinvocationPolicy": "Never",
+			"mutations": []any{map[string]any{"patchType": "JSONPatch", "jsonPatch": map[string]any{
+				"expression": `[JSONPatch{op: "add", path: "/spec", value: {"rules": [{}]}}]`,
+			}}},
+		},
+	}}
+	binding := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicyBinding",
+		"metadata": map[string]any{"name": ns},
+		"spec": map[string]any{"policyName": ns, "matchResources": map[string]any{
+			"namespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": ns}},
+		}},
+	}}
+	for _, o := range []*unstructured.Unstructured{policy, binding} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatalf("create %s: %v", o.GetKind(), err)
+		}
+	}
+	waitWidened := func(want bool) {
+		eventually(t, fmt.Sprintf("the admission step in effect=%v", want), func() error {
+			probe := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
+				"metadata": map[string]any{"name": "probe", "namespace": ns},
+				"spec":     map[string]any{},
+			}}
+			if err := env.Client.Create(ctx, probe, client.DryRunAll); err != nil {
+				return err
+			}
+			if rules, _, _ := unstructured.NestedSlice(probe.Object, "spec", "rules"); (len(rules) > 0) != want {
+				return fmt.Errorf("a baseline created now has rules %v", rules)
+			}
+			return nil
+		})
+	}
+	waitWidened(true)
+	return func() {
+		t.Helper()
+		for _, o := range []*unstructured.Unstructured{binding, policy} {
+			if err := env.Client.Delete(ctx, o); err != nil {
+				t.Fatalf("delete %s: %v", o.GetKind(), err)
+			}
+		}
+		waitWidened(false)
+	}
+}
+
+// touchNamespace annotates namespace ns: an event for whatever reconciles namespaces.
+func touchNamespace(t *testing.T, ns string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{"smi2istio.test/touched":%q}}}`, time.Now().Format(time.RFC3339Nano))
+	if err := env.Client.Patch(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
 }

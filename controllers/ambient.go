@@ -131,6 +131,13 @@ func (r *AccessReconciler) waypoint(ctx context.Context, key string, rootNamespa
 	if !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !enforcedByIstio(ap) {
 		return nil, fmt.Sprintf("its deny-by-default AuthorizationPolicy %s%s is not smi2istio's, is being deleted or is not enforced", translate.WaypointBaselinePrefix, name), nil
 	}
+	want, err := waypointBaselineSpec(ns, name)
+	if err != nil {
+		return nil, "", err
+	}
+	if ap.SpecHash() != want {
+		return nil, fmt.Sprintf("its deny-by-default AuthorizationPolicy %s%s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log)", translate.WaypointBaselinePrefix, name), nil
+	}
 	// An ALLOW policy of someone else's attached to the waypoint (its Gateway, or the istio-waypoint
 	// GatewayClass from a root namespace) is ORed into every chain of it, the direct-to-pod one
 	// included: what it allows would pass the waypoint, which ztunnel admits.

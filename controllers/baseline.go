@@ -2,9 +2,11 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	securityv1beta1 "istio.io/client-go/pkg/apis/security/v1beta1"
 	corev1 "k8s.io/api/core/v1"
@@ -101,24 +103,15 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		return reconcile.Result{}, err
 	}
 	synced, err := r.syncer.Sync(ctx, set)
-	if err != nil {
-		return reconcile.Result{}, err
-	}
 	if r.waypoints {
-		waypoints, err := r.waypointsOf(ctx, ns.Name)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		wset, err := waypointBaselineSet(ns.Name, waypoints, want, state.Config)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
-		wsynced, err := r.syncer.Sync(ctx, wset)
-		if err != nil {
-			return reconcile.Result{}, err
-		}
+		// A set of its own, synced whatever became of the namespace's (one kept widened, say).
+		wsynced, werr := r.syncWaypoints(ctx, ns.Name, want, state.Config)
+		err = errors.Join(err, werr)
 		synced.Applied, synced.Pruned = append(synced.Applied, wsynced.Applied...), append(synced.Pruned, wsynced.Pruned...)
 		synced.Problems = append(synced.Problems, wsynced.Problems...)
+	}
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	log := ctrl.LoggerFrom(ctx)
 	if p, blocked := synced.Problem(syncset.ReasonConflict); blocked {
@@ -128,6 +121,19 @@ func (r *BaselineReconciler) Reconcile(ctx context.Context, req reconcile.Reques
 		log.Info("synced the deny-by-default baseline", "namespace", ns.Name, "applied", refNames(synced.Applied), "pruned", refNames(synced.Pruned))
 	}
 	return reconcile.Result{}, nil
+}
+
+// syncWaypoints syncs the baselines of namespace ns's waypoints.
+func (r *BaselineReconciler) syncWaypoints(ctx context.Context, ns string, want bool, owner *metav1.OwnerReference) (syncset.Result, error) {
+	waypoints, err := r.waypointsOf(ctx, ns)
+	if err != nil {
+		return syncset.Result{}, err
+	}
+	set, err := waypointBaselineSet(ns, waypoints, want, owner)
+	if err != nil {
+		return syncset.Result{}, err
+	}
+	return r.syncer.Sync(ctx, set)
 }
 
 // WaypointClass is the GatewayClass of Istio's waypoint proxies.
@@ -150,6 +156,25 @@ func (r *BaselineReconciler) waypointsOf(ctx context.Context, ns string) ([]stri
 	return out, nil
 }
 
+// baselineSpec is the hash of the spec smi2istio writes for a namespace's baseline (allow nothing).
+var baselineSpec = sync.OnceValues(func() (string, error) {
+	set, err := baselineSet("baseline", true, &metav1.OwnerReference{})
+	if err != nil {
+		return "", err
+	}
+	return cache.SpecHash(set.Objects[0].Object["spec"])
+})
+
+// waypointBaselineSpec is the hash of the spec smi2istio writes for the baseline of waypoint
+// ns/name.
+func waypointBaselineSpec(ns, name string) (string, error) {
+	set, err := waypointBaselineSet(ns, []string{name}, true, &metav1.OwnerReference{})
+	if err != nil {
+		return "", err
+	}
+	return cache.SpecHash(set.Objects[0].Object["spec"])
+}
+
 // waypointBaselineSet is the allow-nothing policy of each waypoint of a namespace (attached to its
 // Gateway): a waypoint applies only policies attached to it or to the Service a request is for, and
 // allows everything on a chain without any ALLOW policy; the namespace baseline does not reach it.
@@ -162,6 +187,8 @@ func waypointBaselineSet(ns string, waypoints []string, want bool, owner *metav1
 		Labels:     labels,
 		OwnerKinds: []string{"SMI2IstioConfig"},
 		OnBlocked:  syncset.Keep,
+		// As the namespace's: deleting one opens its waypoint until it is back.
+		RepairInPlace: true,
 	}
 	if !want || owner == nil {
 		return set, nil
@@ -189,9 +216,12 @@ func baselineSet(ns string, want bool, owner *metav1.OwnerReference) (*syncset.S
 		Labels:     labels,
 		OwnerKinds: []string{"SMI2IstioConfig"},
 		OnBlocked:  syncset.Keep,
-		// No exact keys: deleting the baseline to write it again would open the namespace meanwhile
-		// (and a tool that keeps labelling it would keep it open). A baseline Istio would not enforce
-		// is reported instead (AccessReconciler.baselineMissing).
+		// Never deleted to be written again: that would open the namespace until it is back. A spec
+		// someone widened is written back in place; one an admission step widens again on that
+		// write, and one with metadata that keeps Istio from enforcing it (no exact keys: a tool
+		// that keeps labelling it would keep it open), is reported instead
+		// (AccessReconciler.baselineMissing).
+		RepairInPlace: true,
 	}
 	if !want {
 		return set, nil

@@ -313,6 +313,12 @@ func TestRedTeamCreateOnlyRace(t *testing.T) {
 // ns, and waits until it is in effect. Skips when the API is not served.
 func rtMutateOnCreate(t *testing.T, ns string) {
 	t.Helper()
+	rtMutateOn(t, ns, "CREATE")
+}
+
+// rtMutateOn is rtMutateOnCreate for the given operations (CREATE must be one of them).
+func rtMutateOn(t *testing.T, ns string, operations ...any) {
+	t.Helper()
 	ctx := context.Background()
 	policy := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingAdmissionPolicy",
@@ -320,7 +326,7 @@ func rtMutateOnCreate(t *testing.T, ns string) {
 		"spec": map[string]any{
 			"matchConstraints": map[string]any{"resourceRules": []any{map[string]any{
 				"apiGroups": []any{"security.istio.io"}, "apiVersions": []any{"*"},
-				"operations": []any{"CREATE"}, "resources": []any{"authorizationpolicies"},
+				"operations": operations, "resources": []any{"authorizationpolicies"},
 			}}},
 			"failurePolicy": "Fail", "reinvocationPolicy": "Never",
 			"mutations": []any{map[string]any{"patchType": "JSONPatch", "jsonPatch": map[string]any{

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -34,6 +36,10 @@ type Result struct {
 	// again to apply them or let a guard go (Set.Settle).
 	Withheld []Ref
 	Wait     time.Duration
+	// Kept are objects of a RepairInPlace set left holding another spec than the set's (an
+	// admission step put it back when it was written again): Sync returns ErrForeignFieldsKept
+	// after writing the rest of the set.
+	Kept []Ref
 }
 
 // Pending reports whether the sync has more to do after Wait.
@@ -136,6 +142,13 @@ func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
 		applied = nil
 	}
 	s.Writes.end(set.Writer, applied)
+	if err == nil && len(res.Kept) > 0 {
+		names := make([]string, len(res.Kept))
+		for i, k := range res.Kept {
+			names[i] = k.String()
+		}
+		err = fmt.Errorf("apply %s: %w", strings.Join(names, ", "), ErrForeignFieldsKept)
+	}
 	return res, err
 }
 
@@ -209,6 +222,14 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 		}
 		if err == nil {
 			err = s.exact(ctx, set, want, got, creating && got.GetGeneration() != 1)
+			if errors.Is(err, ErrForeignFieldsKept) {
+				// Kept as it is (deleting it would allow more); the rest of the set is written. It
+				// stands as this sync left it: the set's own to write again.
+				res.Kept = append(res.Kept, RefOf(want.GetKind(), want))
+				s.Writes.record(got.GetUID(), got.GetResourceVersion(), set.Writer)
+				applied[got.GetUID()] = true
+				continue
+			}
 		}
 		if err == nil && creating && reliersGo {
 			// Found by the check, gone before the creation: the one created now is new, and what
@@ -323,30 +344,69 @@ var ErrForeignFields = errors.New("it holds fields smi2istio did not write (anot
 // another manager owns stay. That is how an edit by hand to one of ours (an extra rule) would
 // survive every apply, or how a mutating webhook's additions would stay. Such an object is the
 // set's own (updated on condition of its UID, or just created: creations fail on an existing
-// object), so it is deleted, to be written again.
+// object), so it is deleted, to be written again — or, in a RepairInPlace set, its spec is written
+// back in place (repair).
 //
 // notFresh marks a creation whose answer is not a new object (generation 1): on etcd none can be
 // (no object has resourceVersion 1), but on a storage that numbers otherwise the apply may have
 // been an update of someone else's object, which is reported and never deleted.
 func (s *Syncer) exact(ctx context.Context, set *Set, want, got *unstructured.Unstructured, notFresh bool) error {
-	w, err := cache.SpecHash(want.Object["spec"])
-	if err != nil {
+	if same, err := sameSpec(want, got); err != nil || (same && set.ExactMeta(want, got)) {
 		return err
-	}
-	g, err := cache.SpecHash(got.Object["spec"])
-	if err != nil {
-		return err
-	}
-	if w == g && set.ExactMeta(want, got) {
-		return nil
 	}
 	if notFresh {
 		return fmt.Errorf("%w: %s %s/%s", ErrExists, want.GetKind(), want.GetNamespace(), want.GetName())
+	}
+	if set.RepairInPlace {
+		return s.repair(ctx, set, want, got)
 	}
 	if err := s.deleteObject(ctx, got); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("%w; deleting it failed: %w", ErrForeignFields, err)
 	}
 	return ErrForeignFields
+}
+
+// ErrForeignFieldsKept: an object of a RepairInPlace set still holds fields the set did not write
+// after its spec was written back (an admission step puts them back on every write).
+var ErrForeignFieldsKept = errors.New("it holds fields smi2istio did not write, put back by an admission step when its spec was written again: kept (deleting it would allow more), retried")
+
+// repair writes want's spec over got's in place: a JSON merge patch from the spec got holds to the
+// desired one (what another writer added set to null), on condition of got's resourceVersion, so a
+// write by anyone since fails it (Conflict: retried). The object is never absent meanwhile. got
+// becomes the patched object; ErrForeignFieldsKept if it still differs from want.
+func (s *Syncer) repair(ctx context.Context, set *Set, want, got *unstructured.Unstructured) error {
+	from, err := json.Marshal(map[string]any{"spec": got.Object["spec"]})
+	if err != nil {
+		return fmt.Errorf("encode the live spec: %w", err)
+	}
+	to, err := json.Marshal(map[string]any{
+		"metadata": map[string]any{"resourceVersion": got.GetResourceVersion()},
+		"spec":     want.Object["spec"],
+	})
+	if err != nil {
+		return fmt.Errorf("encode the desired spec: %w", err)
+	}
+	patch, err := jsonpatch.CreateMergePatch(from, to)
+	if err != nil {
+		return fmt.Errorf("merge patch: %w", err)
+	}
+	if err := s.Client.Patch(ctx, got, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(s.FieldManager)); err != nil {
+		return fmt.Errorf("write its spec again in place: %w", err)
+	}
+	if same, err := sameSpec(want, got); err != nil || (same && set.ExactMeta(want, got)) {
+		return err
+	}
+	return ErrForeignFieldsKept
+}
+
+// sameSpec reports whether got's spec is want's.
+func sameSpec(want, got *unstructured.Unstructured) (bool, error) {
+	w, err := cache.SpecHash(want.Object["spec"])
+	if err != nil {
+		return false, err
+	}
+	g, err := cache.SpecHash(got.Object["spec"])
+	return w == g, err
 }
 
 // makeInert patches a lingering object with its kind's Inert patch and marks it.

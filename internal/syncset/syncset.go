@@ -85,6 +85,14 @@ type Set struct {
 	// (istio.io/rev hides it from istiod, istio.io/dry-run disables a policy) and the ReliesOn
 	// annotation (always exact).
 	ExactLabels, ExactAnnotations []string
+	// RepairInPlace: an applied object holding fields the set did not write (server-side apply
+	// keeps another manager's) has its spec written back in place instead of being deleted and
+	// created again — for objects whose absence allows more than they do (a namespace's
+	// allow-nothing baseline: deleting it opens the namespace until it is back). One that an
+	// admission step changes again on that write is kept and reported (Result.Kept,
+	// ErrForeignFieldsKept), and the rest of the set is written all the same. For sets without
+	// Guard kinds.
+	RepairInPlace bool
 	// Writer names who writes the set (the reconciler and its request): each object applied exactly
 	// as desired is recorded under it in the Syncer's Writes. Empty: nothing is recorded.
 	Writer string
