@@ -442,8 +442,10 @@ func afterSync(synced syncset.Result, syncErr error) (reconcile.Result, error) {
 }
 
 // baselineState reports whether the namespace lacks its deny-by-default baseline (ours, not being
-// deleted, enforced by Istio), and whether the one it has holds another spec than smi2istio's
-// (widened by someone else, and kept so by an admission step: syncset.ErrForeignFieldsKept).
+// deleted, enforced by Istio), and whether the policy enforced under its name holds another spec
+// than smi2istio's, whoever's it is now: widened (by someone else's edit kept by an admission step,
+// syncset.ErrForeignFieldsKept, or relabelled; or another writer's policy holds the name). Any
+// other spec counts, one that would allow nothing included: wrong on the closed side only.
 func (r *AccessReconciler) baselineState(ctx context.Context, ns string) (missing, widened bool, err error) {
 	ap := cache.New(AuthorizationPolicyGVK)
 	err = r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: BaselineName}, ap, client.UnsafeDisableDeepCopy)
@@ -457,14 +459,14 @@ func (r *AccessReconciler) baselineState(ctx context.Context, ns string) (missin
 	if err != nil {
 		return false, false, err
 	}
-	if !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero() || !enforcedByIstio(ap) {
-		return true, false, nil
+	if !enforcedByIstio(ap) {
+		return true, false, nil // what it says is not in force
 	}
 	spec, err := baselineSpec()
 	if err != nil {
 		return false, false, err
 	}
-	return false, ap.SpecHash() != spec, nil
+	return !set.Owns(ap) || !ap.GetDeletionTimestamp().IsZero(), ap.SpecHash() != spec, nil
 }
 
 // enforcedByIstio reports whether istiod enforces a policy as far as its metadata says: not a dry
@@ -517,9 +519,9 @@ type accessScope struct {
 	// baselineMissing: the namespace's deny-by-default baseline is not (ours and) in place, so a
 	// destination with no ALLOW policy is open to every source.
 	baselineMissing bool
-	// baselineWidened: it is ours, with another spec than ours (kept so by an admission step): an
-	// ALLOW policy for every workload of the namespace, what it allows passes whatever the
-	// TrafficTargets' policies say.
+	// baselineWidened: the policy Istio enforces under its name holds another spec than ours (kept
+	// so by an admission step, or someone else's): an ALLOW policy that may apply to every workload
+	// of the namespace, what it allows passes whatever the TrafficTargets' policies say.
 	baselineWidened bool
 	// dataplane describes the data plane enforcing the destination's outputs, for Accepted.
 	dataplane string
@@ -744,9 +746,10 @@ func (s *workloadSource) WaitForSync(ctx context.Context) error { return s.index
 func targetConditions(tr translate.TargetResult, res *translate.AccessResult, scope accessScope, synced syncset.Result) conditionSet {
 	st := targetReadiness(tr, res, scope, synced)
 	if scope.enforcing() && scope.baselineWidened {
-		// Whatever this TrafficTarget allows, the widened baseline may allow more.
+		// Whatever this TrafficTarget allows, the widened baseline may allow more. The outcome
+		// stays the translation's, as with a missing baseline.
 		st.ready.Status = metav1.ConditionFalse
-		st.ready.Message = fmt.Sprintf("the namespace's deny-by-default AuthorizationPolicy %s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log): what it allows is allowed to every workload of the namespace, whatever the TrafficTargets say; %s: %s",
+		st.ready.Message = fmt.Sprintf("the namespace's deny-by-default AuthorizationPolicy %s does not hold the spec smi2istio writes (someone widened it and an admission step keeps it so, or it is not smi2istio's: see the operator's log): what it allows may be allowed to every workload of the namespace, whatever the TrafficTargets say; %s: %s",
 			BaselineName, st.ready.Reason, st.ready.Message)
 		st.ready.Reason = ReasonBaselineWidened
 		return st

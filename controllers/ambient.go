@@ -151,6 +151,10 @@ func (r *AccessReconciler) waypoint(ctx context.Context, key string, rootNamespa
 // is attached to waypoint ns/name or to the istio-waypoint GatewayClass (read uncached: the cache
 // keeps no targetRefs); "" when there is none.
 func (r *AccessReconciler) foreignWaypointPolicy(ctx context.Context, ns, name string, rootNamespaces []string) (string, error) {
+	baseline, err := waypointBaselineSpec(ns, name)
+	if err != nil {
+		return "", err
+	}
 	for _, where := range append([]string{ns}, rootNamespaces...) {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(AuthorizationPolicyGVK.GroupVersion().WithKind("AuthorizationPolicyList"))
@@ -163,7 +167,11 @@ func (r *AccessReconciler) foreignWaypointPolicy(ctx context.Context, ns, name s
 				continue // restricts, never allows
 			}
 			if ap.GetNamespace() == ns && ap.GetName() == translate.WaypointBaselinePrefix+name && ap.GetLabels()[translate.ManagedByLabel] == translate.ManagedByValue {
-				continue // ours
+				// Ours, if it holds what we write (the cache may not have seen a widening yet).
+				if spec, err := cache.SpecHash(ap.Object["spec"]); err == nil && spec == baseline {
+					continue
+				}
+				return fmt.Sprintf("its deny-by-default AuthorizationPolicy %s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log)", ap.GetName()), nil
 			}
 			refs, _, _ := unstructured.NestedSlice(ap.Object, "spec", "targetRefs")
 			if ref, ok, _ := unstructured.NestedMap(ap.Object, "spec", "targetRef"); ok {

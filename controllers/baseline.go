@@ -220,7 +220,7 @@ func baselineSet(ns string, want bool, owner *metav1.OwnerReference) (*syncset.S
 		// someone widened is written back in place; one an admission step widens again on that
 		// write, and one with metadata that keeps Istio from enforcing it (no exact keys: a tool
 		// that keeps labelling it would keep it open), is reported instead
-		// (AccessReconciler.baselineMissing).
+		// (AccessReconciler.baselineState).
 		RepairInPlace: true,
 	}
 	if !want {

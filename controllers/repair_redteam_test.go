@@ -8,6 +8,7 @@ package controllers_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -35,9 +36,10 @@ func rrPlainNamespace(t *testing.T) string {
 
 // rrWiden installs a MutatingAdmissionPolicy (a mutating webhook's effect) bound to ns that applies
 // the JSONPatch expression mutation to the AuthorizationPolicies of ns matching the CEL condition
-// match, on every create and update, and waits until a dry-run creation of probe (spec probeSpec,
-// JSON) comes back with rules. Removed at the end of the test.
-func rrWiden(t *testing.T, ns, match, mutation, probe, probeSpec string) {
+// match, on every create and update, and waits until a dry-run creation of "probe" (spec probeSpec,
+// JSON; match must take it in) comes back with rules. Removed at the end of the test, or by unbind,
+// which waits until a probe comes back without rules.
+func rrWiden(t *testing.T, ns, match, mutation, probeSpec string) (unbind func()) {
 	t.Helper()
 	ctx := context.Background()
 	name := "rr-" + ns
@@ -66,27 +68,34 @@ func rrWiden(t *testing.T, ns, match, mutation, probe, probeSpec string) {
 			t.Fatalf("create %s: %v", o.GetKind(), err)
 		}
 	}
-	t.Cleanup(func() {
-		_ = env.Client.Delete(context.Background(), binding)
-		_ = env.Client.Delete(context.Background(), policy)
-	})
-	fromYAMLSpec := func() map[string]any {
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON([]byte(`{"apiVersion":"security.istio.io/v1beta1","kind":"AuthorizationPolicy","metadata":{"name":"` + probe + `","namespace":"` + ns + `"},"spec":` + probeSpec + `}`)); err != nil {
+	remove := func() error {
+		return errors.Join(client.IgnoreNotFound(env.Client.Delete(context.Background(), binding)),
+			client.IgnoreNotFound(env.Client.Delete(context.Background(), policy)))
+	}
+	t.Cleanup(func() { _ = remove() })
+	inEffect := func(want bool) {
+		eventually(t, fmt.Sprintf("the admission step in effect=%v", want), func() error {
+			p := &unstructured.Unstructured{}
+			if err := p.UnmarshalJSON([]byte(`{"apiVersion":"security.istio.io/v1beta1","kind":"AuthorizationPolicy","metadata":{"name":"probe","namespace":"` + ns + `"},"spec":` + probeSpec + `}`)); err != nil {
+				t.Fatal(err)
+			}
+			if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+				return err
+			}
+			if rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules"); (len(rules) > 0) != want {
+				return fmt.Errorf("a policy created now has rules %v", rules)
+			}
+			return nil
+		})
+	}
+	inEffect(true)
+	return func() {
+		t.Helper()
+		if err := remove(); err != nil {
 			t.Fatal(err)
 		}
-		return u.Object
+		inEffect(false)
 	}
-	eventually(t, "the admission step in effect", func() error {
-		p := &unstructured.Unstructured{Object: fromYAMLSpec()}
-		if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
-			return err
-		}
-		if rules, _, _ := unstructured.NestedSlice(p.Object, "spec", "rules"); len(rules) == 0 {
-			return fmt.Errorf("a policy created now has no rules: %v", p.Object["spec"])
-		}
-		return nil
-	})
 }
 
 // rrWidened waits until policy ns/name exists with rules (as the admission step left it).
@@ -131,7 +140,7 @@ func rrNeverReady(t *testing.T, ns, name, why string) {
 func TestRepairRedTeamWidenedBaselineOpensEveryDestination(t *testing.T) {
 	ns := rrPlainNamespace(t)
 	rrWiden(t, ns, `object.metadata.name in ["`+controllers.BaselineName+`", "probe"]`,
-		`[JSONPatch{op: "add", path: "/spec", value: {"rules": [{}]}}]`, "probe", `{}`)
+		`[JSONPatch{op: "add", path: "/spec", value: {"rules": [{}]}}]`, `{}`)
 	applyYAML(t, ns, ambientApp)
 	meshNamespace(t, ns)
 	rrWidened(t, ns, controllers.BaselineName)
@@ -144,7 +153,7 @@ func TestRepairRedTeamWidenedBaselineOpensEveryDestination(t *testing.T) {
 func TestRepairRedTeamWidenedBaselineBlocksWaypointBaselines(t *testing.T) {
 	ns := rrPlainNamespace(t)
 	rrWiden(t, ns, `object.metadata.name in ["`+controllers.BaselineName+`", "probe"]`,
-		`[JSONPatch{op: "add", path: "/spec", value: {"rules": [{}]}}]`, "probe", `{}`)
+		`[JSONPatch{op: "add", path: "/spec", value: {"rules": [{}]}}]`, `{}`)
 	applyYAML(t, ns, redTeamWaypointGateway("istio-waypoint", "", ""))
 	relabel(t, ns, map[string]string{membership.DataplaneModeLabel: membership.DataplaneAmbient})
 	rrWidened(t, ns, controllers.BaselineName)
@@ -163,7 +172,7 @@ func TestRepairRedTeamWidenedWaypointBaselineIsNotReliedOn(t *testing.T) {
 	ns := rrPlainNamespace(t)
 	prefix := translate.WaypointBaselinePrefix
 	rrWiden(t, ns, `object.metadata.name.startsWith("`+prefix+`") || object.metadata.name == "probe"`,
-		`[JSONPatch{op: "add", path: "/spec/rules", value: [{}]}]`, "probe",
+		`[JSONPatch{op: "add", path: "/spec/rules", value: [{}]}]`,
 		`{"targetRefs":[{"group":"gateway.networking.k8s.io","kind":"Gateway","name":"waypoint"}]}`)
 	applyYAML(t, ns, redTeamWaypointGateway("istio-waypoint", "", ""))
 	applyYAML(t, ns, ambientApp)

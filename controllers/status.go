@@ -46,8 +46,9 @@ const (
 	// ReasonBaselineMissing: a TrafficTarget allows nothing, which only holds while its namespace's
 	// deny-by-default baseline is in place, and it is not (yet, or a foreign object holds its name).
 	ReasonBaselineMissing = "BaselineMissing"
-	// ReasonBaselineWidened: the namespace's baseline is smi2istio's but holds another spec (someone
-	// widened it and an admission step keeps it so): it may allow more than any TrafficTarget.
+	// ReasonBaselineWidened: the policy enforced under the baseline's name holds another spec than
+	// smi2istio's (someone widened it and an admission step keeps it so, or it is not smi2istio's):
+	// it may allow more than any TrafficTarget.
 	ReasonBaselineWidened = "BaselineWidened"
 	// ReasonLeftMesh: the namespace left the mesh while pods still run Istio's sidecar: outputs are
 	// kept for them, not claimed enforced.

@@ -3,6 +3,7 @@ package syncset
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -151,5 +152,19 @@ func TestRepairInPlaceIsConditionedOnTheResourceVersion(t *testing.T) {
 	after := mustGet(t, apGVK, ns, "baseline")
 	if after.GetLabels()["someone"] != "was-here" || deletes != 0 || after.GetUID() != live.GetUID() {
 		t.Fatalf("their write was overwritten or the object deleted: labels %v, %d deletes", after.GetLabels(), deletes)
+	}
+}
+
+// A kept object does not stop its set: only sets whose partial state allows no more may repair in
+// place. Sync refuses the others before any request.
+func TestRepairInPlaceOnlyForKeepSetsWithoutGuards(t *testing.T) {
+	remove := repairSet("any", `{}`)
+	remove.OnBlocked = Remove
+	guarded := repairSet("any", `{}`)
+	guarded.Kinds = []Kind{{GVK: efGVK, Guard: true}, {GVK: apGVK}}
+	for name, set := range map[string]*Set{"Remove": remove, "Guard kind": guarded} {
+		if _, err := (&Syncer{}).Sync(context.Background(), set); err == nil || !strings.Contains(err.Error(), "RepairInPlace") {
+			t.Errorf("%s: Sync = %v, want it refused", name, err)
+		}
 	}
 }

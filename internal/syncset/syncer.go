@@ -71,7 +71,8 @@ type Syncer struct {
 	Reader       client.Reader
 	FieldManager string
 	Validate     Validator
-	// Writes, when set, records each object applied exactly as desired, under the set's Writer.
+	// Writes, when set, records each object applied exactly as desired (or kept, in a RepairInPlace
+	// set), under the set's Writer.
 	Writes *OwnWrites
 
 	mu sync.Mutex
@@ -136,7 +137,11 @@ const ReasonHeld = "Held"
 // apply fails half-way through a Remove set, what it holds is deleted (allow nothing) before the
 // error is returned, so that no partial set stays behind.
 func (s *Syncer) Sync(ctx context.Context, set *Set) (Result, error) {
-	applied := map[types.UID]bool{} // what this sync applied exactly as desired
+	if set.RepairInPlace && (set.OnBlocked == Remove || set.firstGuard() >= 0) {
+		// A kept object does not stop the sync: only for sets whose partial state allows no more.
+		return Result{}, errors.New("a RepairInPlace set must keep its live set when blocked (OnBlocked Keep) and have no Guard kinds")
+	}
+	applied := map[types.UID]bool{} // what this sync applied exactly as desired, or kept
 	res, err := s.sync(ctx, set, applied)
 	if err != nil || res.Blocked() {
 		applied = nil

@@ -90,11 +90,12 @@ type Set struct {
 	// created again — for objects whose absence allows more than they do (a namespace's
 	// allow-nothing baseline: deleting it opens the namespace until it is back). One that an
 	// admission step changes again on that write is kept and reported (Result.Kept,
-	// ErrForeignFieldsKept), and the rest of the set is written all the same. For sets without
-	// Guard kinds.
+	// ErrForeignFieldsKept), and the rest of the set is written all the same. Only for Keep sets
+	// without Guard kinds (Sync refuses others).
 	RepairInPlace bool
 	// Writer names who writes the set (the reconciler and its request): each object applied exactly
-	// as desired is recorded under it in the Syncer's Writes. Empty: nothing is recorded.
+	// as desired (or kept, RepairInPlace) is recorded under it in the Syncer's Writes. Empty:
+	// nothing is recorded.
 	Writer string
 	// Now is the time of the sync (Diff is pure), on the operator's clock.
 	Now time.Time
