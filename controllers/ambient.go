@@ -136,25 +136,27 @@ func (r *AccessReconciler) waypoint(ctx context.Context, key string, rootNamespa
 		return nil, "", err
 	}
 	if ap.SpecHash() != want {
-		return nil, fmt.Sprintf("its deny-by-default AuthorizationPolicy %s%s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log)", translate.WaypointBaselinePrefix, name), nil
+		return nil, waypointBaselineWidened(name), nil
 	}
 	// An ALLOW policy of someone else's attached to the waypoint (its Gateway, or the istio-waypoint
 	// GatewayClass from a root namespace) is ORed into every chain of it, the direct-to-pod one
 	// included: what it allows would pass the waypoint, which ztunnel admits.
-	if why, err := r.foreignWaypointPolicy(ctx, ns, name, rootNamespaces); err != nil || why != "" {
+	if why, err := r.foreignWaypointPolicy(ctx, ns, name, want, rootNamespaces); err != nil || why != "" {
 		return nil, why, err
 	}
 	return &translate.Waypoint{Namespace: ns, Name: name, ServiceAccount: sa}, "", nil
 }
 
+// waypointBaselineWidened says why waypoint name is not used when its baseline holds another spec.
+func waypointBaselineWidened(name string) string {
+	return fmt.Sprintf("its deny-by-default AuthorizationPolicy %s%s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log)", translate.WaypointBaselinePrefix, name)
+}
+
 // foreignWaypointPolicy names an ALLOW (or CUSTOM) AuthorizationPolicy smi2istio did not write that
 // is attached to waypoint ns/name or to the istio-waypoint GatewayClass (read uncached: the cache
-// keeps no targetRefs); "" when there is none.
-func (r *AccessReconciler) foreignWaypointPolicy(ctx context.Context, ns, name string, rootNamespaces []string) (string, error) {
-	baseline, err := waypointBaselineSpec(ns, name)
-	if err != nil {
-		return "", err
-	}
+// keeps no targetRefs); "" when there is none. baseline is the hash of the spec smi2istio writes for
+// the waypoint's own baseline, which is skipped only when it holds that spec.
+func (r *AccessReconciler) foreignWaypointPolicy(ctx context.Context, ns, name, baseline string, rootNamespaces []string) (string, error) {
 	for _, where := range append([]string{ns}, rootNamespaces...) {
 		list := &unstructured.UnstructuredList{}
 		list.SetGroupVersionKind(AuthorizationPolicyGVK.GroupVersion().WithKind("AuthorizationPolicyList"))
@@ -171,7 +173,7 @@ func (r *AccessReconciler) foreignWaypointPolicy(ctx context.Context, ns, name s
 				if spec, err := cache.SpecHash(ap.Object["spec"]); err == nil && spec == baseline {
 					continue
 				}
-				return fmt.Sprintf("its deny-by-default AuthorizationPolicy %s does not hold the spec smi2istio wrote (it was widened, and an admission step keeps it so: see the operator's log)", ap.GetName()), nil
+				return waypointBaselineWidened(name), nil
 			}
 			refs, _, _ := unstructured.NestedSlice(ap.Object, "spec", "targetRefs")
 			if ref, ok, _ := unstructured.NestedMap(ap.Object, "spec", "targetRef"); ok {
