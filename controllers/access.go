@@ -221,10 +221,10 @@ func (r *AccessReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manage
 		// A workload change can make another ServiceAccount's selector imprecise: recompute every
 		// destination of the namespace (they are few; workloads are many).
 		WatchesRawSource(workloads).
-		Watches(cache.New(AuthorizationPolicyGVK), byDestinationLabel).
-		Watches(cache.New(PeerAuthenticationGVK), byDestinationLabel).
-		Watches(cache.New(EnvoyFilterGVK), byDestinationLabel).
-		Complete(r)
+		Watches(cache.New(AuthorizationPolicyGVK), echoless(accessController, byDestinationLabel)).
+		Watches(cache.New(PeerAuthenticationGVK), echoless(accessController, byDestinationLabel)).
+		Watches(cache.New(EnvoyFilterGVK), byDestinationLabel). // a guard's own creation included
+		Complete(reconcilingAs(accessController, r))
 }
 
 // destinations lists the destination ServiceAccounts of a namespace's TrafficTargets.

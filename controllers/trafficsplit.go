@@ -176,21 +176,27 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}
 	for _, gvk := range r.gateway.routeKinds() {
 		// Ours (owned), and someone else's for a root Service (Conflict while it exists).
-		b = b.Owns(cache.New(gvk)).Watches(cache.New(gvk), r.splitsOfHosts())
+		b = b.Watches(cache.New(gvk), r.ownerOf(mgr)).Watches(cache.New(gvk), echoless(trafficSplitController, r.splitsOfHosts()))
 	}
 	return b.
 		For(cache.NewSMI(TrafficSplitGVK), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(cache.New(VirtualServiceGVK)).
-		Owns(cache.New(DestinationRuleGVK)).
+		Watches(cache.New(VirtualServiceGVK), r.ownerOf(mgr)).
+		Watches(cache.New(DestinationRuleGVK), r.ownerOf(mgr)).
 		Watches(&corev1.Service{}, splitsBy(r.splitsByService, byName)).
 		Watches(cache.NewSMI(HTTPRouteGroupGVK), splitsBy(r.splitsByRouteGroup, byName), builder.WithPredicates(ignoreStatusWrites)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
 		Watches(cache.NewSMI(TrafficSplitGVK), splitsBy(r.splitsByRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a
 		// sibling's not yet garbage collected): its change or removal concerns every split of that root.
-		Watches(cache.New(VirtualServiceGVK), r.splitsOfHosts()).
-		Watches(cache.New(DestinationRuleGVK), r.splitsOfHosts()).
-		Complete(r)
+		Watches(cache.New(VirtualServiceGVK), echoless(trafficSplitController, r.splitsOfHosts())).
+		Watches(cache.New(DestinationRuleGVK), echoless(trafficSplitController, r.splitsOfHosts())).
+		Complete(reconcilingAs(trafficSplitController, r))
+}
+
+// ownerOf maps an output to the split that owns it (as the builder's Owns does), without the
+// echo of the split's own write (echoless).
+func (r *TrafficSplitReconciler) ownerOf(mgr ctrl.Manager) handler.EventHandler {
+	return echoless(trafficSplitController, handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), cache.NewSMI(TrafficSplitGVK), handler.OnlyControllerOwner()))
 }
 
 // splitsOfHosts maps an Istio object to the splits whose root is one of its hosts.

@@ -24,6 +24,18 @@ type OwnWrites struct {
 	byWriter map[string][]types.UID // the UIDs each writer has records of
 	ring     []types.UID            // UIDs in the order written; the oldest is forgotten first
 	next     int
+	running  map[string]*running // writers whose reconcile runs (Begin), with the echoes to decide
+}
+
+type running struct {
+	n       int
+	pending []echo
+}
+
+type echo struct {
+	uid             types.UID
+	resourceVersion string
+	enqueue         func()
 }
 
 type write struct {
@@ -40,8 +52,8 @@ func NewOwnWrites(size int) *OwnWrites {
 	return &OwnWrites{last: make(map[types.UID]write, size), byWriter: map[string][]types.UID{}, ring: make([]types.UID, size)}
 }
 
-// record notes that writer stored the object uid at resourceVersion.
-func (e *OwnWrites) record(uid types.UID, resourceVersion, writer string) {
+// Record notes that writer stored the object uid at resourceVersion.
+func (e *OwnWrites) Record(uid types.UID, resourceVersion, writer string) {
 	if e == nil || uid == "" || resourceVersion == "" || writer == "" {
 		return
 	}
@@ -78,13 +90,91 @@ func (e *OwnWrites) forget(uid types.UID, writer string) {
 // wrote reports whether writer's latest sync (or the one running) stored the object uid at
 // resourceVersion.
 func (e *OwnWrites) wrote(writer string, uid types.UID, resourceVersion string) bool {
-	if e == nil || writer == "" || uid == "" || resourceVersion == "" {
+	if e == nil {
 		return false
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.matches(writer, uid, resourceVersion)
+}
+
+// Begin marks writer's reconcile as running until done is called (a reconcile calls it before its
+// first read). Echoes of writer's objects that arrive meanwhile are decided when it is done.
+func (e *OwnWrites) Begin(writer string) (done func()) {
+	if e == nil || writer == "" {
+		return func() {}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.running == nil {
+		e.running = map[string]*running{}
+	}
+	r := e.running[writer]
+	if r == nil {
+		r = &running{}
+		e.running[writer] = r
+	}
+	r.n++
+	return func() {
+		e.mu.Lock()
+		var send []func()
+		if r.n--; r.n <= 0 {
+			delete(e.running, writer)
+			for _, p := range r.pending {
+				if !e.matches(writer, p.uid, p.resourceVersion) {
+					send = append(send, p.enqueue)
+				}
+			}
+		}
+		e.mu.Unlock()
+		for _, f := range send {
+			f()
+		}
+	}
+}
+
+// Writer names the writer whose latest sync (or the one running) stored the object uid at
+// resourceVersion, or "" when none did (or anyone wrote it since).
+func (e *OwnWrites) Writer(uid types.UID, resourceVersion string) string {
+	if e == nil || uid == "" || resourceVersion == "" {
+		return ""
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if w, ok := e.last[uid]; ok && w.resourceVersion == resourceVersion {
+		return w.writer
+	}
+	return ""
+}
+
+// Echo decides whether the watch event of object uid at resourceVersion brings back writer's
+// reconcile: enqueue is called unless writer's latest sync, finished, applied the object exactly as
+// it stands (its record holds that resourceVersion: nobody wrote it since, and the sync neither
+// failed nor left it behind). While writer's reconcile runs the decision waits for its end: its
+// sync may be about to leave behind, unpruned, an object its cache did not hold yet, whose record
+// the end of the sync drops.
+func (e *OwnWrites) Echo(writer string, uid types.UID, resourceVersion string, enqueue func()) {
+	if e == nil {
+		enqueue()
+		return
+	}
+	e.mu.Lock()
+	if r := e.running[writer]; r != nil {
+		r.pending = append(r.pending, echo{uid: uid, resourceVersion: resourceVersion, enqueue: enqueue})
+		e.mu.Unlock()
+		return
+	}
+	echoed := e.matches(writer, uid, resourceVersion)
+	e.mu.Unlock()
+	if !echoed {
+		enqueue()
+	}
+}
+
+// matches reports whether writer's record of uid holds resourceVersion. Called with mu held.
+func (e *OwnWrites) matches(writer string, uid types.UID, resourceVersion string) bool {
 	w, ok := e.last[uid]
-	return ok && w.writer == writer && w.resourceVersion == resourceVersion
+	return ok && writer != "" && resourceVersion != "" && w.writer == writer && w.resourceVersion == resourceVersion
 }
 
 // end keeps of writer's records only those of the objects in kept (what its sync just applied).

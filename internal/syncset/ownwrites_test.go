@@ -21,7 +21,7 @@ import (
 
 func TestOwnWritesRemembersEachSetsLatestSync(t *testing.T) {
 	e := NewOwnWrites(2)
-	e.record("a", "1", "w")
+	e.Record("a", "1", "w")
 	if !e.wrote("w", "a", "1") {
 		t.Fatal("a@1 written by w: not remembered")
 	}
@@ -34,27 +34,27 @@ func TestOwnWritesRemembersEachSetsLatestSync(t *testing.T) {
 			t.Errorf("%s@%s taken for %q's write", c.uid, c.rv, c.writer)
 		}
 	}
-	e.record("a", "3", "v") // a later write: the earlier one is no longer the object as it stands
+	e.Record("a", "3", "v") // a later write: the earlier one is no longer the object as it stands
 	if e.wrote("w", "a", "1") || !e.wrote("v", "a", "3") {
 		t.Error("after a@3 by v: a@1 by w still remembered, or a@3 not")
 	}
-	e.record("b", "4", "w")
-	e.record("c", "5", "w") // the ring holds two: a, the oldest, is forgotten
+	e.Record("b", "4", "w")
+	e.Record("c", "5", "w") // the ring holds two: a, the oldest, is forgotten
 	if e.wrote("v", "a", "3") || !e.wrote("w", "b", "4") || !e.wrote("w", "c", "5") {
 		t.Error("a memory of two after three objects: want a forgotten, b and c remembered")
 	}
 	var none *OwnWrites
-	none.record("a", "1", "w") // a Syncer without OwnWrites records nothing
+	none.Record("a", "1", "w") // a Syncer without OwnWrites records nothing
 	if none.wrote("w", "a", "1") {
 		t.Error("nil OwnWrites answered")
 	}
 
 	// When a sync ends, only what it applied stays of its writer's records; a failed one leaves none.
 	e = NewOwnWrites(8)
-	e.record("a", "1", "w")
-	e.record("b", "1", "w")
-	e.record("c", "1", "v")
-	e.record("b", "2", "w")
+	e.Record("a", "1", "w")
+	e.Record("b", "1", "w")
+	e.Record("c", "1", "v")
+	e.Record("b", "2", "w")
 	e.end("w", map[types.UID]bool{"b": true})
 	if e.wrote("w", "a", "1") || !e.wrote("w", "b", "2") || !e.wrote("v", "c", "1") {
 		t.Error("after w's sync that applied b: want a forgotten, b@2 and v's c kept")
@@ -67,11 +67,11 @@ func TestOwnWritesRemembersEachSetsLatestSync(t *testing.T) {
 	// A record forgotten and made again keeps only its new place in the ring: the old slot, when
 	// reused, does not take the new record with it.
 	e = NewOwnWrites(2)
-	e.record("a", "1", "w")
+	e.Record("a", "1", "w")
 	e.end("w", nil)
-	e.record("b", "1", "v")
-	e.record("a", "2", "w") // slot 0 again (the ring wrapped): a's
-	e.record("c", "1", "v") // slot 1: b goes
+	e.Record("b", "1", "v")
+	e.Record("a", "2", "w") // slot 0 again (the ring wrapped): a's
+	e.Record("c", "1", "v") // slot 1: b goes
 	if !e.wrote("w", "a", "2") || e.wrote("v", "b", "1") {
 		t.Error("ring reuse: want a@2 kept and b forgotten")
 	}
