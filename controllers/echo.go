@@ -35,6 +35,10 @@ func echolessOf(writes *syncset.OwnWrites, controller string, h handler.EventHan
 			h.Create(ctx, e, echoQueue(writes, controller, e.Object, q))
 		},
 		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion() {
+				h.Update(ctx, e, q) // an informer's resync or relist, not a write: as before
+				return
+			}
 			h.Update(ctx, e, echoQueue(writes, controller, e.ObjectNew, q))
 		},
 		DeleteFunc:  h.Delete,

@@ -85,6 +85,16 @@ func TestEchoIsDroppedOnlyForAFinishedSyncThatAppliedTheObject(t *testing.T) {
 	d2()
 	expect("both ended", event{"w", "z", "7"})
 
+	// A write the next sync would not leave alone (an admission step stripped the set's label, it
+	// is being deleted, its metadata is not as desired) is recorded as the set's own (applyOwn) but
+	// its echo is delivered: the next sync reports it.
+	e.record("s", "8", "w", false)
+	if !e.wrote("w", "s", "8") {
+		t.Error("an unsettled write is not the writer's own")
+	}
+	send(e, event{"w", "s", "8"})
+	expect("an unsettled write", event{"w", "s", "8"})
+
 	// Without OwnWrites everything is delivered.
 	var none *OwnWrites
 	none.Begin("w")()

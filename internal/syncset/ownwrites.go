@@ -40,7 +40,8 @@ type echo struct {
 
 type write struct {
 	resourceVersion, writer string
-	slot                    int // its place in the ring
+	settled                 bool // as the writer's next Diff would leave it (its echo may be dropped)
+	slot                    int  // its place in the ring
 }
 
 // OwnWritesSize is how many writes NewOwnWrites remembers: far more than are written while the
@@ -52,8 +53,14 @@ func NewOwnWrites(size int) *OwnWrites {
 	return &OwnWrites{last: make(map[types.UID]write, size), byWriter: map[string][]types.UID{}, ring: make([]types.UID, size)}
 }
 
-// Record notes that writer stored the object uid at resourceVersion.
+// Record notes that writer stored the object uid at resourceVersion, as its next sync would leave it.
 func (e *OwnWrites) Record(uid types.UID, resourceVersion, writer string) {
+	e.record(uid, resourceVersion, writer, true)
+}
+
+// record notes that writer stored the object uid at resourceVersion; settled: as its next sync
+// would leave it (Set.settled), else its echo is delivered all the same.
+func (e *OwnWrites) record(uid types.UID, resourceVersion, writer string, settled bool) {
 	if e == nil || uid == "" || resourceVersion == "" || writer == "" {
 		return
 	}
@@ -61,7 +68,7 @@ func (e *OwnWrites) Record(uid types.UID, resourceVersion, writer string) {
 	defer e.mu.Unlock()
 	if w, known := e.last[uid]; known { // written again: it keeps its place in the ring
 		e.forget(uid, w.writer)
-		e.last[uid] = write{resourceVersion: resourceVersion, writer: writer, slot: w.slot}
+		e.last[uid] = write{resourceVersion: resourceVersion, writer: writer, settled: settled, slot: w.slot}
 		e.byWriter[writer] = append(e.byWriter[writer], uid)
 		return
 	}
@@ -71,7 +78,7 @@ func (e *OwnWrites) Record(uid types.UID, resourceVersion, writer string) {
 		}
 	}
 	e.ring[e.next] = uid
-	e.last[uid] = write{resourceVersion: resourceVersion, writer: writer, slot: e.next}
+	e.last[uid] = write{resourceVersion: resourceVersion, writer: writer, settled: settled, slot: e.next}
 	e.byWriter[writer] = append(e.byWriter[writer], uid)
 	e.next = (e.next + 1) % len(e.ring)
 }
@@ -121,7 +128,7 @@ func (e *OwnWrites) Begin(writer string) (done func()) {
 		if r.n--; r.n <= 0 {
 			delete(e.running, writer)
 			for _, p := range r.pending {
-				if !e.matches(writer, p.uid, p.resourceVersion) {
+				if !e.echoes(writer, p.uid, p.resourceVersion) {
 					send = append(send, p.enqueue)
 				}
 			}
@@ -150,7 +157,9 @@ func (e *OwnWrites) Writer(uid types.UID, resourceVersion string) string {
 // Echo decides whether the watch event of object uid at resourceVersion brings back writer's
 // reconcile: enqueue is called unless writer's latest sync, finished, applied the object exactly as
 // it stands (its record holds that resourceVersion: nobody wrote it since, and the sync neither
-// failed nor left it behind). While writer's reconcile runs the decision waits for its end: its
+// failed nor left it behind) and as its next sync would leave it (settled: the set's own labels
+// and controller, not being deleted, its metadata as desired — an admission step that strips a
+// label makes the next sync report a Conflict, so that echo is delivered). While writer's reconcile runs the decision waits for its end: its
 // sync may be about to leave behind, unpruned, an object its cache did not hold yet, whose record
 // the end of the sync drops.
 func (e *OwnWrites) Echo(writer string, uid types.UID, resourceVersion string, enqueue func()) {
@@ -164,11 +173,16 @@ func (e *OwnWrites) Echo(writer string, uid types.UID, resourceVersion string, e
 		e.mu.Unlock()
 		return
 	}
-	echoed := e.matches(writer, uid, resourceVersion)
+	echoed := e.echoes(writer, uid, resourceVersion)
 	e.mu.Unlock()
 	if !echoed {
 		enqueue()
 	}
+}
+
+// echoes: writer's record of uid holds resourceVersion and the write was settled. Called with mu held.
+func (e *OwnWrites) echoes(writer string, uid types.UID, resourceVersion string) bool {
+	return e.matches(writer, uid, resourceVersion) && e.last[uid].settled
 }
 
 // matches reports whether writer's record of uid holds resourceVersion. Called with mu held.

@@ -231,7 +231,7 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 				// Kept as it is (deleting it would allow more); the rest of the set is written. It
 				// stands as this sync left it: the set's own to write again.
 				res.Kept = append(res.Kept, RefOf(want.GetKind(), want))
-				s.Writes.Record(got.GetUID(), got.GetResourceVersion(), set.Writer)
+				s.Writes.record(got.GetUID(), got.GetResourceVersion(), set.Writer, false) // not as desired: its echo is delivered
 				applied[got.GetUID()] = true
 				continue
 			}
@@ -249,7 +249,8 @@ func (s *Syncer) sync(ctx context.Context, set *Set, applied map[types.UID]bool)
 			return res, err
 		}
 		res.Applied = append(res.Applied, Ref{Kind: want.GetKind(), Namespace: want.GetNamespace(), Name: want.GetName()})
-		s.Writes.Record(got.GetUID(), got.GetResourceVersion(), set.Writer) // exact: as desired
+		// exact: as desired; its echo tells the writer nothing if the next Diff would leave it alone
+		s.Writes.record(got.GetUID(), got.GetResourceVersion(), set.Writer, set.settled(want, got))
 		applied[got.GetUID()] = true
 		if ki >= 0 && set.Kinds[ki].Guard && set.Settle > 0 {
 			if _, known := set.GuardSince[got.GetUID()]; !known {

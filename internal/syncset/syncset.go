@@ -553,6 +553,11 @@ func UpToDate(want *unstructured.Unstructured, have cache.Object) bool {
 	if h, err := cache.SpecHash(want.Object["spec"]); err != nil || h != have.SpecHash() {
 		return false
 	}
+	return metaUpToDate(want, have)
+}
+
+// metaUpToDate: have carries want's labels, annotations and finalizers, and its owner references.
+func metaUpToDate(want, have metav1.Object) bool {
 	for k, v := range want.GetLabels() {
 		if have.GetLabels()[k] != v {
 			return false
@@ -573,4 +578,11 @@ func UpToDate(want *unstructured.Unstructured, have cache.Object) bool {
 		}
 	}
 	return reflect.DeepEqual(want.GetOwnerReferences(), have.GetOwnerReferences())
+}
+
+// settled reports whether got, as an apply of want left it, is what the next Diff would leave
+// alone: the set's own (labels, controller), not being deleted, want's metadata on it. Only such a
+// write's watch event tells its writer nothing (OwnWrites.Echo); the spec is exact's to check.
+func (s *Set) settled(want *unstructured.Unstructured, got metav1.Object) bool {
+	return s.Owns(got) && got.GetDeletionTimestamp().IsZero() && metaUpToDate(want, got) && s.ExactMeta(want, got)
 }
