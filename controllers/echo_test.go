@@ -99,3 +99,35 @@ func TestEcholessDropsOnlyTheWritersOwnEcho(t *testing.T) {
 	}
 	expect("after the reconcile, whose sync kept the record") // dropped: the record still holds 9
 }
+
+// A split's own event reaches the splits of its root but itself (For delivers it to itself).
+func TestSiblingsOnlySkipsTheSplitItself(t *testing.T) {
+	req := func(name string) reconcile.Request {
+		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: "shop", Name: name}}
+	}
+	h := siblingsOnly(handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{req("a"), req("b")}
+	}))
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
+	defer q.ShutDown()
+	a := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "a", ResourceVersion: "1"}}
+	a2 := a.DeepCopy()
+	a2.ResourceVersion = "2"
+	ctx := context.Background()
+	for name, send := range map[string]func(){
+		"create": func() { h.Create(ctx, event.CreateEvent{Object: a}, q) },
+		"update": func() { h.Update(ctx, event.UpdateEvent{ObjectOld: a, ObjectNew: a2}, q) },
+		"delete": func() { h.Delete(ctx, event.DeleteEvent{Object: a}, q) },
+	} {
+		send()
+		var got []string
+		for q.Len() > 0 {
+			r, _ := q.Get()
+			got = append(got, r.Name)
+			q.Done(r)
+		}
+		if strings.Join(got, ",") != "b" {
+			t.Errorf("%s: enqueued %v, want the sibling b only", name, got)
+		}
+	}
+}

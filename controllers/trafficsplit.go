@@ -17,9 +17,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -185,7 +187,9 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		Watches(&corev1.Service{}, splitsBy(r.splitsByService, byName)).
 		Watches(cache.NewSMI(HTTPRouteGroupGVK), splitsBy(r.splitsByRouteGroup, byName), builder.WithPredicates(ignoreStatusWrites)).
 		// Splits that share a root: the oldest wins, so a change to one concerns the others.
-		Watches(cache.NewSMI(TrafficSplitGVK), splitsBy(r.splitsByRoot, rootOf), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// The split itself comes through For (whose predicates pass whatever these do): a second add
+		// of it landed while its first reconcile ran, and reconciled it twice.
+		Watches(cache.NewSMI(TrafficSplitGVK), siblingsOnly(splitsBy(r.splitsByRoot, rootOf)), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// An object for a root host that a split does not own blocks it (someone else's, or a
 		// sibling's not yet garbage collected): its change or removal concerns every split of that root.
 		Watches(cache.New(VirtualServiceGVK), echoless(trafficSplitController, r.splitsOfHosts())).
@@ -197,6 +201,38 @@ func (r *TrafficSplitReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 // echo of the split's own write (echoless).
 func (r *TrafficSplitReconciler) ownerOf(mgr ctrl.Manager) handler.EventHandler {
 	return echoless(trafficSplitController, handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), cache.NewSMI(TrafficSplitGVK), handler.OnlyControllerOwner()))
+}
+
+// siblingsOnly wraps h (a split's event mapped to the splits of its root): every split but the one
+// the event is of.
+func siblingsOnly(h handler.EventHandler) handler.EventHandler {
+	self := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+		return &skipRequest{TypedRateLimitingInterface: q, skip: reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
+	}
+	return handler.Funcs{
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			h.Create(ctx, e, self(e.Object, q))
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			h.Update(ctx, e, self(e.ObjectNew, q))
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			h.Delete(ctx, e, self(e.Object, q))
+		},
+		GenericFunc: h.Generic,
+	}
+}
+
+// skipRequest is a queue that drops one request.
+type skipRequest struct {
+	workqueue.TypedRateLimitingInterface[reconcile.Request]
+	skip reconcile.Request
+}
+
+func (q *skipRequest) Add(req reconcile.Request) {
+	if req != q.skip {
+		q.TypedRateLimitingInterface.Add(req)
+	}
 }
 
 // splitsOfHosts maps an Istio object to the splits whose root is one of its hosts.
