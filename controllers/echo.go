@@ -53,23 +53,28 @@ func echoQueue(writes *syncset.OwnWrites, controller string, o client.Object, q 
 	if writer == "" {
 		return q
 	}
-	return &withoutEcho{TypedRateLimitingInterface: q, writes: writes, controller: controller, writer: writer, o: o}
+	uid, rv := o.GetUID(), o.GetResourceVersion()
+	return addVia(q, func(req reconcile.Request) {
+		if writerOf(controller, req) != writer {
+			q.Add(req)
+			return
+		}
+		writes.Echo(writer, uid, rv, func() { q.Add(req) })
+	})
 }
 
-type withoutEcho struct {
+// addVia is q with its Add replaced by add (which decides whether and when to call q.Add). The
+// handlers of controller-runtime enqueue through Add once the queue is not a priority queue.
+func addVia(q workqueue.TypedRateLimitingInterface[reconcile.Request], add func(reconcile.Request)) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+	return &queueAdd{TypedRateLimitingInterface: q, add: add}
+}
+
+type queueAdd struct {
 	workqueue.TypedRateLimitingInterface[reconcile.Request]
-	writes             *syncset.OwnWrites
-	controller, writer string
-	o                  client.Object
+	add func(reconcile.Request)
 }
 
-func (w *withoutEcho) Add(req reconcile.Request) {
-	if writerOf(w.controller, req) != w.writer {
-		w.TypedRateLimitingInterface.Add(req)
-		return
-	}
-	w.writes.Echo(w.writer, w.o.GetUID(), w.o.GetResourceVersion(), func() { w.TypedRateLimitingInterface.Add(req) })
-}
+func (q *queueAdd) Add(req reconcile.Request) { q.add(req) }
 
 // reconcilingAs marks each reconcile of r as running (syncset.OwnWrites.Begin) under the writer
 // name its sets carry, from before its first read to its end.

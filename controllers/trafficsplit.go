@@ -207,7 +207,12 @@ func (r *TrafficSplitReconciler) ownerOf(mgr ctrl.Manager) handler.EventHandler 
 // the event is of.
 func siblingsOnly(h handler.EventHandler) handler.EventHandler {
 	self := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
-		return &skipRequest{TypedRateLimitingInterface: q, skip: reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}}
+		skip := reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}}
+		return addVia(q, func(req reconcile.Request) {
+			if req != skip {
+				q.Add(req)
+			}
+		})
 	}
 	return handler.Funcs{
 		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
@@ -220,18 +225,6 @@ func siblingsOnly(h handler.EventHandler) handler.EventHandler {
 			h.Delete(ctx, e, self(e.Object, q))
 		},
 		GenericFunc: h.Generic,
-	}
-}
-
-// skipRequest is a queue that drops one request.
-type skipRequest struct {
-	workqueue.TypedRateLimitingInterface[reconcile.Request]
-	skip reconcile.Request
-}
-
-func (q *skipRequest) Add(req reconcile.Request) {
-	if req != q.skip {
-		q.TypedRateLimitingInterface.Add(req)
 	}
 }
 
